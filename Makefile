@@ -1,0 +1,15 @@
+# The two commands of the README. Both set up a fresh machine first (idempotent, seconds when already done).
+VENV ?= .venv
+
+.PHONY: quick test setup setup-test
+quick: setup            ## install, then run the main job: the quick suite on the embedded data + comparison table
+	$(VENV)/bin/sema-bench
+
+test: setup-test        ## install (incl. OpenMMLab), then run the whole test suite
+	$(VENV)/bin/python -m pytest -n 2 -q
+
+setup:
+	scripts/setup.sh
+
+setup-test:
+	scripts/setup.sh --openmmlab

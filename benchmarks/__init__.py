@@ -1,0 +1,1 @@
+"""sema-bench: per-task runners driven by one training engine (see README)."""

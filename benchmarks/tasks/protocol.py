@@ -1,0 +1,85 @@
+"""The plug-in point for tasks: what a task runner hands the training engine.
+
+A task is a module in `benchmarks/tasks/` with two things at top level:
+
+* `Config`: a dataclass extending `TaskConfig` (its Hydra schema; one comment per field);
+* `setup(cfg: Config, ctx: RunContext) -> TaskSetup`.
+
+It is registered by one line in `benchmarks/tasks/__init__.py::TASKS`. Heavy dependencies (timm, pycocotools,
+transformers, ...) are imported inside `setup`, never at module top level, so that `import benchmarks.tasks.x`
+stays cheap and the config schema can be registered without the task's extra installed.
+
+The engine owns everything that is the same for all tasks: the optimizer and schedule, the data loader (sampler,
+seeding, DDP), the WA method, mixed precision, gradient clipping, checkpoints, logging and `result.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@dataclass
+class TaskConfig:
+    """Fields every task has. Task-specific fields live in the task's own `Config` subclass."""
+
+    name: str = "???"  # task name, one of benchmarks.tasks.TASKS
+    dataset: str = "???"  # dataset key; each task lists the ones it accepts and rejects others with the list
+    data_root: Optional[str] = None  # folder holding the real dataset; None = the embedded offline default
+    model: str = "???"  # model name (timm name or a project model); each task lists the accepted ones
+    batch_size: int = 128  # training batch size per process
+    eval_batch_size: int = 256  # evaluation batch size
+    num_workers: int = 0  # DataLoader worker processes (0 keeps CPU runs deterministic and light)
+    ema_decay: float = 0.999  # decay the paper uses for this model family (0.999 CNNs, 0.9999 transformers);
+    #                           method configs read it through ${task.ema_decay}
+    max_train_samples: Optional[int] = None  # cap on training examples (smoke/quick profiles); None = all
+    max_eval_samples: Optional[int] = None  # cap on evaluation examples; None = all
+
+
+@dataclass
+class RunContext:
+    """Run-wide facts a task may need while building itself."""
+
+    device: torch.device  # where the model will train
+    seed: int  # the run's seed; data generation and splits derive from it or from fixed dataset seeds
+    out_dir: Path  # the run directory (sample grids, per-run artefacts)
+    cache_dir: Path  # where embedded datasets are prepared once and reused across runs
+    rank: int = 0  # process rank under torchrun
+    world_size: int = 1  # number of processes under torchrun
+    profile: str = "quick"  # smoke | quick | paper
+
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class TaskSetup:
+    """Everything the engine needs to train and evaluate one task."""
+
+    model: nn.Module  # the module the optimizer trains (all trainable parameters)
+    train_set: Dataset  # training examples; the engine builds the loader (sampler, seed, DDP)
+    train_loss: LossFn  # (model, batch on device) -> scalar loss; the model is in train mode
+    evaluate: EvalFn  # metrics of `model` as it is now; the engine sets eval mode and no_grad
+    headline: str  # key in evaluate()'s result that the tables compare (e.g. "top1", "mae")
+    higher_is_better: bool  # direction of the headline metric
+    dataset: str  # dataset name as it should appear in results (say "offline"/"proxy" where it applies)
+    collate_fn: Optional[Callable[[list], Batch]] = None  # DataLoader collate function; None = default
+    averaged_module: Optional[nn.Module] = None  # the submodule the WA method averages; None = `model`
+    after_step: Optional[Callable[[int], None]] = None  # task-owned per-step work after the WA update
+    #                                                      (e.g. an SSL teacher's momentum update); arg = global step
+    on_switch: Optional[Callable[[], None]] = None  # called right after the WA method wrote into the model
+    final_evaluate: Optional[EvalFn] = None  # heavier end-of-training metrics (linear probe, FID) on the
+    #                                         weights being reported; merged into result["final"]
+    analysis_batches: Optional[Callable[[], Iterable[Batch]]] = None  # a fixed, seeded list of batches for
+    #                                                   sema-analyze (loss landscapes, sharpness); None = first
+    #                                                   batches of an unshuffled training loader
+    param_groups: Optional[Callable[[nn.Module], list[dict]]] = None  # optimizer groups (e.g. no decay on
+    #                                                                  norms/biases); None = one group
+    notes: list[str] = field(default_factory=list)  # caveats copied into result.json (e.g. "proxy FID")
