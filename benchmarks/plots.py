@@ -45,9 +45,12 @@ def plot_learning_curves(curves: Sequence[Curve], metric: str, title: str, path:
         low = [m - (0.0 if math.isnan(s) else s) for m, s in zip(curve.mean, curve.std)]
         high = [m + (0.0 if math.isnan(s) else s) for m, s in zip(curve.mean, curve.std)]
         ax.fill_between(curve.epochs, low, high, color=colour, alpha=0.15 if curve.weights == "average" else 0.07)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -68,7 +71,7 @@ def plot_final(
     ax.errorbar(xs, means, yerr=errors, fmt="o", capsize=6, color="C0")
     ax.set_xticks(xs, labels, rotation=20, ha="right")
     ax.set_ylabel(metric)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ Conventions:
 * std is the sample standard deviation (ddof=1); with one value it is undefined and given as NaN.
 * A paired difference pairs two methods by seed and reports mean(a - b) with the two-sided Student-t interval
   mean +- t_{(1+c)/2, n-1} * sd / sqrt(n). With fewer than two pairs there is no interval (None).
-* "Reaching" a target means value >= target when higher is better, value <= target otherwise.
+* "Reaching" a target means value >= target when higher is better, value <= target otherwise, up to a relative
+  tolerance of 1e-9 so that a value equal to the target except for float rounding (a mean of seeds) counts.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def paired_difference(
 
 
 def reaches(value: float, target: float, higher_is_better: bool) -> bool:
-    """Whether `value` is at least as good as `target`."""
-    return value >= target if higher_is_better else value <= target
+    """Whether `value` is at least as good as `target` (within float rounding)."""
+    slack = 1e-9 * max(1.0, abs(target))
+    return value >= target - slack if higher_is_better else value <= target + slack
 
 
 def first_reach(values: Sequence[float], target: float, higher_is_better: bool) -> Optional[int]:
@@ -91,7 +93,7 @@ def first_reach(values: Sequence[float], target: float, higher_is_better: bool) 
 
 
 def fraction_targets(start: float, final: float, fractions: Sequence[float]) -> dict[float, float]:
-    """Targets a fraction of the way from `start` to `final`: start + f * (final - start), for each f.
+    """Targets a fraction of the way from `start` to `final`: final - (1 - f) * (final - start), for each f.
 
     Measuring "of the way" (not f * final) keeps the targets meaningful for lower-is-better metrics and for
     metrics whose scale does not start at zero; f = 1 is `final` itself.
@@ -99,4 +101,4 @@ def fraction_targets(start: float, final: float, fractions: Sequence[float]) -> 
     for f in fractions:
         if not 0 < f <= 1:
             raise ValueError(f"target fractions must be in (0, 1], got {f}")
-    return {f: start + f * (final - start) for f in fractions}
+    return {f: final - (1 - f) * (final - start) for f in fractions}  # written so that f = 1 gives `final` exactly

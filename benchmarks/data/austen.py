@@ -47,9 +47,9 @@ def default_dir(cache_dir: Optional[Path] = None) -> Path:
     return Path(cache_dir) / "janeaustenr"
 
 
-def find_rdx(cache_dir: Optional[Path] = None) -> Path:
-    """Locate `Rdata.rdx`; raise FileNotFoundError saying exactly what to run when it is absent."""
-    root = default_dir(cache_dir)
+def find_rdx(cache_dir: Optional[Path] = None, root: Optional[Path] = None) -> Path:
+    """Locate `Rdata.rdx` under `root` (default: `default_dir(cache_dir)`); say what to run when absent."""
+    root = Path(root) if root is not None else default_dir(cache_dir)
     candidates = [root / _RDATA_SUFFIX, root / "data" / "Rdata.rdx", root / "Rdata.rdx", _SYSTEM_RDATA]
     for path in candidates:
         if path.is_file() and path.with_suffix(".rdb").is_file():
@@ -145,9 +145,9 @@ def read_rdata(rdx_path: Path) -> dict[str, list[str]]:
     return out
 
 
-def load_novels(cache_dir: Optional[Path] = None) -> dict[str, str]:
+def load_novels(cache_dir: Optional[Path] = None, root: Optional[Path] = None) -> dict[str, str]:
     """The six novels as name -> text (lines joined by newlines), in publication order."""
-    return load_novels_from(find_rdx(cache_dir))
+    return load_novels_from(find_rdx(cache_dir, root))
 
 
 def load_novels_from(rdx_path: Path) -> dict[str, str]:

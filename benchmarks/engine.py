@@ -1,0 +1,570 @@
+"""The one training loop every task runs through.
+
+    result = engine.run(cfg, run_dir)      # cfg: the composed config (benchmarks.config.Config); returns result.json
+
+What the engine owns (tasks only build a model, data, a loss and an evaluation: see tasks/protocol.py):
+device choice, seeding and determinism, the data loader (shuffling, DistributedSampler under torchrun), the
+optimizer and learning-rate schedule, the weight-averaging method (through `sema`'s public API only; see
+methods.py), mixed precision (CUDA only), gradient clipping, NaN/inf detection, per-epoch evaluation of the
+averaged and the online weights, checkpoints, logs and result.json.
+
+Rerunning the same command in the same run directory:
+* result.json says "completed" with the same config -> the run is skipped and its result returned;
+* a checkpoint.pt from an interrupted run -> training resumes from it (bit for bit on CPU, RNG states included);
+* result.json says "failed" -> the run starts over;
+* the directory holds a run with a different config -> error (listing the differences), nothing is overwritten.
+
+Per epoch: train, `averager.epoch_end()` (SEMA switches here), evaluate the online weights, evaluate the averaged
+weights inside `averager.swapped()` (skipped, reusing the online numbers, only when a switch just made the model
+and the average identical, checked tensor by tensor), append to `history`, write result.json, log, checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import resource
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from benchmarks import checkpoint as ckpt
+from benchmarks.config import validate
+from benchmarks.logger import RunLogger
+from benchmarks.methods import build_averager
+from benchmarks.results import RESULT_FILE, config_differences, provenance, read_result, write_json_atomic
+from benchmarks.tasks import load_task
+from benchmarks.tasks.protocol import RunContext, TaskSetup
+
+log = logging.getLogger(__name__)
+IGNORED_FOR_RESUME = ("logger", "out_dir")  # config keys that may change between a run and its rerun
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class ConfigMismatch(RuntimeError):
+    """The run directory holds a run made with a different config."""
+
+
+class Progress(Protocol):
+    """What the engine reports while it runs (the CLI and the suite draw progress bars with it)."""
+
+    def start(self, name: str, epochs: int, steps_per_epoch: int, done_epochs: int) -> None: ...
+    def step(self, steps: int) -> None: ...
+    def epoch(self, record: dict[str, Any]) -> None: ...
+    def end(self, result: dict[str, Any]) -> None: ...
+
+
+class LogProgress:
+    """Default progress: one log line per epoch."""
+
+    def start(self, name, epochs, steps_per_epoch, done_epochs):
+        self.name, self.epochs = name, epochs
+        log.info("%s: %d epochs x %d steps (%d done)", name, epochs, steps_per_epoch, done_epochs)
+
+    def step(self, steps):
+        pass
+
+    def epoch(self, record):
+        log.info("%s epoch %d/%d: %s", self.name, record["epoch"], self.epochs, describe(record))
+
+    def end(self, result):
+        name = f"{result['task']}/{result['method']}/seed{result['seed']}"
+        log.info("%s %s: final %s", name, result["status"], result.get("final"))
+
+
+def describe(record: dict[str, Any]) -> str:
+    """A one-line summary of an epoch record."""
+    parts = [f"loss {record['train_loss']:.4f}"]
+    for key in ("avg", "online"):
+        if record.get(key):
+            parts.append(key + " " + " ".join(f"{k} {v:.4g}" for k, v in record[key].items()))
+    return ", ".join(parts) + f" ({record['time_s']:.1f} s)"
+
+
+# --------------------------------------------------------------------------------------------- small helpers
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; initialises the process group when needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return rank, world, local_rank
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            raise ValueError(f"trainer.amp={amp} needs CUDA (mixed precision is CUDA-only); use auto or off on CPU")
+        return None
+    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader seeds torch in each worker from the loader's generator; numpy and random follow it.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # The shuffle of each epoch depends only on (seed, epoch): identical whether or not the run was resumed.
+    return (seed * 1_000_003 + epoch) % 2**63
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def batch_size_of(batch: Any) -> int:
+    """Examples in a batch: the first dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.ndim else 1
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for value in values:
+        n = batch_size_of(value)
+        if n:
+            return n
+    return 0
+
+
+def lr_multiplier(cfg_optim: Any, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+    """Per-step factor on the peak lr: linear warm-up from 0, then cosine (to min_lr), constant or multistep."""
+    warmup = int(round(cfg_optim.warmup_epochs * steps_per_epoch))
+    floor = cfg_optim.min_lr / cfg_optim.lr
+    milestones = [int(round(m * steps_per_epoch)) for m in cfg_optim.milestones]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg_optim.schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg_optim.schedule == "multistep":
+            return cfg_optim.gamma ** sum(step >= m for m in milestones)
+        return 1.0
+
+    return factor
+
+
+def build_optimizer(cfg_optim: Any, groups: list[dict]) -> torch.optim.Optimizer:
+    if cfg_optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg_optim.lr, momentum=cfg_optim.momentum, nesterov=cfg_optim.nesterov,
+                               weight_decay=cfg_optim.weight_decay)
+    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg_optim.name]
+    return optimizer_class(groups, lr=cfg_optim.lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _state_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _save_weights(module: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_model  # handles tied weights, unlike save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(module, str(path))
+
+
+# ------------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """One run's state: model, data, optimizer, schedule, averager; `train_epoch` + `evaluate` + checkpoints."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int = 0):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.rank, self.world_size = rank, world_size
+        trainer = cfg.trainer
+        if trainer.num_threads:
+            torch.set_num_threads(trainer.num_threads)
+        if trainer.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.device = _device(trainer.device, local_rank)
+        self.amp_dtype = _amp_dtype(trainer.amp, self.device)
+        seed_everything(cfg.seed)
+
+        task_module = load_task(cfg.task.name)
+        task_cfg = OmegaConf.to_object(cfg.task)
+        ctx = RunContext(device=self.device, seed=cfg.seed, out_dir=self.run_dir,
+                         cache_dir=Path(os.environ.get("SEMA_BENCH_CACHE", Path.home() / ".cache" / "sema-bench")),
+                         rank=rank, world_size=world_size, profile=cfg.profile)
+        self.task: TaskSetup = task_module.setup(task_cfg, ctx)
+        self.model = self.task.model
+        # Training randomness (augmentation, dropout) gets its own stream, distinct per rank.
+        seed_everything(cfg.seed + 1_000_003 * (rank + 1))
+
+        self.generator = torch.Generator()
+        self.sampler = None
+        if world_size > 1:
+            from torch.utils.data import DistributedSampler
+
+            self.sampler = DistributedSampler(self.task.train_set, num_replicas=world_size, rank=rank, shuffle=True,
+                                              seed=cfg.seed, drop_last=trainer.drop_last)
+        self.loader = DataLoader(
+            self.task.train_set, batch_size=cfg.task.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+            generator=self.generator, num_workers=cfg.task.num_workers, collate_fn=self.task.collate_fn,
+            drop_last=trainer.drop_last, pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker,
+        )
+        self.steps_per_epoch = min(len(self.loader), trainer.max_steps_per_epoch or len(self.loader))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training set ({len(self.task.train_set)} examples) is smaller than one batch "
+                             f"(task.batch_size={cfg.task.batch_size}); lower the batch size or use more data")
+        self.total_steps = self.steps_per_epoch * trainer.epochs
+
+        groups = (self.task.param_groups(self.model) if self.task.param_groups
+                  else [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
+        self.optimizer = build_optimizer(cfg.optim, groups)
+        self.averager = build_averager(cfg.method, self.task.averaged_module or self.model, self.steps_per_epoch)
+        if hasattr(self.averager, "wrap_optimizer"):  # methods acting on the optimizer (e.g. Lookahead)
+            self.optimizer = self.averager.wrap_optimizer(self.optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(cfg.optim, self.steps_per_epoch, self.total_steps))
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+        self.train_model: nn.Module = self.model
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        if trainer.compile:
+            self.train_model = torch.compile(self.train_model)
+
+        self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimizer steps completed
+        self.history: list[dict[str, Any]] = []
+        self.elapsed_s = 0.0  # wall time of completed epochs (training + evaluation), across resumes
+        self.train_time_s = 0.0  # wall time inside train_epoch
+        self.samples_seen = 0  # training examples processed (this process)
+
+    # ---------------------------------------------------------------------------------------------- training
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_epoch(self, on_steps: Optional[Callable[[int], None]] = None) -> float:
+        """One epoch of optimizer steps (at most trainer.max_steps_per_epoch); returns the mean training loss."""
+        trainer, epoch = self.cfg.trainer, self.epoch + 1
+        self.generator.manual_seed(_epoch_seed(self.cfg.seed, epoch))
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.train_model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        report_every = max(1, self.steps_per_epoch // 20)
+        clip, check_every = trainer.grad_clip, trainer.nan_check_every
+        start = time.perf_counter()
+        steps = 0
+        for batch in self.loader:
+            if steps == self.steps_per_epoch:
+                break
+            self.samples_seen += batch_size_of(batch)
+            batch = to_device(batch, self.device)
+            with self._autocast():
+                loss = self.task.train_loss(self.train_model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                if clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.optimizer.step()
+            self.scheduler.step()
+            if self.averager is not None:
+                self.averager.update()
+            steps += 1
+            self.global_step += 1
+            if self.task.after_step is not None:
+                self.task.after_step(self.global_step)
+            loss_sum += loss.detach()
+            if steps % check_every == 0:
+                self._check_finite(loss_sum, epoch, steps)
+            if on_steps is not None and steps % report_every == 0:
+                on_steps(report_every)
+        self._check_finite(loss_sum, epoch, steps)
+        self.train_time_s += time.perf_counter() - start
+        mean_loss = loss_sum / steps
+        if self.world_size > 1:
+            torch.distributed.all_reduce(mean_loss)
+            mean_loss /= self.world_size
+        return float(mean_loss)
+
+    def _check_finite(self, loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
+        if not torch.isfinite(loss_sum).item():
+            raise NonFiniteLoss(f"the training loss became {loss_sum.item()} in epoch {epoch} "
+                                f"(by step {steps} of the epoch, global step {self.global_step})")
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    def _evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                return {k: float(v) for k, v in self.task.evaluate(self.model).items()}
+        finally:
+            self.model.train()
+
+    def evaluate(self, switched: bool) -> tuple[Optional[dict], dict, bool]:
+        """(averaged metrics or None, online metrics, whether the averaged evaluation was reused)."""
+        online = self._evaluate()
+        if self.averager is None:
+            return None, online, False
+        bound = self.task.averaged_module or self.model
+        before = [t.detach().clone() for t in bound.state_dict().values()] if switched else None
+        with self.averager.swapped():
+            # After a switch the model usually *is* the average; evaluate twice only if a tensor differs.
+            if before is not None and _state_equal(before, list(bound.state_dict().values())):
+                return dict(online), online, True
+            return self._evaluate(), online, False
+
+    def reported(self, record: dict[str, Any]) -> Optional[dict]:
+        """The metrics that represent the run: the averaged weights' for averaging methods, else the model's."""
+        return record["avg"] if self.averager is not None else record["online"]
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def state_dict(self, logger_run_id: Optional[str]) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "averager": self.averager.state_dict() if self.averager is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": ckpt.rng_state(self.generator),
+            "history": self.history,
+            "elapsed_s": self.elapsed_s,
+            "train_time_s": self.train_time_s,
+            "samples_seen": self.samples_seen,
+            "logger_run_id": logger_run_id,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.averager is not None:
+            self.averager.load_state_dict(state["averager"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"], self.generator)
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.history = list(state["history"])
+        self.elapsed_s, self.train_time_s = state["elapsed_s"], state["train_time_s"]
+        self.samples_seen = state["samples_seen"]
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def _base_result(cfg: DictConfig, config: dict) -> dict[str, Any]:
+    return {
+        "status": "running", "task": cfg.task.name, "dataset": cfg.task.dataset, "model": cfg.task.model,
+        "method": cfg.method.name, "seed": cfg.seed, "profile": cfg.profile, "headline": None,
+        "higher_is_better": None, "final": None, "final_online": None, "best": None, "best_epoch": None,
+        "history": [], "epochs_to_target": None, "wall_time_s": None, "throughput_samples_per_s": None,
+        "peak_memory_mb": None, "config": config, "notes": [], "error": None, "provenance": provenance(cfg.seed),
+    }
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+
+
+def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
+    """The completed result to return instead of running, or None; raises ConfigMismatch on a different config."""
+    previous = read_result(run_dir)
+    if previous is None:
+        return None
+    diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
+    if previous.get("status") == "failed":
+        (run_dir / ckpt.CHECKPOINT_FILE).unlink(missing_ok=True)  # redo a failed run from the start
+        return None
+    if diffs:
+        raise ConfigMismatch(
+            f"{run_dir} already holds a {previous.get('status')} run with a different config:\n  "
+            + "\n  ".join(diffs[:20])
+            + "\nUse another directory (out_dir=... or hydra.run.dir=...) or delete this one to start over."
+        )
+    return previous if previous.get("status") == "completed" else None
+
+
+def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = None) -> dict[str, Any]:
+    """Train (or resume, or skip) one run in `run_dir`; returns its result.json content.
+
+    A failure (exception, NaN/inf loss) is recorded in result.json as status "failed" with the traceback, then
+    re-raised; callers that sweep catch it and go on.
+    """
+    run_dir = Path(run_dir)
+    progress = progress or LogProgress()
+    rank, world_size, local_rank = _distributed()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    run_name = f"{cfg.task.name}/{cfg.method.name}/seed{cfg.seed}"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    previous = _check_rerun(run_dir, config)
+    if previous is not None:
+        log.info("%s: already completed in %s, skipped", run_name, run_dir)
+        progress.end({**previous, "status": "skipped"})
+        return previous
+
+    result = _base_result(cfg, config)
+    logger: Optional[RunLogger] = None
+    try:
+        validate(cfg)
+        trainer = Trainer(cfg, run_dir, rank, world_size, local_rank)
+        task = trainer.task
+        result.update(dataset=task.dataset, headline=task.headline, higher_is_better=task.higher_is_better,
+                      notes=list(task.notes))
+        checkpoint_path = run_dir / ckpt.CHECKPOINT_FILE
+        state = ckpt.load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+        if state is not None:
+            trainer.load_state_dict(state)
+            log.info("%s: resuming after epoch %d from %s", run_name, trainer.epoch, checkpoint_path)
+        if rank == 0:
+            logger = RunLogger(run_dir, cfg.logger.wandb, config, cfg.method.name, cfg.seed,
+                               run_id=state["logger_run_id"] if state else None)
+            if state is not None:
+                logger.restart(trainer.history)
+            result["history"] = trainer.history
+            write_json_atomic(run_dir / RESULT_FILE, result)
+        _train(trainer, cfg, run_dir, result, logger, progress, run_name)
+    except Exception as err:
+        result.update(status="failed", error="".join(traceback.format_exception(err)))
+        if rank == 0:
+            write_json_atomic(run_dir / RESULT_FILE, result)
+            if logger is not None:
+                logger.finish(result)
+        log.error("%s failed: %s", run_name, err)
+        progress.end(result)
+        raise
+    progress.end(result)
+    return result
+
+
+def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logger: Optional[RunLogger],
+           progress: Progress, run_name: str) -> None:
+    epochs, task = cfg.trainer.epochs, trainer.task
+    sign = 1.0 if task.higher_is_better else -1.0
+    progress.start(run_name, epochs, trainer.steps_per_epoch, trainer.epoch)
+    while trainer.epoch < epochs:
+        start = time.perf_counter()
+        train_loss = trainer.train_epoch(on_steps=progress.step)
+        trainer.epoch += 1
+        switched = bool(trainer.averager.epoch_end()) if trainer.averager is not None else False
+        if switched and task.on_switch is not None:
+            task.on_switch()
+        record: dict[str, Any] = {"epoch": trainer.epoch, "step": trainer.global_step, "train_loss": train_loss,
+                                  "lr": trainer.optimizer.param_groups[0]["lr"], "switched": switched,
+                                  "avg": None, "online": None}
+        if trainer.epoch % cfg.trainer.eval_every == 0 or trainer.epoch == epochs:
+            if trainer.rank == 0:
+                avg, online, reused = trainer.evaluate(switched)
+                record.update(avg=avg, online=online, avg_reused_online=reused)
+            _barrier(trainer.world_size)
+        trainer.elapsed_s += time.perf_counter() - start
+        record["time_s"] = trainer.elapsed_s
+        trainer.history.append(record)
+        if trainer.rank == 0:
+            _fill_summary(trainer, result, sign)
+            write_json_atomic(run_dir / RESULT_FILE, result)
+            logger.log_epoch(record)
+            if cfg.trainer.checkpoint:
+                ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id))
+            progress.epoch(record)
+        _barrier(trainer.world_size)
+
+    if trainer.rank == 0:
+        _finish(trainer, run_dir, result)
+        write_json_atomic(run_dir / RESULT_FILE, result)
+        logger.finish(result)
+    _barrier(trainer.world_size)
+
+
+def _fill_summary(trainer: Trainer, result: dict, sign: float) -> None:
+    """final / best / best_epoch / timings from the history so far."""
+    evaluated = [r for r in trainer.history if r["online"] is not None]
+    headline = trainer.task.headline
+    result["history"] = trainer.history
+    if evaluated:
+        last = evaluated[-1]
+        result["final"], result["final_online"] = dict(trainer.reported(last)), dict(last["online"])
+        best = max(evaluated, key=lambda r: sign * trainer.reported(r)[headline])
+        result["best"], result["best_epoch"] = dict(trainer.reported(best)), best["epoch"]
+    result["wall_time_s"] = trainer.elapsed_s
+    if trainer.train_time_s > 0:
+        result["throughput_samples_per_s"] = trainer.samples_seen * trainer.world_size / trainer.train_time_s
+    result["peak_memory_mb"] = _peak_memory_mb(trainer.device)
+
+
+def _finish(trainer: Trainer, run_dir: Path, result: dict) -> None:
+    """End-of-training extras (task.final_evaluate on the reported weights), weights files, status."""
+    task = trainer.task
+    _fill_summary(trainer, result, 1.0 if task.higher_is_better else -1.0)
+    if task.final_evaluate is not None:
+        trainer.model.eval()
+        with torch.no_grad():
+            if trainer.averager is not None:
+                with trainer.averager.swapped():
+                    extra = task.final_evaluate(trainer.model)
+            else:
+                extra = task.final_evaluate(trainer.model)
+        trainer.model.train()
+        result["final"] = {**(result["final"] or {}), **{k: float(v) for k, v in extra.items()}}
+    _save_weights(trainer.model, run_dir / "weights" / "online.safetensors")
+    if trainer.averager is not None:
+        _save_weights(trainer.averager.average, run_dir / "weights" / "average.safetensors")
+    result["status"] = "completed"

@@ -1,0 +1,1 @@
+"""Metric functions shared by the tasks (one concept per module)."""

@@ -1,0 +1,1 @@
+"""Project-written models (CPU-sized nets, SimVP, U-Net, ...); timm supplies the standard architectures."""

@@ -1,0 +1,229 @@
+"""Image classification: Fashion-MNIST (embedded default), digits, CIFAR-10/100, ImageNet; small CNNs or timm models.
+
+    sema-bench task=classification method=sema profile=quick            # Fashion-MNIST subset, small CNN, CPU
+    sema-bench +experiment=cifar100_resnet18 method=sema                # the paper's CIFAR-100 recipe (GPU)
+
+Datasets (`task.dataset`): `fashion_mnist` (padded to 32x32, 3 channels, so CIFAR-stem nets run unchanged),
+`digits` (sklearn, 8x8, for the fastest tests), `cifar10`, `cifar100` (torchvision layout under `task.data_root`),
+`imagenet` (ImageFolder or torchvision ImageNet layout under `task.data_root`).
+Models (`task.model`): the project's `small_cnn` / `tiny_cnn`, or any timm name (`resnet18`, `resnet50`,
+`deit_small_patch16_224`, `convnext_tiny`, ...), built without pretrained weights. For inputs of 64 px or less the
+ImageNet stem of ResNets/ConvNeXts is replaced by a 3x3 stride-1 convolution (the usual "CIFAR stem").
+Metrics: top1 and top5 accuracy (percent) and the cross-entropy loss on the test set; headline: top1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
+
+# name -> (number of classes, native image size, mean, std, horizontal flips make sense)
+DATASETS = {
+    "fashion_mnist": (10, 32, (0.2860,) * 3, (0.3530,) * 3, True),
+    "digits": (10, 8, (0.3050,) * 3, (0.3840,) * 3, False),
+    "cifar10": (10, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True),
+    "cifar100": (100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True),
+    "imagenet": (1000, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True),
+}
+SUBSET_SEED = 0  # the train/eval subsets (max_*_samples) are fixed: the same for every seed and method
+
+
+@dataclass
+class Config(TaskConfig):
+    """Image classification."""
+
+    name: str = "classification"
+    dataset: str = "fashion_mnist"  # fashion_mnist | digits | cifar10 | cifar100 | imagenet
+    model: str = "small_cnn"  # small_cnn | tiny_cnn | any timm model name (random init, no download)
+    image_size: Optional[int] = None  # resize inputs to this size (e.g. 224 for DeiT on CIFAR); null = native
+    augment: bool = True  # random crop (pad size/8) + horizontal flip; RandomResizedCrop + flip for imagenet
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 in the paper's AdamW recipes)
+    drop_path: float = 0.0  # stochastic depth of timm models (0.1 DeiT-S, 0.3 ConvNeXt-T in the paper)
+    cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for ResNet/ConvNeXt; null = when image size <= 64
+
+
+# ----------------------------------------------------------------------------------------------------- data
+class ArrayImages(Dataset):
+    """uint8 images [N, H, W, C] in memory -> (normalised float [C, H, W], label), with optional augmentation.
+
+    Augmentation draws from torch's global RNG (the engine seeds it and saves it in checkpoints; DataLoader
+    workers get seeds derived from the loader's generator), so runs and resumes are reproducible.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, augment: bool, flip: bool):
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.mean = torch.tensor(mean).view(-1, 1, 1) * 255.0
+        self.std = torch.tensor(std).view(-1, 1, 1) * 255.0
+        self.augment, self.flip = augment, flip
+        self.pad = max(1, self.images.shape[-1] // 8)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        if self.augment:
+            h, w = x.shape[-2:]
+            x = F.pad(x, (self.pad,) * 4)
+            top, left = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+            x = x[:, top : top + h, left : left + w]
+            if self.flip and torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        return (x.float() - self.mean) / self.std, self.labels[i]
+
+
+def _subset(n: int, cap: Optional[int]) -> Optional[np.ndarray]:
+    if cap is None or cap >= n:
+        return None
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:cap])
+
+
+def _array_split(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
+    from benchmarks.data import cifar, digits, fashion_mnist
+
+    if cfg.dataset == "fashion_mnist":
+        x, y = fashion_mnist.load_fashion_mnist(split, cfg.data_root)
+        return fashion_mnist.to_rgb32(x), y
+    if cfg.dataset == "digits":
+        return digits.load_digits(split)
+    return cifar.load_cifar(cfg.dataset, split, cfg.data_root)
+
+
+def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    """(train set, eval set), each already cut to max_train_samples / max_eval_samples (fixed subsets)."""
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"task.dataset={cfg.dataset!r} is not allowed; choose one of: {', '.join(DATASETS)}")
+    _, _, mean, std, flip = DATASETS[cfg.dataset]
+    if cfg.dataset == "imagenet":
+        out = []
+        for ds, cap in zip(_imagenet_sets(cfg, mean, std), (cfg.max_train_samples, cfg.max_eval_samples)):
+            keep = _subset(len(ds), cap)
+            out.append(ds if keep is None else torch.utils.data.Subset(ds, keep.tolist()))
+        return out[0], out[1]
+    out = []
+    for split, cap, augment in (("train", cfg.max_train_samples, cfg.augment), ("test", cfg.max_eval_samples, False)):
+        x, y = _array_split(cfg, split)
+        keep = _subset(len(y), cap)
+        if keep is not None:
+            x, y = x[keep], y[keep]
+        out.append(ArrayImages(x, y, mean, std, augment=augment, flip=flip))
+    return out[0], out[1]
+
+
+def _imagenet_sets(cfg: Config, mean, std):
+    from torchvision import transforms as T
+
+    from benchmarks.data.imagenet import load_imagenet
+
+    size = cfg.image_size or 224
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
+    train_tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()] if cfg.augment else [
+        T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+    eval_tf = [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+    return (load_imagenet("train", cfg.data_root, T.Compose(train_tf + norm)),
+            load_imagenet("val", cfg.data_root, T.Compose(eval_tf + norm)))
+
+
+# --------------------------------------------------------------------------------------------------- models
+def _project_models():
+    from benchmarks.models.small_cnn import SmallCNN
+
+    return {"small_cnn": partial(SmallCNN, width=32), "tiny_cnn": partial(SmallCNN, width=16)}
+
+
+_VIT_LIKE = ("vit", "deit", "swin", "mixer", "beit", "cait", "eva")  # timm families that take img_size=
+
+
+def build_model(cfg: Config, num_classes: int, image_size: int) -> nn.Module:
+    """A project model or a randomly initialised timm model, with a CIFAR stem for small inputs."""
+    project = _project_models()
+    if cfg.model in project:
+        return project[cfg.model](num_classes=num_classes)
+    import timm
+
+    if not timm.is_model(cfg.model):
+        raise ValueError(
+            f"task.model={cfg.model!r} is not allowed; choose one of: {', '.join(project)}, "
+            "or any name in timm.list_models() (e.g. resnet18, resnet50, deit_small_patch16_224, convnext_tiny)"
+        )
+    kwargs = {"pretrained": False, "num_classes": num_classes, "drop_path_rate": cfg.drop_path}
+    if cfg.model.startswith(_VIT_LIKE):
+        kwargs["img_size"] = image_size
+    model = timm.create_model(cfg.model, **kwargs)
+    if cfg.cifar_stem if cfg.cifar_stem is not None else image_size <= 64:
+        _cifar_stem(model, cfg.model)
+    return model
+
+
+def _cifar_stem(model: nn.Module, name: str) -> None:
+    """Replace an ImageNet stem (7x7/2 conv + max-pool, or a 4x4/4 patchify conv) by a 3x3 stride-1 conv."""
+    if hasattr(model, "conv1") and hasattr(model, "maxpool") and isinstance(model.conv1, nn.Conv2d):  # ResNet family
+        model.conv1 = nn.Conv2d(model.conv1.in_channels, model.conv1.out_channels, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    elif hasattr(model, "stem") and isinstance(model.stem, nn.Sequential) and isinstance(model.stem[0], nn.Conv2d):
+        old = model.stem[0]  # ConvNeXt family: patchify conv
+        model.stem[0] = nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=old.bias is not None)
+    else:
+        raise ValueError(f"task.cifar_stem: no CIFAR stem known for {name!r}; set task.cifar_stem=false")
+
+
+# ----------------------------------------------------------------------------------------------------- task
+def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
+    """Build the data, the model, the loss and the evaluation for one run."""
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"task.dataset={cfg.dataset!r} is not allowed; choose one of: {', '.join(DATASETS)}")
+    num_classes, native_size = DATASETS[cfg.dataset][:2]
+    image_size = cfg.image_size or native_size
+    train_set, eval_set = build_datasets(cfg)
+    model = build_model(cfg, num_classes, image_size).to(ctx.device)
+    resize = cfg.image_size is not None and cfg.dataset != "imagenet"  # imagenet transforms already resize
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        # Resizing on the device, per batch, is much cheaper than per image in the loader.
+        return F.interpolate(x, size=image_size, mode="bilinear", align_corners=False) if resize else x
+
+    def train_loss(model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(prepare(x)), y, label_smoothing=cfg.label_smoothing)
+
+    eval_loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
+    topk = min(5, num_classes)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        correct1 = correctk = loss_sum = 0.0
+        n = 0
+        for x, y in eval_loader:
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            logits = model(prepare(x)).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            top = logits.topk(topk, dim=1).indices
+            correct1 += (top[:, 0] == y).sum().item()
+            correctk += (top == y[:, None]).any(dim=1).sum().item()
+            n += len(y)
+        return {"top1": 100.0 * correct1 / n, f"top{topk}": 100.0 * correctk / n, "loss": loss_sum / n}
+
+    notes = []
+    if cfg.dataset == "fashion_mnist":
+        notes.append("Fashion-MNIST stands in for CIFAR-100 offline (padded to 32x32, grey repeated to 3 channels)")
+    if cfg.max_train_samples is not None:
+        notes.append(f"training on a fixed subset of {len(train_set)} images")
+    return TaskSetup(
+        model=model,
+        train_set=train_set,
+        train_loss=train_loss,
+        evaluate=evaluate,
+        headline="top1",
+        higher_is_better=True,
+        dataset=cfg.dataset,
+        notes=notes,
+    )

@@ -1,0 +1,131 @@
+"""Language modelling (`task=lm`): a GPT-2-style model trained from scratch on a character/byte corpus.
+
+Embedded default: Jane Austen's six novels (about 4.0M characters, 81 distinct) from the Debian package
+`r-cran-janeaustenr`, fetched once with `python -m benchmarks.data.austen`. Any local text/JSON/parquet
+corpus (e.g. WikiText-103 raw) goes through `dataset=text task.data_root=PATH`.
+
+Metrics (validation split each epoch; the test split once at the end, keys prefixed `test_`):
+`loss` (mean next-token cross-entropy, nats), `ppl` = exp(loss) (the headline, lower is better; per character
+or per byte, so not comparable with word-level perplexities) and `bpc` (bits per character).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from benchmarks.data.text_corpus import TOKENIZERS, SplitText, TokenWindows, Vocab, bits_per_character, \
+    load_local_corpus, split_contiguous
+from benchmarks.models.tiny_gpt import GPT_SIZES
+from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
+
+DATASETS = ("austen", "text")
+
+
+@dataclass
+class Config(TaskConfig):
+    name: str = "lm"
+    dataset: str = "austen"  # austen (Debian r-cran-janeaustenr) | text (local file/folder via `datasets`)
+    data_root: Optional[str] = None  # austen: the unpacked package folder (None = $SEMA_AUSTEN_DIR or the cache);
+    #                                  text: a corpus file or folder (required)
+    model: str = "gpt-tiny"  # one of benchmarks.models.tiny_gpt.GPT_SIZES
+    tokenizer: str = "char"  # char (codepoints of the training text) | byte (UTF-8 bytes, 256 ids)
+    block_size: int = 128  # tokens per training/evaluation window (the model's context length)
+    dropout: float = 0.0  # GPT-2 residual/embedding/attention dropout
+    val_fraction: float = 0.05  # share of the corpus (a contiguous block after train) held out for validation
+    test_fraction: float = 0.05  # share of the corpus (the final contiguous block) held out for the test
+    text_field: str = "text"  # column holding the text in JSON/parquet corpora
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    ema_decay: float = 0.9999  # the paper's transformer decay; CPU profiles lower it to fit their few steps
+    max_eval_samples: Optional[int] = None  # cap on validation/test windows per evaluation; None = all
+
+
+def load_splits(cfg: Config, ctx: RunContext) -> tuple[SplitText, str]:
+    """The corpus split into train/val/test texts, and the dataset name for results."""
+    if cfg.dataset == "austen":
+        from benchmarks.data import austen
+
+        root = cfg.data_root if cfg.data_root else None
+        text = "".join(austen.load_novels(ctx.cache_dir, root).values())
+        return split_contiguous(text, cfg.val_fraction, cfg.test_fraction), "austen-6-novels"
+    if cfg.dataset == "text":
+        if not cfg.data_root:
+            raise ValueError("dataset=text needs task.data_root=<corpus file or folder> "
+                             "(.txt/.raw/.json/.jsonl/.parquet; e.g. wikitext-103-raw)")
+        splits = load_local_corpus(cfg.data_root, cfg.text_field, cfg.val_fraction, cfg.test_fraction)
+        return splits, f"text:{cfg.data_root}"
+    raise ValueError(f"unknown lm dataset {cfg.dataset!r}; allowed: {', '.join(DATASETS)}")
+
+
+def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over a batch of windows (the model shifts labels internally)."""
+    return model(input_ids=batch, labels=batch).loss
+
+
+def make_evaluator(windows: TokenWindows, vocab: Vocab, batch_size: int, device: torch.device, prefix: str = ""):
+    """Token-weighted mean loss, perplexity and bits per character of a model on fixed windows."""
+    span = windows.ids[: len(windows) * windows.block_size]
+    chars_per_token = len(vocab.decode(span.tolist())) / len(span) if vocab.kind == "byte" else 1.0
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        total, tokens = 0.0, 0
+        for start in range(0, len(windows), batch_size):
+            batch = torch.stack([windows[i] for i in range(start, min(start + batch_size, len(windows)))])
+            batch = batch.to(device)
+            predicted = batch.shape[0] * (batch.shape[1] - 1)  # the first token of a window is not predicted
+            total += float(lm_loss(model, batch)) * predicted
+            tokens += predicted
+        loss = total / tokens
+        return {f"{prefix}loss": loss, f"{prefix}ppl": math.exp(loss),
+                f"{prefix}bpc": bits_per_character(loss, tokens, round(tokens * chars_per_token))}
+
+    return evaluate
+
+
+def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
+    if cfg.tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}; allowed: {', '.join(TOKENIZERS)}")
+    if cfg.model not in GPT_SIZES:
+        raise ValueError(f"unknown lm model {cfg.model!r}; allowed: {', '.join(GPT_SIZES)}")
+    from benchmarks.models.tiny_gpt import build_gpt
+
+    splits, dataset_name = load_splits(cfg, ctx)
+    vocab = Vocab.build(cfg.tokenizer, splits.train)
+    train_set = TokenWindows(vocab.encode(splits.train), cfg.block_size, cfg.max_train_samples)
+    val_set = TokenWindows(vocab.encode(splits.val), cfg.block_size, cfg.max_eval_samples)
+    test_set = TokenWindows(vocab.encode(splits.test), cfg.block_size, cfg.max_eval_samples)
+    model = build_gpt(cfg.model, vocab.size, cfg.block_size, cfg.dropout)
+
+    def analysis_batches():
+        generator = torch.Generator().manual_seed(ctx.seed)
+        order = torch.randperm(len(train_set), generator=generator)[: 4 * cfg.batch_size].tolist()
+        return [torch.stack([train_set[i] for i in order[k : k + cfg.batch_size]])
+                for k in range(0, len(order), cfg.batch_size)]
+
+    def no_decay_on_norms_and_biases(module: nn.Module) -> list[dict]:
+        decay = [p for n, p in module.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in module.named_parameters() if p.ndim < 2]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    n_params = sum(p.numel() for p in model.parameters())
+    return TaskSetup(
+        model=model,
+        train_set=train_set,
+        train_loss=lm_loss,
+        evaluate=make_evaluator(val_set, vocab, cfg.eval_batch_size, ctx.device),
+        final_evaluate=make_evaluator(test_set, vocab, cfg.eval_batch_size, ctx.device, prefix="test_"),
+        headline="ppl",
+        higher_is_better=False,
+        dataset=f"{dataset_name} ({cfg.tokenizer}-level)",
+        analysis_batches=analysis_batches,
+        param_groups=no_decay_on_norms_and_biases,
+        notes=[f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocabulary {vocab.size} ({cfg.tokenizer}-level), "
+               f"context {cfg.block_size}; ppl is per {'character' if cfg.tokenizer == 'char' else 'byte'}",
+               f"splits by contiguous blocks: train {len(splits.train):,} / val {len(splits.val):,} / "
+               f"test {len(splits.test):,} characters; eval windows capped at {cfg.max_eval_samples}"],
+    )

@@ -1,0 +1,327 @@
+"""Self-supervised learning: BYOL, MoCo v3 or SimSiam pre-training; k-NN and linear-probe accuracy on frozen features.
+
+    sema-bench task=ssl method=sema profile=quick                     # Fashion-MNIST without labels, small CNN, CPU
+    sema-bench task=ssl method=sema profile=paper task.data_root=/data   # CIFAR-100, ResNet-18 (CIFAR stem), GPU
+
+Datasets (`task.dataset`): `fashion_mnist` (embedded default: the 60k training images without labels for
+pre-training; labels only for the probes), `cifar10`, `cifar100` (torchvision layout), `stl10` (unlabelled + train
+for pre-training, 96 px), `imagefolder` (`<root>/train/<class>/*`, `<root>/val/<class>/*`, e.g. ImageNet).
+Models (`task.model`): `small_cnn` / `tiny_cnn` (CPU) or any timm name (resnet18, resnet50, ...; CIFAR stem for
+inputs <= 64 px), shared with the classification task.
+
+Weight averaging and the teacher. The WA method under test (EMA, SEMA, ...) averages the **online** network
+(`averaged_module = model.online`: backbone + projector + predictor); the algorithm's own momentum teacher keeps its
+schedule (cosine from 0.996 (BYOL) / 0.99 (MoCo v3) to 1 over the run, `after_step`). With
+`task.teacher_switch=true` a SEMA switch also copies the (just switched) online network into the teacher, as the
+official openmixup SSL code does on its switch iterations. SimSiam has no teacher.
+
+Evaluation (both computed every epoch on the same frozen backbone features, no augmentation):
+* `knn_top1`: weighted k-NN (k=200, temperature 0.1, cosine similarity; Wu et al. 2018) of the test images against
+  the labelled training images;
+* `linear_top1` (headline): a linear classifier on standardised features, trained to convergence by L-BFGS (multinomial
+  logistic regression, small L2). This "frozen-feature" probe is cheaper than the papers' 90-100-epoch probes with
+  augmentation and reads a few points lower; it is evaluated every epoch so that `best` and learning curves exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
+
+# name -> (number of classes, image side the loader delivers, mean, std)
+DATASETS = {
+    "fashion_mnist": (10, 32, (0.2860,) * 3, (0.3530,) * 3),
+    "cifar10": (10, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": (100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": (10, 96, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    "imagefolder": (None, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+ALGORITHMS = ("byol", "mocov3", "simsiam")
+SUBSET_SEED = 0  # fixed subsets (max_*_samples, probe_train_samples): the same for every seed and method
+
+
+@dataclass
+class Config(TaskConfig):
+    """Self-supervised pre-training with frozen-feature probes."""
+
+    name: str = "ssl"
+    dataset: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | stl10 | imagefolder
+    model: str = "small_cnn"  # backbone: small_cnn | tiny_cnn | any timm name (random init)
+    algorithm: str = "byol"  # byol | mocov3 | simsiam
+    hidden_dim: int = 512  # projector/predictor hidden width (4096 in BYOL and MoCo v3, 2048 in SimSiam)
+    out_dim: int = 128  # projection width (256 in BYOL and MoCo v3, 2048 in SimSiam)
+    temperature: float = 1.0  # MoCo v3 InfoNCE temperature (1.0 for ResNets in the MoCo v3 code, 0.2 for ViTs)
+    teacher_momentum: Optional[float] = None  # teacher momentum at step 0; null = 0.996 BYOL, 0.99 MoCo v3
+    teacher_schedule: str = "cosine"  # cosine (to 1 at the end of training) | constant
+    teacher_switch: bool = False  # a WA switch also copies the online network into the teacher (openmixup)
+    total_epochs: Optional[int] = None  # run length for the cosine teacher schedule (task yaml: ${trainer.epochs});
+    #                                     null = constant momentum
+    max_steps_per_epoch: Optional[int] = None  # the engine's cap, for the same schedule (${trainer.max_steps_per_epoch})
+    image_size: Optional[int] = None  # side of the training crops; null = the dataset's native size
+    min_crop_scale: float = 0.2  # random-resized-crop minimum area (0.2 CIFAR recipes, 0.08 ImageNet)
+    cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for timm ResNet/ConvNeXt; null = when image size <= 64
+    drop_path: float = 0.0  # stochastic depth of timm backbones
+    probe_train_samples: Optional[int] = None  # labelled training images for the k-NN bank and the linear probe;
+    #                                            null = all
+    knn_k: int = 200  # neighbours in the k-NN classifier
+    knn_temperature: float = 0.1  # temperature of the k-NN vote weights exp(similarity / T)
+    probe_max_iter: int = 100  # L-BFGS iterations of the linear probe
+    probe_l2: float = 1e-4  # L2 penalty of the linear probe (on the weights, times 1/2)
+
+
+# ----------------------------------------------------------------------------------------------------- data
+class Images(Dataset):
+    """uint8 images [N, H, W, C] -> uint8 [C, H, W] tensors (no labels: pre-training)."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i].contiguous()
+
+
+class Labelled(Dataset):
+    """uint8 images [N, H, W, C] and labels [N] -> (uint8 [C, H, W], label)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images = Images(images)
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i]
+
+
+class DropLabels(Dataset):
+    """A labelled dataset's images only (pre-training on ImageFolder)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.dataset[i][0]
+
+
+def _subset_index(n: int, cap: Optional[int]) -> Optional[np.ndarray]:
+    if cap is None or cap >= n:
+        return None
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:cap])
+
+
+def _cut(dataset: Dataset, cap: Optional[int]) -> Dataset:
+    keep = _subset_index(len(dataset), cap)
+    return dataset if keep is None else torch.utils.data.Subset(dataset, keep.tolist())
+
+
+def _arrays(cfg: Config, split: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    from benchmarks.data import cifar, fashion_mnist, stl10
+
+    if cfg.dataset == "fashion_mnist":
+        x, y = fashion_mnist.load_fashion_mnist(split, cfg.data_root)
+        return fashion_mnist.to_rgb32(x), y
+    if cfg.dataset == "stl10":
+        return stl10.load_stl10(split, cfg.data_root)
+    return cifar.load_cifar(cfg.dataset, split, cfg.data_root)
+
+
+def build_datasets(cfg: Config) -> tuple[Dataset, Dataset, Dataset, int]:
+    """(pre-training images, labelled probe-train set, labelled test set, number of classes)."""
+    if cfg.dataset == "imagefolder":
+        from torchvision import transforms as T
+
+        from benchmarks.data.imagenet import load_imagenet
+
+        size = DATASETS["imagefolder"][1]
+        to_tensor = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), T.PILToTensor()])
+        train = load_imagenet("train", cfg.data_root, to_tensor)
+        test = load_imagenet("val", cfg.data_root, to_tensor)
+        return (_cut(DropLabels(train), cfg.max_train_samples), _cut(train, cfg.probe_train_samples),
+                _cut(test, cfg.max_eval_samples), len(train.classes))
+    train_x, train_y = _arrays(cfg, "train")
+    test_x, test_y = _arrays(cfg, "test")
+    pretrain_x = train_x
+    if cfg.dataset == "stl10":  # STL-10 pre-trains on the 100k unlabelled images plus the 5k labelled ones
+        pretrain_x = np.concatenate([_arrays(cfg, "unlabeled")[0], train_x])
+    pretrain = _cut(Images(pretrain_x), cfg.max_train_samples)
+    probe_train = _cut(Labelled(train_x, train_y), cfg.probe_train_samples)
+    test = _cut(Labelled(test_x, test_y), cfg.max_eval_samples)
+    return pretrain, probe_train, test, DATASETS[cfg.dataset][0]
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+@torch.no_grad()
+def knn_predict(
+    bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int, k: int = 200,
+    temperature: float = 0.1, chunk: int = 1024,
+) -> torch.Tensor:
+    """Weighted k-NN labels of `queries` against `bank` (cosine similarity; vote weight exp(sim / temperature))."""
+    bank = F.normalize(bank.float(), dim=1)
+    k = min(k, len(bank))
+    predictions = []
+    for start in range(0, len(queries), chunk):
+        q = F.normalize(queries[start : start + chunk].float(), dim=1)
+        similarity, index = (q @ bank.t()).topk(k, dim=1)
+        votes = torch.zeros(len(q), num_classes, device=q.device)
+        votes.scatter_add_(1, bank_labels[index], torch.exp(similarity / temperature))
+        predictions.append(votes.argmax(dim=1))
+    return torch.cat(predictions)
+
+
+def linear_probe(
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, num_classes: int,
+    max_iter: int = 100, l2: float = 1e-4,
+) -> torch.Tensor:
+    """Labels predicted for `test_features` by multinomial logistic regression fitted with L-BFGS (zero init).
+
+    Features are standardised with the training features' mean and std. Zero initialisation of a convex problem
+    makes the result independent of any random state (the probe must not disturb the training RNG stream).
+    """
+    with torch.enable_grad():
+        x = train_features.float()
+        mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+        x = (x - mean) / std
+        weight = torch.zeros(x.shape[1], num_classes, device=x.device, requires_grad=True)
+        bias = torch.zeros(num_classes, device=x.device, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(x @ weight + bias, train_labels) + 0.5 * l2 * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    with torch.no_grad():
+        return (((test_features.float() - mean) / std) @ weight + bias).argmax(dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------- task
+def _backbone_and_dim(cfg: Config, image_size: int) -> tuple[nn.Module, int]:
+    """The classification task's model builder, with the classifier removed."""
+    from benchmarks.tasks.classification import build_model
+
+    net = build_model(cfg, 1, image_size)
+    if hasattr(net, "reset_classifier"):  # timm models
+        net.reset_classifier(0)
+        return net, net.num_features
+    dim = net.head.in_features  # project CNNs: features -> head
+    net.head = nn.Identity()
+    return net, dim
+
+
+def _steps_per_epoch(cfg: Config, n_train: int) -> int:
+    steps = n_train // cfg.batch_size  # the engine drops the last incomplete batch
+    return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+
+def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
+    """Build the data, the SSL model (online + teacher), the loss, the teacher schedule and the probes."""
+    from benchmarks.data.ssl_views import ViewConfig, augment
+    from benchmarks.models import ssl_heads
+
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"task.dataset={cfg.dataset!r} is not allowed; choose one of: {', '.join(DATASETS)}")
+    if cfg.algorithm not in ALGORITHMS:
+        raise ValueError(f"task.algorithm={cfg.algorithm!r} is not allowed; choose one of: {', '.join(ALGORITHMS)}")
+    if cfg.teacher_schedule not in ("cosine", "constant"):
+        raise ValueError(f"task.teacher_schedule={cfg.teacher_schedule!r} is not allowed; choose cosine or constant")
+    if cfg.teacher_switch and cfg.algorithm == "simsiam":
+        raise ValueError("task.teacher_switch=true needs a teacher; SimSiam has none (use byol or mocov3)")
+    _, native, mean, std = DATASETS[cfg.dataset]
+    image_size = cfg.image_size or native
+    pretrain, probe_train, test, num_classes = build_datasets(cfg)
+
+    backbone, feature_dim = _backbone_and_dim(cfg, image_size)
+    model = ssl_heads.SSLModel(backbone, feature_dim, cfg.algorithm, cfg.hidden_dim, cfg.out_dim, cfg.temperature)
+    model = model.to(ctx.device)
+    mean_t = torch.tensor(mean, device=ctx.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=ctx.device).view(1, -1, 1, 1)
+    views = (ViewConfig(image_size, cfg.min_crop_scale),
+             ViewConfig(image_size, cfg.min_crop_scale, solarize_p=0.2 if cfg.algorithm == "byol" else 0.0))
+
+    def train_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.float() / 255.0
+        v1, v2 = ((augment(x, v) - mean_t) / std_t for v in views)
+        return model.loss(v1, v2)
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0
+        if x.shape[-1] != image_size:
+            x = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False, antialias=True)
+        return (x - mean_t) / std_t
+
+    def features(backbone: nn.Module, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
+        feats, labels = [], []
+        for x, y in loader:
+            feats.append(backbone(prepare(x.to(ctx.device))).float())
+            labels.append(y.to(ctx.device))
+        return torch.cat(feats), torch.cat(labels)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        backbone = model.online.backbone
+        bank, bank_labels = features(backbone, probe_train)
+        queries, labels = features(backbone, test)
+        with torch.autocast(ctx.device.type, enabled=False):
+            knn = knn_predict(bank, bank_labels, queries, num_classes, cfg.knn_k, cfg.knn_temperature)
+            linear = linear_probe(bank, bank_labels, queries, num_classes, cfg.probe_max_iter, cfg.probe_l2)
+        return {
+            "knn_top1": 100.0 * (knn == labels).float().mean().item(),
+            "linear_top1": 100.0 * (linear == labels).float().mean().item(),
+        }
+
+    after_step = on_switch = None
+    if model.teacher is not None:
+        base = cfg.teacher_momentum if cfg.teacher_momentum is not None else ssl_heads.DEFAULT_MOMENTUM[cfg.algorithm]
+        total = cfg.total_epochs * _steps_per_epoch(cfg, len(pretrain)) if cfg.total_epochs else 0
+        cosine = cfg.teacher_schedule == "cosine" and total > 0
+
+        def after_step(step: int) -> None:
+            # `step` = optimizer steps done; the momentum for this update is the schedule's value before it.
+            momentum = ssl_heads.cosine_momentum(base, step - 1, total) if cosine else base
+            ssl_heads.momentum_update(model, momentum)
+
+        if cfg.teacher_switch:
+            def on_switch() -> None:
+                ssl_heads.copy_online_to_teacher(model)
+
+    notes = ["k-NN and linear probe on frozen features, no augmentation; linear probe = L-BFGS logistic regression"]
+    if cfg.dataset == "fashion_mnist":
+        notes.append("Fashion-MNIST stands in for CIFAR offline: pre-trained without labels, labels only for probes")
+    notes.append("WA method averages the online network; the teacher keeps its own momentum schedule"
+                 + ("; a WA switch also copies online -> teacher (openmixup variant)" if cfg.teacher_switch else ""))
+    for label, cap, data in (("pre-training", cfg.max_train_samples, pretrain),
+                             ("probe training", cfg.probe_train_samples, probe_train),
+                             ("test", cfg.max_eval_samples, test)):
+        if cap is not None:
+            notes.append(f"{label} on a fixed subset of {len(data)} images")
+    return TaskSetup(
+        model=model,
+        train_set=pretrain,
+        train_loss=train_loss,
+        evaluate=evaluate,
+        headline="linear_top1",
+        higher_is_better=True,
+        dataset=cfg.dataset,
+        averaged_module=model.online,
+        after_step=after_step,
+        on_switch=on_switch,
+        param_groups=lambda m: [{"params": [p for p in m.online.parameters() if p.requires_grad]}],
+        notes=notes,
+    )

@@ -1,0 +1,79 @@
+"""Per-tensor state beyond the average itself (BEMA's EMA and snapshot, LAWA's ring of snapshots), kept aligned
+with a `TensorPlan`'s groups so the hot path is one foreach call per group.
+
+A `TensorPlan` rebuilds its groups when the model is moved or cast (`plan.version` grows). Lists made with
+`plan.alloc_like()` before that no longer line up with the groups, so `GroupedState.lists()` re-aligns them by
+canonical tensor name (and moves them next to the new average) the first time it is asked after a rebuild.
+Checkpoints store the state by canonical name, like the average: `{name: tensor}`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sema._binding import TensorPlan, canonical_name
+
+
+def sync_plan(plan: TensorPlan) -> None:
+    """Rebuild `plan` now if the model was moved or cast since planning (one tensor per group is compared), so
+    that lists taken from a `GroupedState` afterwards line up with `plan.groups` for the whole call."""
+    if plan._moved():
+        plan.check()
+
+
+class GroupedState:
+    """One tensor per tracked tensor of `plan`, shaped, placed and typed like the average's.
+
+    Args:
+        plan: the method's plan.
+        fill: "zeros", "average" (a copy of the average) or "model" (a copy of the model's tensors).
+    """
+
+    def __init__(self, plan: TensorPlan, fill: str = "zeros") -> None:
+        self.plan = plan
+        self._tensors = plan.alloc_like(fill)
+        self._names = [list(g.names) for g in plan.groups]
+        self._version = plan.version
+
+    def lists(self) -> list[list[Tensor]]:
+        """The tensors, one list per `plan.groups` entry (re-aligned first if the plan was rebuilt)."""
+        if self._version != self.plan.version:
+            old = self.by_name()
+            self._tensors = self.plan.alloc_like("zeros")
+            self._names = [list(g.names) for g in self.plan.groups]
+            self._version = self.plan.version
+            with torch.no_grad():
+                for names, tensors in zip(self._names, self._tensors):
+                    for name, t in zip(names, tensors):
+                        t.copy_(old[name])
+        return self._tensors
+
+    def by_name(self) -> dict[str, Tensor]:
+        """{canonical name: tensor} (references)."""
+        return {n: t for names, ts in zip(self._names, self._tensors) for n, t in zip(names, ts)}
+
+    def state(self) -> dict[str, Tensor]:
+        """For a checkpoint: {canonical name: tensor} (references; the caller saves or clones them)."""
+        self.lists()
+        return {n: t.detach() for n, t in self.by_name().items()}
+
+    def load(self, state: dict[str, Tensor], what: str) -> None:
+        """Copy a `state()` back in. ValueError listing every missing, unexpected or reshaped name."""
+        if not isinstance(state, dict):
+            raise ValueError(f"{what}: expected a dict of tensors by name, got {type(state).__name__}")
+        state = {canonical_name(k): v for k, v in state.items()}
+        self.lists()
+        mine = self.by_name()
+        missing = [k for k in mine if k not in state]
+        unexpected = [k for k in state if k not in mine]
+        reshaped = [f"{k}: expected {tuple(mine[k].shape)}, got {tuple(state[k].shape)}"
+                    for k in mine if k in state and tuple(state[k].shape) != tuple(mine[k].shape)]
+        if missing or unexpected or reshaped:
+            raise ValueError(
+                f"{what} does not match the bound model: missing {missing or 'none'}, unexpected "
+                f"{unexpected or 'none'}, reshaped {reshaped or 'none'}"
+            )
+        with torch.no_grad():
+            for k, t in mine.items():
+                t.copy_(state[k])

@@ -1,0 +1,205 @@
+"""EMA: an exponential moving average of a model's weights, kept in float32, updated with one foreach kernel.
+
+    avg <- decay_t * avg + (1 - decay_t) * weights        after every update_every-th update() call
+
+`decay_t` is `decay` after the optional warm-up (`sema.schedules`, exact formulas there). The average starts as
+a copy of the model at binding time. It lives in a module of the model's architecture (`.average`), in float32
+unless `average_dtype` says otherwise (a bf16 model's small updates would otherwise be rounded away), on the
+model's device unless `device` says otherwise.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch import nn
+
+from sema._binding import TensorPlan, make_average, resolve_dtype, unwrap
+from sema.presets import resolve_preset
+from sema.schedules import DecaySchedule, check_choice, check_positive_int
+
+FORMAT_VERSION = 1  # bump when state_dict's layout changes; load_state_dict names the versions it reads
+
+BUFFER_POLICIES = ("average", "copy", "ignore")
+
+
+def check_state_header(state: dict[str, Any], method: str) -> None:
+    """ValueError unless `state` is a sema state_dict of this format version and this method."""
+    if not isinstance(state, dict) or state.get("format") != "sema":
+        raise ValueError("not a sema state_dict: expected a dict with format='sema' (from .state_dict())")
+    if state.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"state_dict format version {state.get('version')!r} is not supported; this sema reads version "
+            f"{FORMAT_VERSION}"
+        )
+    if state.get("method") != method:
+        raise ValueError(f"state_dict was saved by method {state.get('method')!r}; this object is {method!r}")
+
+
+def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    diffs = [f"{k}: saved {saved.get(k)!r}, current {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+             if saved.get(k) != current.get(k)]
+    return "; ".join(diffs)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (and buffers, per `buffers`).
+
+    Args:
+        model: the trained model; DDP-wrapped and torch.compile'd models are unwrapped. Must have parameters.
+        decay: weight on the old average, in (0, 1). None: the preset's (0.999; "mmdet": 0.9998).
+        update_every: fold the weights in on every k-th `update()` call only (integer >= 1).
+        warmup_steps: T, the decay warm-up length in `update()` calls; 0 = no warm-up (default).
+        warmup: "linear" (official SEMA/openmixup), "exp", "power" (timm/ema-pytorch inverse gamma),
+            "mmdet_linear", "mmdet_exp", "none"; None: the preset's. Formulas: `sema.schedules`.
+        warmup_ratio: "linear"/"exp": decay_0 = warmup_ratio * decay. Default 0.9 (official code).
+        warmup_power, warmup_gamma: "power" schedule exponent and inverse gamma (None: reach `decay` at T).
+        buffers: "average" (floating buffers averaged, integer ones copied), "copy" (copied from the model at each
+            update), "ignore" (not tracked; the average is evaluated with the model's buffers). None: the preset's.
+        preset: "paper" (default), "openmixup", "mmdet": the official variants, see `sema.presets`.
+        momentum: preset="mmdet" only: mmdet's weight on the new weights; decay = 1 - momentum.
+        average_dtype: dtype of the floating averaged tensors; None = float32 (float64 stays float64).
+        device: where the average lives; None = next to each model tensor (and follows `model.to(...)`).
+
+    Counters: `step` (update() calls so far), `epoch` (epoch_end() calls so far), `updates` (averaging updates).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        decay: float | None = None,
+        *,
+        update_every: int = 1,
+        warmup_steps: int = 0,
+        warmup: str | None = None,
+        warmup_ratio: float = 0.9,
+        warmup_power: float = 2 / 3,
+        warmup_gamma: float | None = None,
+        buffers: str | None = None,
+        preset: str = "paper",
+        momentum: float | None = None,
+        average_dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        decay, buffers, warmup = resolve_preset(preset, decay, buffers, warmup, momentum)
+        check_choice("buffers", buffers, BUFFER_POLICIES)
+        self.update_every = check_positive_int("update_every", update_every)
+        self.schedule = DecaySchedule(decay, warmup, warmup_steps, warmup_ratio, warmup_power, warmup_gamma)
+        self.preset = preset
+        self.buffers = buffers
+        self.average_dtype = resolve_dtype(average_dtype)
+        self.device = None if device is None else torch.device(device)
+        module = unwrap(model)
+        if not any(True for _ in module.parameters()):
+            raise ValueError(f"model={type(module).__name__} has no parameters; a weight average needs at least one")
+        average = make_average(module, self.average_dtype, self.device)
+        self._plan = TensorPlan(model, average, buffers=buffers, follow_device=self.device is None)
+        # Past the warm-up the decay is constant: keep the lerp weight ready so update() computes nothing.
+        self._steady_weight = 1.0 - self.schedule.decay
+        self._step = 0
+        self._epoch = 0
+        self._updates = 0
+
+    # ------------------------------------------------------------------ counters and config
+    @property
+    def step(self) -> int:
+        """Number of update() calls so far."""
+        return self._step
+
+    @property
+    def epoch(self) -> int:
+        """Number of epoch_end() calls so far."""
+        return self._epoch
+
+    @property
+    def updates(self) -> int:
+        """Number of averaging updates done (update() calls not skipped by update_every)."""
+        return self._updates
+
+    @property
+    def decay(self) -> float:
+        """The decay the next update() will use."""
+        return self.schedule(self._step)
+
+    def config(self) -> dict[str, Any]:
+        """The configuration (saved in state_dict and checked on load)."""
+        s = self.schedule
+        return {
+            "decay": s.decay, "update_every": self.update_every, "warmup": s.warmup,
+            "warmup_steps": s.warmup_steps, "warmup_ratio": s.warmup_ratio, "warmup_power": s.warmup_power,
+            "warmup_gamma": s.warmup_gamma, "buffers": self.buffers, "preset": self.preset,
+            "average_dtype": None if self.average_dtype is None else str(self.average_dtype),
+        }
+
+    # ------------------------------------------------------------------ the protocol
+    @property
+    def average(self) -> nn.Module:
+        """A module of the model's architecture holding the averaged weights (eval mode, no grad)."""
+        return self._plan.average_module()
+
+    def update(self) -> None:
+        """Fold the model's current weights in (call after every optimizer.step()). No device synchronisation."""
+        self._step += 1
+        if self._step == 1:
+            self._plan.check()  # the model may have changed between binding and training
+        if self._step % self.update_every:
+            return
+        t = self._step - 1
+        weight = self._steady_weight if t >= self.schedule.warmup_steps and self.schedule.warmup != "mmdet_exp" \
+            else 1.0 - self.schedule(t)
+        self._plan.lerp_(weight)
+        self._updates += 1
+
+    def epoch_end(self) -> bool:
+        """Mark the end of an epoch. EMA never writes into the model: returns False."""
+        self._epoch += 1
+        self._plan.check()
+        return False
+
+    def copy_to(self, model: nn.Module | None = None) -> None:
+        """Write the average into `model` (default: the bound model); buffers per the policy."""
+        self._plan.copy_to(model)
+
+    def swapped(self) -> AbstractContextManager[nn.Module]:
+        """`with ema.swapped(): evaluate(model)`: inside, the bound model holds the average; on exit (also on an
+        exception) its own weights, bit for bit. update()/state_dict() are refused inside."""
+        return self._plan.swapped()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _counters(self) -> dict[str, int]:
+        return {"step": self._step, "epoch": self._epoch, "updates": self._updates}
+
+    def _load_counters(self, state: dict[str, Any]) -> None:
+        self._step, self._epoch, self._updates = int(state["step"]), int(state["epoch"]), int(state["updates"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"format": "sema", "version", "method", "config", counters..., "average": {name: tensor}}. Plain
+        types and tensors only, so `torch.load(weights_only=True)` reads it. Tensors are references: save (or
+        clone) them before training on."""
+        self._plan.check()
+        return {
+            "format": "sema",
+            "version": FORMAT_VERSION,
+            "method": type(self).__name__,
+            "config": self.config(),
+            **self._counters(),
+            "average": self._plan.average_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Restore a state_dict(): the average and the counters, so training continues bit for bit. Raises
+        ValueError naming every mismatch: format/version/method, tensor names and shapes, and (strict=True) any
+        configuration difference."""
+        check_state_header(state, type(self).__name__)
+        if strict:
+            diffs = config_mismatches(state.get("config", {}), self.config())
+            if diffs:
+                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        self._plan.check()
+        self._plan.load_average_state(state["average"])
+        self._load_counters(state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, step={self._step})"

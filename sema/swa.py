@@ -1,0 +1,112 @@
+"""SWA: the uniform running mean of the weights seen (Izmailov et al., "Averaging Weights Leads to Wider Optima
+and Better Generalization", UAI 2018), as `torch.optim.swa_utils.AveragedModel` computes it:
+
+    n = 0: avg <- weights;    n >= 1: avg <- avg + (weights - avg) / (n + 1);    n <- n + 1
+
+on the update() calls numbered start_step + k * update_every (k = 1, 2, ...). Before the first of them the average
+is the model as bound. BatchNorm statistics of an SWA average are usually re-estimated after training with
+`sema.bn.update_bn` (buffers="ignore" then matches `AveragedModel(use_buffers=False)`).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch import nn
+
+from sema._binding import TensorPlan, make_average, resolve_dtype
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state_header, config_mismatches
+from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
+
+
+class SWA:
+    """Uniform average of the weights (see the module docstring).
+
+    Args:
+        model: the trained model (DDP / compiled models are unwrapped). Must have parameters.
+        start_step: update() calls at or before this one are not averaged (integer >= 0).
+        update_every: average every k-th update() call after start_step (integer >= 1).
+        buffers: "average" (default: floating buffers averaged uniformly, integer ones copied), "copy", "ignore".
+        average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        start_step: int = 0,
+        update_every: int = 1,
+        buffers: str = "average",
+        average_dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.start_step = check_nonnegative_int("start_step", start_step)
+        self.update_every = check_positive_int("update_every", update_every)
+        self.buffers = check_choice("buffers", buffers, BUFFER_POLICIES)
+        self.average_dtype = resolve_dtype(average_dtype)
+        self.device = None if device is None else torch.device(device)
+        average = make_average(model, self.average_dtype, self.device)
+        self._plan = TensorPlan(model, average, buffers=buffers, follow_device=self.device is None)
+        self._step = 0
+        self._epoch = 0
+        self.n_averaged = 0  # number of weight snapshots in the mean
+
+    @property
+    def step(self) -> int:
+        """Number of update() calls so far."""
+        return self._step
+
+    @property
+    def epoch(self) -> int:
+        """Number of epoch_end() calls so far."""
+        return self._epoch
+
+    def config(self) -> dict[str, Any]:
+        return {"start_step": self.start_step, "update_every": self.update_every, "buffers": self.buffers,
+                "average_dtype": None if self.average_dtype is None else str(self.average_dtype)}
+
+    @property
+    def average(self) -> nn.Module:
+        return self._plan.average_module()
+
+    def update(self) -> None:
+        """Add the current weights to the mean when this call is an averaging one. No device synchronisation."""
+        self._step += 1
+        if self._step == 1:
+            self._plan.check()
+        since = self._step - self.start_step
+        if since <= 0 or since % self.update_every:
+            return
+        if self.n_averaged == 0:
+            self._plan.copy_from_model()
+        else:
+            self._plan.lerp_(1.0 / (self.n_averaged + 1))
+        self.n_averaged += 1
+
+    def epoch_end(self) -> bool:
+        self._epoch += 1
+        self._plan.check()
+        return False
+
+    def copy_to(self, model: nn.Module | None = None) -> None:
+        self._plan.copy_to(model)
+
+    def swapped(self) -> AbstractContextManager[nn.Module]:
+        return self._plan.swapped()
+
+    def state_dict(self) -> dict[str, Any]:
+        self._plan.check()
+        return {"format": "sema", "version": FORMAT_VERSION, "method": "SWA", "config": self.config(),
+                "step": self._step, "epoch": self._epoch, "n_averaged": self.n_averaged,
+                "average": self._plan.average_state()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        check_state_header(state, "SWA")
+        if strict:
+            diffs = config_mismatches(state.get("config", {}), self.config())
+            if diffs:
+                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        self._plan.check()
+        self._plan.load_average_state(state["average"])
+        self._step, self._epoch, self.n_averaged = int(state["step"]), int(state["epoch"]), int(state["n_averaged"])

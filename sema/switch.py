@@ -1,0 +1,118 @@
+"""SEMA (Switch EMA): an EMA whose average is copied back into the trained model on a fixed cadence.
+
+Li et al., "Switch EMA: A Free Lunch for Better Flatness and Sharpness", arXiv 2402.09240. The EMA is updated
+after every optimizer step as usual; at the end of every epoch (or every N steps) the average is written into the
+trained model, which trains on from there. The optimizer state (momentum buffers, Adam moments) is left untouched,
+as in every official implementation.
+
+Cadence (`switch_unit="epoch"`): `epoch_end()` after the n-th epoch (n = 1, 2, ...) switches iff
+
+    n > switch_start  and  (n - switch_start) % switch_every == 0  and  (switch_end is None or n <= switch_end)
+
+With `switch_unit="step"` the same rule is applied to n = the number of `update()` calls, right after the EMA
+update of that call. Example: switch_every=2, switch_start=2 switches after epochs 4, 6, 8, ... After a switch
+with `switch_blend=1` the model equals the average exactly (cast to the model's dtype); `switch_blend=b < 1` moves
+the model only part of the way: `model <- model + b * (average - model)`. Buffers follow the averager's `buffers`
+policy ("ignore": the model keeps its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from sema.ema import EMA
+from sema.schedules import check_choice, check_nonnegative_int, check_open_unit, check_positive_int
+
+SWITCH_UNITS = ("epoch", "step")
+
+
+@dataclass(frozen=True)
+class SwitchCadence:
+    """When to switch, counted in epochs or update() calls (see the module docstring)."""
+
+    every: int = 1  # switch_every: switch on every k-th epoch/step after the start
+    start: int = 0  # switch_start: no switch at or before this epoch/step
+    unit: str = "epoch"  # switch_unit: "epoch" (epoch_end calls) or "step" (update calls)
+    end: int | None = None  # switch_end: no switch after this epoch/step; None = never stop
+
+    def __post_init__(self) -> None:
+        check_positive_int("switch_every", self.every)
+        check_nonnegative_int("switch_start", self.start)
+        check_choice("switch_unit", self.unit, SWITCH_UNITS)
+        if self.end is not None:
+            check_nonnegative_int("switch_end", self.end)
+
+    def due(self, n: int) -> bool:
+        """True when the n-th epoch/step (1-based) ends with a switch."""
+        if n <= self.start or (self.end is not None and n > self.end):
+            return False
+        return (n - self.start) % self.every == 0
+
+
+class SEMA(EMA):
+    """Switch EMA. All EMA arguments (see `sema.EMA`), plus:
+
+    Args:
+        switch_every: switch on every k-th epoch (or step) after `switch_start`; integer >= 1. Default 1.
+        switch_start: no switch at or before this epoch (or step); integer >= 0. Default 0 (the paper's configs
+            use 5, the length of their decay warm-up).
+        switch_unit: "epoch" (counted by `epoch_end()`) or "step" (counted by `update()`). Default "epoch".
+        switch_end: no switch after this epoch (or step); None (default) never stops.
+        switch_blend: in (0, 1]; 1 (default) copies the average into the model, b < 1 moves the model a fraction
+            b of the way (`model <- model + b * (average - model)`).
+
+    `epoch_end()` returns True when it switched just now. The switch is one foreach copy per tensor group.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        decay: float | None = None,
+        *,
+        switch_every: int = 1,
+        switch_start: int = 0,
+        switch_unit: str = "epoch",
+        switch_end: int | None = None,
+        switch_blend: float = 1.0,
+        **ema_kwargs,
+    ) -> None:
+        self.cadence = SwitchCadence(switch_every, switch_start, switch_unit, switch_end)
+        self.switch_blend = check_open_unit("switch_blend", switch_blend, closed_right=True)
+        self.switches = 0  # number of switches done
+        super().__init__(model, decay, **ema_kwargs)
+
+    def config(self) -> dict:
+        return {
+            **super().config(),
+            "switch_every": self.cadence.every,
+            "switch_start": self.cadence.start,
+            "switch_unit": self.cadence.unit,
+            "switch_end": self.cadence.end,
+            "switch_blend": self.switch_blend,
+        }
+
+    def update(self) -> None:
+        super().update()
+        if self.cadence.unit == "step" and self.cadence.due(self._step):
+            self.switch()
+
+    def epoch_end(self) -> bool:
+        super().epoch_end()
+        if self.cadence.unit == "epoch" and self.cadence.due(self._epoch):
+            self.switch()
+            return True
+        return False
+
+    def switch(self) -> None:
+        """Write the average into the bound model now (blended by `switch_blend`), whatever the cadence."""
+        self._plan.copy_into_model(blend=self.switch_blend)
+        self.switches += 1
+
+    def _counters(self) -> dict:
+        return {**super()._counters(), "switches": self.switches}
+
+    def _load_counters(self, state: dict) -> None:
+        super()._load_counters(state)
+        self.switches = int(state["switches"])

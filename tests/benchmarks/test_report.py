@@ -1,0 +1,255 @@
+"""sema-report on hand-built result.json files: the numbers in the tables are checked against hand computations."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+
+from benchmarks.report import load_runs, main, summarize
+
+T975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (3 paired seeds)
+
+
+def write_result(root: Path, name: str, method: str, seed: int, status: str = "completed", *, final=None,
+                 avg=None, online=None, headline="top1", higher_is_better=True, error=None, task="classification",
+                 config_method=None, analysis=None) -> Path:
+    """One run directory with a result.json in the documented schema; avg/online are per-epoch headline values."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    online = online if online is not None else (avg or [])
+    history = []
+    for i, value in enumerate(online):
+        entry = {"epoch": i + 1, "step": 10 * (i + 1), "train_loss": 1.0 / (i + 1), "online": {headline: value},
+                 "avg": {headline: avg[i]} if avg and method != "baseline" else {},
+                 "time_s": 10.0 * (i + 1) + seed}  # elapsed seconds: 10 s per epoch, seed-dependent offset
+        history.append(entry)
+    record = {
+        "status": status, "task": task, "dataset": "fashion_mnist", "model": "mlp", "method": method,
+        "seed": seed, "profile": "quick", "headline": headline, "higher_is_better": higher_is_better,
+        "final": {headline: final} if final is not None else {},
+        "final_online": {headline: online[-1]} if online else {},
+        "history": history, "wall_time_s": 40.0, "error": error,
+        "config": {"task": {"name": task, "dataset": "fashion_mnist", "model": "mlp"},
+                   "method": config_method or {"name": method, "decay": 0.999},
+                   "optim": {"lr": 0.1}, "trainer": {"epochs": 4, "num_threads": seed}},
+        "provenance": {"git_commit": "abc1234def", "git_dirty": False,
+                       "hardware": {"platform": "Linux-x86_64", "cpu": "x86_64", "cpu_count": 2, "gpus": []}},
+    }
+    (run_dir / "result.json").write_text(json.dumps(record))
+    if analysis is not None:
+        (run_dir / "analysis.json").write_text(json.dumps(analysis))
+    return run_dir
+
+
+# Three seeds of baseline, EMA and SEMA; each run's final value is its last averaged (baseline: online) value.
+BASELINE = {0: [0.50, 0.70, 0.78, 0.80], 1: [0.60, 0.72, 0.80, 0.82], 2: [0.70, 0.80, 0.83, 0.84]}
+EMA = {0: [0.55, 0.75, 0.80, 0.81], 1: [0.60, 0.80, 0.83, 0.84], 2: [0.70, 0.80, 0.84, 0.84]}
+SEMA = {0: [0.60, 0.82, 0.83, 0.83], 1: [0.70, 0.85, 0.86, 0.86], 2: [0.75, 0.80, 0.86, 0.86]}
+
+
+def build_sweep(root: Path) -> Path:
+    for method, curves in (("baseline", BASELINE), ("ema", EMA), ("sema", SEMA)):
+        for seed, curve in curves.items():
+            write_result(root, f"{method}_{seed}", method, seed, final=curve[-1], avg=curve,
+                         online=[v - 0.01 for v in curve] if method != "baseline" else curve)
+    write_result(root, "sema_3", "sema", 3, status="failed",
+                 error="Traceback (most recent call last):\n  File x\nRuntimeError: loss is nan at step 12\n")
+    return root
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as fh:
+        return {row["method"]: row for row in csv.DictReader(fh)}
+
+
+def test_main_table_means_stds_and_paired_intervals(tmp_path):
+    sweep = build_sweep(tmp_path / "sweep")
+    markdown = summarize(sweep)
+    rows = read_csv(sweep / "report" / "classification_fashion_mnist_mlp_quick.csv")
+    assert list(rows) == ["baseline", "ema", "sema"]
+    base, ema, sema = rows["baseline"], rows["ema"], rows["sema"]
+    assert float(base["mean"]) == pytest.approx(0.82) and float(base["std"]) == pytest.approx(0.02)
+    assert float(ema["mean"]) == pytest.approx(0.83) and float(ema["std"]) == pytest.approx(math.sqrt(3e-4))
+    assert float(sema["mean"]) == pytest.approx(0.85) and float(sema["std"]) == pytest.approx(math.sqrt(3e-4))
+    assert float(sema["online_mean"]) == pytest.approx(0.84)
+    # SEMA - baseline per seed: 0.03, 0.04, 0.02 -> mean 0.03, sd 0.01.
+    half = T975_2 * 0.01 / math.sqrt(3)
+    assert float(sema["delta_vs_baseline"]) == pytest.approx(0.03)
+    assert float(sema["delta_vs_baseline_ci_low"]) == pytest.approx(0.03 - half)
+    assert float(sema["delta_vs_baseline_ci_high"]) == pytest.approx(0.03 + half)
+    assert sema["n_pairs_vs_baseline"] == "3"
+    # EMA - baseline against scipy's paired t-test interval.
+    ref = scipy_stats.ttest_rel([0.81, 0.84, 0.84], [0.80, 0.82, 0.84]).confidence_interval(0.95)
+    assert float(ema["delta_vs_baseline_ci_low"]) == pytest.approx(ref.low)
+    assert float(ema["delta_vs_baseline_ci_high"]) == pytest.approx(ref.high)
+    assert float(sema["delta_vs_ema"]) == pytest.approx(0.02)
+    assert base["delta_vs_baseline"] == "" and base["n_pairs_vs_baseline"] == "0"
+    # Seeds and failures: the failed SEMA run is counted but not averaged.
+    assert (sema["n_seeds"], sema["n_failed"], base["n_failed"]) == ("3", "1", "0")
+    assert "RuntimeError: loss is nan at step 12" in markdown
+    assert "**Winner on top1 (higher is better): sema**" in markdown and "SEMA wins." in markdown
+    for header in ("- command:", "- report code commit:", "- date:", "- machine:", "- runs: 10 result.json",
+                   "- runs' commits: abc1234def (10 runs)",
+                   "- runs' machines: x86_64 x 2 CPUs, no GPU, Linux-x86_64 (10 runs)"):
+        assert header in markdown
+
+
+def test_epochs_and_time_to_target(tmp_path):
+    sweep = build_sweep(tmp_path / "sweep")
+    summarize(sweep, fractions=[0.9])
+    with (sweep / "report" / "classification_fashion_mnist_mlp_quick_convergence.csv").open() as fh:
+        cells = {(r["method"], float(r["fraction"])): r for r in csv.DictReader(fh)}
+    # Baseline: starts at mean(0.5, 0.6, 0.7) = 0.6, ends at 0.82.
+    assert float(cells["baseline", 1.0]["target"]) == pytest.approx(0.82)
+    assert float(cells["baseline", 0.9]["target"]) == pytest.approx(0.6 + 0.9 * 0.22)  # 0.798
+    # 0.82: baseline seed 0 never (max 0.80), seed 1 at epoch 4, seed 2 at epoch 3.
+    b = cells["baseline", 1.0]
+    assert (b["n_reached"], b["n_runs"]) == ("2", "3")
+    assert float(b["epochs_mean"]) == pytest.approx(3.5) and float(b["epochs_std"]) == pytest.approx(math.sqrt(0.5))
+    assert float(b["time_s_mean"]) == pytest.approx((41 + 32) / 2)  # time_s = 10 * epoch + seed
+    # SEMA reaches 0.82 at epochs 2, 2, 3 (averaged weights), EMA at 3, 3 (seed 0 peaks at 0.81).
+    s = cells["sema", 1.0]
+    assert float(s["epochs_mean"]) == pytest.approx(7 / 3) and float(s["epochs_std"]) == pytest.approx(math.sqrt(1 / 3))
+    assert float(s["time_s_mean"]) == pytest.approx((20 + 21 + 32) / 3)
+    assert cells["ema", 1.0]["n_reached"] == "2" and float(cells["ema", 1.0]["epochs_mean"]) == 3.0
+    # 0.798: baseline seed 0 at epoch 4 (0.80), seeds 1, 2 at epoch 3 and 2.
+    assert float(cells["baseline", 0.9]["epochs_mean"]) == pytest.approx(3.0)
+    report = (sweep / "report" / "report.md").read_text()
+    assert "3.5 ± 0.7071 (2/3 reached)" in report
+
+
+def test_never_reached_target_says_not_reached(tmp_path):
+    root = tmp_path / "runs"
+    write_result(root, "b0", "baseline", 0, final=0.9, avg=[0.5, 0.9])
+    write_result(root, "s0", "sema", 0, final=0.6, avg=[0.5, 0.6])
+    markdown = summarize(root, plots=False)
+    sema_row = next(line for line in markdown.splitlines() if line.startswith("| sema |"))
+    assert "not reached" in sema_row
+    # One seed: no interval, n is stated.
+    assert "-0.3 (n=1)" in sema_row
+    assert "**SEMA does not win**" in markdown
+
+
+def test_lower_is_better_metric(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (b, s) in enumerate([(0.50, 0.30), (0.40, 0.35)]):
+        write_result(root, f"b{seed}", "baseline", seed, final=b, avg=[1.0, 0.7, b], headline="mae",
+                     higher_is_better=False)
+        write_result(root, f"s{seed}", "sema", seed, final=s, avg=[0.9, s, s], headline="mae",
+                     higher_is_better=False)
+    markdown = summarize(root, plots=False)
+    assert "**Winner on mae (lower is better): sema**" in markdown
+    assert "mae ↓" in markdown
+    rows = read_csv(root / "report" / "classification_fashion_mnist_mlp_quick.csv")
+    assert rows["sema"]["higher_is_better"] == "False"
+    assert float(rows["sema"]["delta_vs_baseline"]) == pytest.approx(-0.125)  # (-0.2 - 0.05) / 2
+    with (root / "report" / "classification_fashion_mnist_mlp_quick_convergence.csv").open() as fh:
+        cells = {(r["method"], float(r["fraction"])): r for r in csv.DictReader(fh)}
+    # Target 0.45 (mean baseline final): baseline seed 0 (ends at 0.5) never gets there, seed 1 at epoch 3;
+    # SEMA reaches it at epoch 2 with both seeds.
+    assert float(cells["baseline", 1.0]["target"]) == pytest.approx(0.45)
+    assert cells["baseline", 1.0]["n_reached"] == "1" and float(cells["baseline", 1.0]["epochs_mean"]) == 3.0
+    assert cells["sema", 1.0]["n_reached"] == "2" and float(cells["sema", 1.0]["epochs_mean"]) == 2.0
+
+
+def test_unreadable_and_partial_results_are_reported_not_fatal(tmp_path):
+    root = build_sweep(tmp_path / "sweep")
+    (root / "torn").mkdir()
+    (root / "torn" / "result.json").write_text('{"status": "compl')
+    (root / "partial").mkdir()
+    (root / "partial" / "result.json").write_text(json.dumps(
+        {"status": "completed", "task": "classification", "method": "ema", "seed": 5, "headline": "top1",
+         "final": {}}))
+    runs, problems = load_runs(root)
+    assert len(runs) == 10
+    reasons = {p.path.parent.name: p.reason for p in problems}
+    assert "not valid JSON" in reasons["torn"]
+    assert "final['top1']" in reasons["partial"]
+    markdown = summarize(root, plots=False)
+    assert "## Unusable result files" in markdown and "2 unusable" in markdown
+
+
+def test_method_variants_are_separate_rows(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_result(root, f"b{seed}", "baseline", seed, final=0.8, avg=[0.8])
+        for every in (1, 2):
+            write_result(root, f"s{every}_{seed}", "sema", seed, final=0.8 + every / 100, avg=[0.8 + every / 100],
+                         config_method={"name": "sema", "switch_every": every})
+    summarize(root, plots=False)
+    rows = read_csv(root / "report" / "classification_fashion_mnist_mlp_quick.csv")
+    # num_threads differs between seeds but is operational, so it does not split rows.
+    assert list(rows) == ["baseline", "sema (switch_every=1)", "sema (switch_every=2)"]
+    assert float(rows["sema (switch_every=2)"]["delta_vs_baseline"]) == pytest.approx(0.02)
+
+
+def test_flatness_table_from_analysis_files(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (b_eig, s_eig) in enumerate([(10.0, 6.0), (12.0, 7.0), (14.0, 11.0)]):
+        for method, eig in (("baseline", b_eig), ("sema", s_eig)):
+            analysis = {"online": {"hessian_top_eig": eig + 1, "hessian_trace": 100.0, "sharpness": {"0.05": 0.1}},
+                        "average": {"hessian_top_eig": eig, "hessian_trace": 90.0, "sharpness": {"0.05": 0.05}},
+                        "time_s": 3.0}
+            write_result(root, f"{method}{seed}", method, seed, final=0.8, avg=[0.8], analysis=analysis)
+    markdown = summarize(root, plots=False)
+    assert "### Flatness and sharpness" in markdown
+    with (root / "report" / "classification_fashion_mnist_mlp_quick_flatness.csv").open() as fh:
+        rows = {(r["metric"], r["method"]): r for r in csv.DictReader(fh)}
+    assert "time_s" not in {m for m, _ in rows}
+    assert ("average.sharpness.0.05", "sema") in rows
+    eig = rows["average.hessian_top_eig", "sema"]
+    assert float(eig["mean"]) == pytest.approx(8.0) and float(eig["std"]) == pytest.approx(math.sqrt(7))
+    # Differences to the baseline: -4, -5, -3 -> mean -4, sd 1.
+    assert float(eig["delta_vs_baseline"]) == pytest.approx(-4.0)
+    assert float(eig["delta_vs_baseline_ci_high"]) == pytest.approx(-4.0 + T975_2 / math.sqrt(3))
+
+
+def test_plots_are_valid_pngs(tmp_path):
+    import matplotlib.image
+
+    sweep = build_sweep(tmp_path / "sweep")
+    markdown = summarize(sweep)
+    for name in ("curves", "final"):
+        path = sweep / "report" / f"classification_fashion_mnist_mlp_quick_{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert path.name in markdown
+
+
+def test_cli_writes_to_out_and_exits_zero(tmp_path, capsys):
+    sweep = build_sweep(tmp_path / "sweep")
+    out = tmp_path / "results"
+    assert main([str(sweep), "--out", str(out), "--no-plots", "--fractions", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "baseline" in printed and "sema" in printed and str(out) in printed
+    report = (out / "report.md").read_text()
+    assert f"- command: `sema-report {sweep} --out {out} --no-plots --fractions 0.5`" in report
+    assert (out / "classification_fashion_mnist_mlp_quick.md").exists()
+    assert not (sweep / "report").exists()
+
+
+def test_cli_without_results_fails_clearly(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1
+    assert "no result.json files" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing")]) == 1
+    assert "is not a directory" in capsys.readouterr().err
+    assert main([str(tmp_path / "empty"), "--fractions", "1.5"]) == 1
+    assert "(0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wandb_offline_logs_the_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sweep = build_sweep(tmp_path / "sweep")
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out), "--no-plots", "--wandb-mode", "offline"]) == 0
+    [table_file] = (out / "wandb").glob("offline-run-*/files/media/table/report/*.table.json")
+    logged = json.loads(table_file.read_text())
+    assert logged["columns"][:4] == ["method", "seeds", "failed", "top1 ↑"]
+    assert [row[0] for row in logged["data"]] == ["baseline", "ema", "sema"]
+    assert logged["data"][2][3] == "0.85 ± 0.01732"

@@ -1,0 +1,199 @@
+"""The test template every weight-averaging method passes (any `sema.protocol.WeightAverager`).
+
+Use it for a new method in two lines: add the method to `sema.METHODS` and give it an entry in
+`tests/sema/test_all_methods.py` (keyword arguments that make it act within ~10 steps, and bad arguments it must
+reject). Or call the checks directly from your own test file:
+
+    from method_template import check_all
+    def test_my_method_template():
+        check_all(lambda model: MyMethod(model, k=2), MyMethod, bad_kwargs=[dict(k=0)])
+
+What is checked, on a small real model with BatchNorm (parameters, floating and integer buffers):
+
+* protocol: `isinstance(obj, WeightAverager)`; `average` is a module with the model's tensor names and shapes;
+  `epoch_end()` returns a bool;
+* checkpoint round trip: train, save (model, optimizer, method) through `torch.save` and
+  `torch.load(weights_only=True)`, rebuild everything fresh, load, train on: model and average are bit for bit
+  those of a run that never stopped (resuming mid-epoch and right after an epoch end);
+* `swapped()`: inside, the model's parameters are the average's; on exit, also when the body raises, the model
+  is bit for bit what it was, and the average is unchanged;
+* `copy_to(other)`: another module of the same architecture receives the average's parameters;
+* no host-device synchronisation in `update()`: on CUDA under `torch.cuda.set_sync_debug_mode("error")`; on the
+  CPU no call of a tensor-to-Python conversion (`.item()`, `.tolist()`, `bool(t)`, `float(t)`, `.cpu()`,
+  `.numpy()`, `nonzero()`, ...) is seen by a TorchFunctionMode while `update()` runs;
+* bad arguments: each raises ValueError.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any, Callable
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from conftest import BNNet
+from sema.protocol import WeightAverager
+
+Factory = Callable[[nn.Module], Any]
+
+# Tensor methods that copy a value to the host (a device synchronisation on CUDA) or return Python numbers.
+SYNCING = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "__complex__", "numpy", "cpu",
+           "nonzero", "argwhere", "masked_select", "unique", "__array__", "__format__", "__repr__"}
+
+
+def _save_load(obj: Any) -> Any:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, avg: Any, lo: int, hi: int, epoch_every: int = 3,
+           device: str = "cpu") -> None:
+    """Optimizer steps lo..hi-1 on data fixed by the step index; update() after each; an epoch every 3 steps."""
+    model.train()
+    for i in range(lo, hi):
+        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(i)).to(device)
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+        avg.update()
+        if i % epoch_every == epoch_every - 1:
+            assert isinstance(avg.epoch_end(), bool)
+
+
+def _params(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for k in a:
+        assert torch.equal(a[k], b[k].to(a[k].dtype)), f"{what}: {k} differs"
+
+
+def check_protocol(make: Factory) -> None:
+    model = BNNet()
+    avg = make(model)
+    assert isinstance(avg, WeightAverager)
+    reference = model.state_dict()
+    got = avg.average.state_dict()
+    assert set(got) == set(reference)
+    assert all(got[k].shape == reference[k].shape for k in reference)
+
+
+def check_round_trip(make: Factory, total: int = 11) -> None:
+    """Stop at 4 (mid-epoch) and at 6 (right after an epoch end), resume from a weights_only checkpoint."""
+    torch.manual_seed(0)
+    straight = BNNet()
+    init = copy.deepcopy(straight.state_dict())
+    avg_a = make(straight)
+    opt_a = torch.optim.SGD(straight.parameters(), lr=0.1, momentum=0.9)
+    _train(straight, opt_a, avg_a, 0, total)
+    for stop in (4, 6):
+        model_b = BNNet()
+        model_b.load_state_dict(init)
+        avg_b = make(model_b)
+        opt_b = torch.optim.SGD(model_b.parameters(), lr=0.1, momentum=0.9)
+        _train(model_b, opt_b, avg_b, 0, stop)
+        ckpt = _save_load({"model": model_b.state_dict(), "opt": opt_b.state_dict(), "avg": avg_b.state_dict()})
+        del model_b, avg_b, opt_b
+        model_c = BNNet()
+        model_c.load_state_dict(ckpt["model"])
+        opt_c = torch.optim.SGD(model_c.parameters(), lr=0.1, momentum=0.9)
+        opt_c.load_state_dict(ckpt["opt"])
+        avg_c = make(model_c)
+        avg_c.load_state_dict(ckpt["avg"])
+        _train(model_c, opt_c, avg_c, stop, total)
+        _assert_equal(_state(avg_a.average), _state(avg_c.average), f"average after resuming at step {stop}")
+        _assert_equal(_state(straight), _state(model_c), f"model after resuming at step {stop}")
+
+
+def check_swapped_restores(make: Factory) -> None:
+    model = BNNet()
+    avg = make(model)
+    _train(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), avg, 0, 7)
+    before_model, before_avg = _state(model), _state(avg.average)
+    with pytest.raises(RuntimeError, match="raised inside swapped"):
+        with avg.swapped() as inside:
+            _assert_equal(_params(inside), _params_of_state(before_avg, model), "model inside swapped()")
+            with torch.no_grad():
+                next(iter(model.parameters())).add_(1.0)  # evaluation code must not leak out either
+            raise RuntimeError("raised inside swapped")
+    _assert_equal(_state(model), before_model, "model after swapped()")
+    _assert_equal(_state(avg.average), before_avg, "average after swapped()")
+
+
+def _params_of_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: state[k].to(p.dtype) for k, p in model.named_parameters()}
+
+
+def check_copy_to(make: Factory) -> None:
+    model = BNNet()
+    avg = make(model)
+    _train(model, torch.optim.SGD(model.parameters(), lr=0.1), avg, 0, 7)
+    other = BNNet()
+    avg.copy_to(other)
+    _assert_equal(_params(other), _params(avg.average), "copy_to(other)")
+
+
+class _SyncSpy(TorchFunctionMode):
+    """Records every torch function / Tensor method call whose name is in SYNCING."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in SYNCING:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def check_no_host_sync(make: Factory, steps: int = 12) -> None:
+    """update() over `steps` optimizer steps (covering every cadence in the test kwargs) never syncs."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = BNNet().to(device)
+    avg = make(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(steps):
+        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(i)).to(device)
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                avg.update()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        else:
+            with _SyncSpy() as spy:
+                avg.update()
+            assert not spy.seen, f"update() at step {i + 1} called {spy.seen}, which read device values on the host"
+
+
+def check_bad_arguments(cls: type, bad_kwargs: list[dict[str, Any]]) -> None:
+    assert bad_kwargs, f"{cls.__name__}: list at least one bad argument it must reject"
+    for kwargs in bad_kwargs:
+        with pytest.raises(ValueError):
+            cls(BNNet(), **kwargs)
+
+
+def check_all(make: Factory, cls: type, bad_kwargs: list[dict[str, Any]]) -> None:
+    check_protocol(make)
+    check_round_trip(make)
+    check_swapped_restores(make)
+    check_copy_to(make)
+    check_no_host_sync(make)
+    check_bad_arguments(cls, bad_kwargs)
