@@ -62,9 +62,65 @@ class MethodConfig:
     preset: Optional[str] = None  # sema preset (paper | openmixup | mmdet); null = sema's default (paper)
 
 
+# The comparison methods' own fields (issue 6). `decay` is null for those that have no decay; each field is passed
+# to the sema class as the keyword of the same name. Sources of the defaults: configs/method/<name>.yaml headers.
+@dataclass
+class SEMABlendConfig(MethodConfig):
+    """SEMA whose switch moves the model only part of the way to the average (sema.SEMA's switch_blend)."""
+
+    switch_blend: Optional[float] = 0.5  # model <- model + switch_blend * (average - model) at each switch; (0, 1]
+
+
+@dataclass
+class LAWAConfig(MethodConfig):
+    """sema.LAWA: the mean of the latest k snapshots."""
+
+    decay: Optional[float] = None  # LAWA has no decay
+    k: int = 5  # snapshots in the mean
+    every: int = 1  # a snapshot every `every` units (after `start`)
+    start: int = 0  # no snapshot at or before this epoch/step (burn-in)
+    unit: str = "epoch"  # epoch (Kaddour 2022: one per epoch) | step (Sanyal 2023, Ajroldi 2025)
+
+
+@dataclass
+class BEMAConfig(MethodConfig):
+    """sema.BEMA: bias-corrected EMA, mu = alpha_t (theta - theta_0) + EMA_t."""
+
+    decay: Optional[float] = None  # BEMA's EMA weight follows beta_t = (lag + multiplier t)^-ema_power instead
+    ema_power: float = 0.5  # kappa
+    bias_power: float = 0.2  # eta
+    lag: float = 10.0  # rho
+    multiplier: float = 1.0  # gamma
+    beta_min: float = 0.0  # floor of beta_t
+    burnin_epochs: float = 0.0  # tau in epochs (-> burnin_steps); theta_0 is the weights after it
+
+
+@dataclass
+class PowerEMAConfig(MethodConfig):
+    """sema.PowerEMA: Karras power-function EMA, decay_t = (1 - 1/t)^(gamma + 1)."""
+
+    decay: Optional[float] = None  # the decay follows the power schedule instead
+    sigma_rel: Optional[float] = 0.10  # the profile's relative width (converted to gamma); null when gamma is set
+    gamma: Optional[float] = None  # the profile exponent; set sigma_rel to null to use it
+
+
+@dataclass
+class LookaheadConfig(MethodConfig):
+    """sema.Lookahead: k fast steps, then slow <- slow + alpha (fast - slow); fast <- slow."""
+
+    decay: Optional[float] = None  # Lookahead has no decay
+    k: int = 5  # fast steps per sync
+    alpha: float = 0.5  # slow-weights step size, (0, 1]
+
+
 # Method schemas by ConfigStore name (group "method"). One line per dataclass that extends MethodConfig.
 METHOD_SCHEMAS: dict[str, type] = {
     "method_schema": MethodConfig,
+    "sema_blend_schema": SEMABlendConfig,
+    "lawa_schema": LAWAConfig,
+    "bema_schema": BEMAConfig,
+    "power_ema_schema": PowerEMAConfig,
+    "lookahead_schema": LookaheadConfig,
 }
 
 

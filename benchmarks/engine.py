@@ -159,9 +159,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def batch_size_of(batch: Any) -> int:
-    """Examples in a batch: the first dimension of its first tensor."""
+    """Examples in a batch: the first dimension of its first tensor that has one (0 if none)."""
     if isinstance(batch, torch.Tensor):
-        return batch.shape[0] if batch.ndim else 1
+        return batch.shape[0] if batch.ndim else 0
     values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
     for value in values:
         n = batch_size_of(value)

@@ -1,7 +1,7 @@
 """PNG plots for the report: learning curves with seed bands, and final metric with error bars.
 
-The functions take plain summarised numbers (computed in report.py) and only draw. matplotlib is imported inside
-them with the Agg backend, so they work on machines without a display and cost nothing until called.
+The functions take plain summarised numbers (computed in report.py) and only draw. matplotlib is imported
+inside them with the Agg backend, so they work on machines without a display and cost nothing until called.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def plot_learning_curves(curves: Sequence[Curve], metric: str, title: str, path:
         style = "-" if curve.weights == "average" else "--"
         name = curve.label if curve.weights == "average" else f"{curve.label} (online)"
         ax.plot(curve.epochs, curve.mean, style, color=colour, label=name, marker="o", markersize=3)
-        low = [m - (0.0 if math.isnan(s) else s) for m, s in zip(curve.mean, curve.std)]
-        high = [m + (0.0 if math.isnan(s) else s) for m, s in zip(curve.mean, curve.std)]
-        ax.fill_between(curve.epochs, low, high, color=colour, alpha=0.15 if curve.weights == "average" else 0.07)
+        low = [m - (0.0 if math.isnan(s) else s) for m, s in zip(curve.mean, curve.std, strict=True)]
+        high = [m + (0.0 if math.isnan(s) else s) for m, s in zip(curve.mean, curve.std, strict=True)]
+        ax.fill_between(
+            curve.epochs, low, high, color=colour, alpha=0.15 if curve.weights == "average" else 0.07
+        )
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,4 +1,4 @@
-"""Small statistics for the report: mean +- std over seeds, paired differences with a t interval, epochs-to-target.
+"""Statistics for the report: mean +- std over seeds, paired differences with a t interval, epochs-to-target.
 
 Everything here works on plain numbers (dicts keyed by seed, lists of floats), so it is easy to check by hand.
 Conventions:
@@ -75,7 +75,9 @@ def paired_difference(
     if summary.n < 2:
         return PairedDiff(summary.mean, None, None, summary.n, confidence)
     half_width = t_quantile((1 + confidence) / 2, summary.n - 1) * summary.std / math.sqrt(summary.n)
-    return PairedDiff(summary.mean, summary.mean - half_width, summary.mean + half_width, summary.n, confidence)
+    return PairedDiff(
+        summary.mean, summary.mean - half_width, summary.mean + half_width, summary.n, confidence
+    )
 
 
 def reaches(value: float, target: float, higher_is_better: bool) -> bool:
@@ -101,4 +103,6 @@ def fraction_targets(start: float, final: float, fractions: Sequence[float]) -> 
     for f in fractions:
         if not 0 < f <= 1:
             raise ValueError(f"target fractions must be in (0, 1], got {f}")
-    return {f: final - (1 - f) * (final - start) for f in fractions}  # written so that f = 1 gives `final` exactly
+    return {
+        f: final - (1 - f) * (final - start) for f in fractions
+    }  # written so that f = 1 gives `final` exactly

@@ -251,6 +251,7 @@ class TensorPlan:
         for g in self.groups:
             g.chunks = _chunk(g.model, self.chunk_numel) if g.staged else [slice(0, len(g.model))]
         self.names = [n for g in self.groups for n in g.names]
+        self._sentinels = [(g.model[0], g.model_device, g.model_dtype) for g in self.groups]
         self._identity = self._fingerprint()
         self._scratch: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._views: dict[tuple, list[Tensor]] = {}
@@ -289,7 +290,7 @@ class TensorPlan:
                 return True
             if self.follow_device and g.average[0].device != m.device:
                 return True
-        return False
+        return False  # (lerp_ runs the model-side half of this through _sentinels, without the loop overhead)
 
     # ------------------------------------------------------------------ scratch
     def _scratch_views(self, tensors: list[Tensor], key: tuple, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
@@ -331,9 +332,14 @@ class TensorPlan:
         `alloc_like`). `weight` is a Python float (1 - decay for an EMA): no device synchronisation."""
         if self.is_swapped:
             raise RuntimeError("cannot update the average inside swapped(): the model holds the average there")
-        if self._moved():  # one tensor per group: cheap; rebuilds (and moves the average) after model.to()
-            self.check()
-        with torch.no_grad():
+        for t, device, dtype in self._sentinels:  # one tensor per group: catches model.to(...) after binding
+            if t.dtype is not dtype or t.device != device:
+                self.check()
+                break
+        # torch.no_grad() costs ~2 us per entry on CPU, as much as a small model's whole update: toggle directly.
+        grad_was_enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
             for gi, g in enumerate(self.groups):
                 dst = g.average if targets is None else targets[gi]
                 if g.kind == "copy":
@@ -344,7 +350,9 @@ class TensorPlan:
                     for ci, sl in enumerate(g.chunks):
                         views = self._scratch_views(g.model[sl], (gi, ci), g.average_device, g.average_dtype)
                         torch._foreach_copy_(views, g.model[sl])
-                        torch._foreach_lerp_(dst[sl], views, weight)
+                        torch._foreach_lerp_(dst[sl] if len(g.chunks) > 1 else dst, views, weight)
+        finally:
+            torch._C._set_grad_enabled(grad_was_enabled)
 
     # ------------------------------------------------------------------ copies
     def copy_from_model(self, targets: list[list[Tensor]] | None = None) -> None:

@@ -2,7 +2,7 @@
 arXiv 2508.00180, 2025): an EMA with a decaying weight, plus a correction term that removes the EMA's lag behind
 the current weights.
 
-Let n count update() calls, tau = `start_step` the burn-in, and t = n - tau. At n = tau (at binding when tau = 0)
+Let n count update() calls, tau = `burnin_steps` the burn-in, and t = n - tau. At n = tau (at binding when tau = 0)
 the weights are snapshotted: theta_0 <- theta, EMA <- theta. Then, on every `update_every`-th call after tau:
 
     beta_t  = max((rho + gamma * t) ** -kappa, beta_min)          weight on the new weights
@@ -62,7 +62,7 @@ class BEMA:
         lag: rho >= 1, the schedules' offset (a virtual age at the snapshot; >= 1 keeps beta_t <= 1). Default 10.
         multiplier: gamma > 0, the schedules' time scale. Default 1.
         beta_min: floor of beta_t in [0, 1]. Default 0.
-        start_step: tau >= 0, the burn-in in update() calls; theta_0 is the weights after it. Default 0.
+        burnin_steps: tau >= 0, the burn-in in update() calls; theta_0 is the weights after it. Default 0.
         update_every: phi >= 1, update the EMA on every phi-th update() call after the burn-in. Default 1.
         buffers: "average" (default), "copy", "ignore"; as in `sema.EMA`.
         average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
@@ -77,7 +77,7 @@ class BEMA:
         lag: float = 10.0,
         multiplier: float = 1.0,
         beta_min: float = 0.0,
-        start_step: int = 0,
+        burnin_steps: int = 0,
         update_every: int = 1,
         buffers: str = "average",
         average_dtype: torch.dtype | str | None = None,
@@ -88,7 +88,7 @@ class BEMA:
         self.lag = _check_number("lag", lag, 1.0)
         self.multiplier = _check_number("multiplier", multiplier, 0.0, low_open=True)
         self.beta_min = _check_number("beta_min", beta_min, 0.0, high=1.0)
-        self.start_step = check_nonnegative_int("start_step", start_step)
+        self.burnin_steps = check_nonnegative_int("burnin_steps", burnin_steps)
         self.update_every = check_positive_int("update_every", update_every)
         self.buffers = check_choice("buffers", buffers, BUFFER_POLICIES)
         self.average_dtype = resolve_dtype(average_dtype)
@@ -100,7 +100,7 @@ class BEMA:
         self._step = 0  # update() calls (n)
         self._epoch = 0  # epoch_end() calls
         self._t = 0  # EMA updates' time since the snapshot (t of the latest EMA update); 0 = none yet
-        self.started = self.start_step == 0  # theta_0 taken
+        self.started = self.burnin_steps == 0  # theta_0 taken
 
     @property
     def step(self) -> int:
@@ -120,7 +120,7 @@ class BEMA:
 
     def config(self) -> dict[str, Any]:
         return {"ema_power": self.ema_power, "bias_power": self.bias_power, "lag": self.lag,
-                "multiplier": self.multiplier, "beta_min": self.beta_min, "start_step": self.start_step,
+                "multiplier": self.multiplier, "beta_min": self.beta_min, "burnin_steps": self.burnin_steps,
                 "update_every": self.update_every, "buffers": self.buffers,
                 "average_dtype": None if self.average_dtype is None else str(self.average_dtype)}
 
@@ -130,7 +130,7 @@ class BEMA:
         self._step += 1
         if self._step == 1:
             self._plan.check()
-        since = self._step - self.start_step
+        since = self._step - self.burnin_steps
         if since == 0:
             self._snapshot()
             return

@@ -98,6 +98,8 @@ class EMA:
         self._plan = TensorPlan(model, average, buffers=buffers, follow_device=self.device is None)
         # Past the warm-up the decay is constant: keep the lerp weight ready so update() computes nothing.
         self._steady_weight = 1.0 - self.schedule.decay
+        # update() calls numbered <= _warm_until use the schedule ("mmdet_exp" never becomes constant).
+        self._warm_until = float("inf") if self.schedule.warmup == "mmdet_exp" and warmup_steps else warmup_steps
         self._step = 0
         self._epoch = 0
         self._updates = 0
@@ -141,15 +143,15 @@ class EMA:
 
     def update(self) -> None:
         """Fold the model's current weights in (call after every optimizer.step()). No device synchronisation."""
-        self._step += 1
-        if self._step == 1:
+        step = self._step = self._step + 1
+        if step == 1:
             self._plan.check()  # the model may have changed between binding and training
-        if self._step % self.update_every:
+        if step % self.update_every:
             return
-        t = self._step - 1
-        weight = self._steady_weight if t >= self.schedule.warmup_steps and self.schedule.warmup != "mmdet_exp" \
-            else 1.0 - self.schedule(t)
-        self._plan.lerp_(weight)
+        if step > self._warm_until:  # past the warm-up: the decay is a constant
+            self._plan.lerp_(self._steady_weight)
+        else:
+            self._plan.lerp_(1.0 - self.schedule(step - 1))
         self._updates += 1
 
     def epoch_end(self) -> bool:

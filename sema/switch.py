@@ -81,6 +81,7 @@ class SEMA(EMA):
         self.cadence = SwitchCadence(switch_every, switch_start, switch_unit, switch_end)
         self.switch_blend = check_open_unit("switch_blend", switch_blend, closed_right=True)
         self.switches = 0  # number of switches done
+        self._by_step = switch_unit == "step"
         super().__init__(model, decay, **ema_kwargs)
 
     def config(self) -> dict:
@@ -94,8 +95,8 @@ class SEMA(EMA):
         }
 
     def update(self) -> None:
-        super().update()
-        if self.cadence.unit == "step" and self.cadence.due(self._step):
+        EMA.update(self)
+        if self._by_step and self.cadence.due(self._step):
             self.switch()
 
     def epoch_end(self) -> bool:

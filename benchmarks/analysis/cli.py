@@ -242,6 +242,16 @@ def analyse_pairs(run_dirs: list[Path], settings: AnalysisSettings, force: bool,
             continue  # only runs that could be analysed themselves
         result = json.loads((run_dir / "result.json").read_text())
         groups.setdefault(_group_key(result), {}).setdefault(str(result.get("method")), []).append(run_dir)
+    loaded: dict[Path, Any] = {}
+
+    def load(run_dir: Path):
+        if run_dir not in loaded:
+            if len(loaded) >= 2:  # keep at most two rebuilt runs in memory
+                loaded.pop(next(iter(loaded)))
+            loaded[run_dir] = load_run(run_dir, settings.num_batches, settings.batch_size, settings.seed,
+                                       settings.device, settings.cache_dir)
+        return loaded[run_dir]
+
     done = 0
     for spec in settings.pairs:
         if spec.count(":") != 1:
@@ -257,13 +267,14 @@ def analyse_pairs(run_dirs: list[Path], settings: AnalysisSettings, force: bool,
                     if not force and name in payload_a["interpolation"] and name in payload_b["interpolation"]:
                         continue
                     began = time.perf_counter()
-                    run_a = load_run(dir_a, settings.num_batches, settings.batch_size, settings.seed,
-                                     settings.device, settings.cache_dir)
-                    run_b = load_run(dir_b, settings.num_batches, settings.batch_size, settings.seed,
-                                     settings.device, settings.cache_dir)
+                    run_a, run_b = load(dir_a), load(dir_b)
                     state_a = run_a.average if run_a.average is not None else run_a.online
                     state_b = run_b.average if run_b.average is not None else run_b.online
-                    curve = _interpolate(run_a, state_a, state_b, settings)
+                    try:
+                        curve = _interpolate(run_a, state_a, state_b, settings)
+                    except ValueError as error:  # e.g. two runs of the group with different architectures
+                        log(f"  pair {name}: skipped, {error}")
+                        continue
                     curve.update({
                         "from": str(dir_a), "to": str(dir_b),
                         "from_weights": "average" if run_a.average is not None else "online",
@@ -330,10 +341,14 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
 def main(argv: Optional[list[str]] = None) -> int:
     from benchmarks.analysis.loading import find_run_dirs
 
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        run_dirs = sorted({run for path in args.paths for run in find_run_dirs(path)})
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))  # exits with status 2 and the usage line
     torch.set_num_threads(args.threads)
-    run_dirs = sorted({run for path in args.paths for run in find_run_dirs(path)})
     failures = 0
     for run_dir in run_dirs:
         if (run_dir / ANALYSIS_FILE).is_file() and not args.force:

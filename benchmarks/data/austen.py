@@ -43,7 +43,7 @@ def default_dir(cache_dir: Optional[Path] = None) -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
     if cache_dir is None:
-        cache_dir = Path(os.environ.get("SEMA_CACHE_DIR", Path.home() / ".cache" / "sema-bench"))
+        cache_dir = Path(os.environ.get("SEMA_BENCH_CACHE", Path.home() / ".cache" / "sema-bench"))
     return Path(cache_dir) / "janeaustenr"
 
 
@@ -167,6 +167,7 @@ def fetch(dest: Path) -> Path:
                                f"unpacked {PACKAGE} into {dest} or set ${ENV_VAR}")
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # apt-get downloads as the unprivileged `_apt` user when it can reach the folder
         subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, check=True)
         (deb,) = Path(tmp).glob(f"{PACKAGE}_*.deb")
         subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)

@@ -9,7 +9,7 @@ with a pixel-wise max; 20 frames = 10 input + 10 target.
   from torch's global generator, so a seeded engine makes the data reproducible.
 * The test set is fixed: the official `mnist_test_seq.npy` (10,000 sequences, [20, N, 64, 64] uint8) when a root
   holds it, otherwise a seeded set generated from held-out digits. The seeded set is its own benchmark instance,
-  not the official file; `describe_test_set` says which one a run used, and the task copies that into its notes.
+  not the official file; `MovingSource.test_description` says which one a run used (the task copies it into notes).
 
 Datasets (`DATASETS`):
 
@@ -136,6 +136,7 @@ class MovingSource:
     train_images: np.ndarray  # uint8 [N, 28, 28] images the training stream draws from
     test_sequences: np.ndarray  # uint8 [N, 20, 64, 64] fixed test sequences
     test_description: str  # which test set this is (official file or seeded offline set), for result notes
+    official_test: bool = False  # True when the test sequences are the official file
 
 
 def _check(dataset: str) -> None:
@@ -197,7 +198,7 @@ def load_moving(
     official = _find_official_test(dataset, root)
     if official is not None:
         sequences = load_official_test(official, n_test)
-        return MovingSource(train, sequences, f"official test file {official.name} (first {len(sequences)})")
+        return MovingSource(train, sequences, f"official test file {official.name} (first {len(sequences)})", True)
     test = _root_images(dataset, "test", root)
     sequences = make_test_set(test, n_test, test_seed, num_digits=num_digits)
     return MovingSource(train, sequences, _seeded_description(n_test, test_seed, f"{root}'s test images"))

@@ -36,4 +36,6 @@ def build_gpt(size: str, vocab_size: int, block_size: int, dropout: float = 0.0)
         bos_token_id=0,
         eos_token_id=0,
     )
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    model.loss_type = "ForCausalLM"  # next-token cross-entropy; naming it silences transformers' "unrecognized" warning
+    return model

@@ -1,4 +1,4 @@
-"""sema-report on hand-built result.json files: the numbers in the tables are checked against hand computations."""
+"""sema-report on hand-built result.json files: the tables' numbers are checked against hand computations."""
 
 import csv
 import json
@@ -13,30 +13,64 @@ from benchmarks.report import load_runs, main, summarize
 T975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (3 paired seeds)
 
 
-def write_result(root: Path, name: str, method: str, seed: int, status: str = "completed", *, final=None,
-                 avg=None, online=None, headline="top1", higher_is_better=True, error=None, task="classification",
-                 config_method=None, analysis=None) -> Path:
-    """One run directory with a result.json in the documented schema; avg/online are per-epoch headline values."""
+def write_result(
+    root: Path,
+    name: str,
+    method: str,
+    seed: int,
+    status: str = "completed",
+    *,
+    final=None,
+    avg=None,
+    online=None,
+    headline="top1",
+    higher_is_better=True,
+    error=None,
+    task="classification",
+    config_method=None,
+    analysis=None,
+) -> Path:
+    """A run directory with a result.json in the documented schema; avg/online: per-epoch headline values."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     online = online if online is not None else (avg or [])
     history = []
     for i, value in enumerate(online):
-        entry = {"epoch": i + 1, "step": 10 * (i + 1), "train_loss": 1.0 / (i + 1), "online": {headline: value},
-                 "avg": {headline: avg[i]} if avg and method != "baseline" else {},
-                 "time_s": 10.0 * (i + 1) + seed}  # elapsed seconds: 10 s per epoch, seed-dependent offset
+        entry = {
+            "epoch": i + 1,
+            "step": 10 * (i + 1),
+            "train_loss": 1.0 / (i + 1),
+            "online": {headline: value},
+            "avg": {headline: avg[i]} if avg and method != "baseline" else {},
+            "time_s": 10.0 * (i + 1) + seed,
+        }  # elapsed seconds: 10 s per epoch, seed-dependent offset
         history.append(entry)
     record = {
-        "status": status, "task": task, "dataset": "fashion_mnist", "model": "mlp", "method": method,
-        "seed": seed, "profile": "quick", "headline": headline, "higher_is_better": higher_is_better,
+        "status": status,
+        "task": task,
+        "dataset": "fashion_mnist",
+        "model": "mlp",
+        "method": method,
+        "seed": seed,
+        "profile": "quick",
+        "headline": headline,
+        "higher_is_better": higher_is_better,
         "final": {headline: final} if final is not None else {},
         "final_online": {headline: online[-1]} if online else {},
-        "history": history, "wall_time_s": 40.0, "error": error,
-        "config": {"task": {"name": task, "dataset": "fashion_mnist", "model": "mlp"},
-                   "method": config_method or {"name": method, "decay": 0.999},
-                   "optim": {"lr": 0.1}, "trainer": {"epochs": 4, "num_threads": seed}},
-        "provenance": {"git_commit": "abc1234def", "git_dirty": False,
-                       "hardware": {"platform": "Linux-x86_64", "cpu": "x86_64", "cpu_count": 2, "gpus": []}},
+        "history": history,
+        "wall_time_s": 40.0,
+        "error": error,
+        "config": {
+            "task": {"name": task, "dataset": "fashion_mnist", "model": "mlp"},
+            "method": config_method or {"name": method, "decay": 0.999},
+            "optim": {"lr": 0.1},
+            "trainer": {"epochs": 4, "num_threads": seed},
+        },
+        "provenance": {
+            "git_commit": "abc1234def",
+            "git_dirty": False,
+            "hardware": {"platform": "Linux-x86_64", "cpu": "x86_64", "cpu_count": 2, "gpus": []},
+        },
     }
     (run_dir / "result.json").write_text(json.dumps(record))
     if analysis is not None:
@@ -53,10 +87,23 @@ SEMA = {0: [0.60, 0.82, 0.83, 0.83], 1: [0.70, 0.85, 0.86, 0.86], 2: [0.75, 0.80
 def build_sweep(root: Path) -> Path:
     for method, curves in (("baseline", BASELINE), ("ema", EMA), ("sema", SEMA)):
         for seed, curve in curves.items():
-            write_result(root, f"{method}_{seed}", method, seed, final=curve[-1], avg=curve,
-                         online=[v - 0.01 for v in curve] if method != "baseline" else curve)
-    write_result(root, "sema_3", "sema", 3, status="failed",
-                 error="Traceback (most recent call last):\n  File x\nRuntimeError: loss is nan at step 12\n")
+            write_result(
+                root,
+                f"{method}_{seed}",
+                method,
+                seed,
+                final=curve[-1],
+                avg=curve,
+                online=[v - 0.01 for v in curve] if method != "baseline" else curve,
+            )
+    write_result(
+        root,
+        "sema_3",
+        "sema",
+        3,
+        status="failed",
+        error="Traceback (most recent call last):\n  File x\nRuntimeError: loss is nan at step 12\n",
+    )
     return root
 
 
@@ -91,9 +138,15 @@ def test_main_table_means_stds_and_paired_intervals(tmp_path):
     assert (sema["n_seeds"], sema["n_failed"], base["n_failed"]) == ("3", "1", "0")
     assert "RuntimeError: loss is nan at step 12" in markdown
     assert "**Winner on top1 (higher is better): sema**" in markdown and "SEMA wins." in markdown
-    for header in ("- command:", "- report code commit:", "- date:", "- machine:", "- runs: 10 result.json",
-                   "- runs' commits: abc1234def (10 runs)",
-                   "- runs' machines: x86_64 x 2 CPUs, no GPU, Linux-x86_64 (10 runs)"):
+    for header in (
+        "- command:",
+        "- report code commit:",
+        "- date:",
+        "- machine:",
+        "- runs: 10 result.json",
+        "- runs' commits: abc1234def (10 runs)",
+        "- runs' machines: x86_64 x 2 CPUs, no GPU, Linux-x86_64 (10 runs)",
+    ):
         assert header in markdown
 
 
@@ -108,11 +161,15 @@ def test_epochs_and_time_to_target(tmp_path):
     # 0.82: baseline seed 0 never (max 0.80), seed 1 at epoch 4, seed 2 at epoch 3.
     b = cells["baseline", 1.0]
     assert (b["n_reached"], b["n_runs"]) == ("2", "3")
-    assert float(b["epochs_mean"]) == pytest.approx(3.5) and float(b["epochs_std"]) == pytest.approx(math.sqrt(0.5))
+    assert float(b["epochs_mean"]) == pytest.approx(3.5) and float(b["epochs_std"]) == pytest.approx(
+        math.sqrt(0.5)
+    )
     assert float(b["time_s_mean"]) == pytest.approx((41 + 32) / 2)  # time_s = 10 * epoch + seed
     # SEMA reaches 0.82 at epochs 2, 2, 3 (averaged weights), EMA at 3, 3 (seed 0 peaks at 0.81).
     s = cells["sema", 1.0]
-    assert float(s["epochs_mean"]) == pytest.approx(7 / 3) and float(s["epochs_std"]) == pytest.approx(math.sqrt(1 / 3))
+    assert float(s["epochs_mean"]) == pytest.approx(7 / 3) and float(s["epochs_std"]) == pytest.approx(
+        math.sqrt(1 / 3)
+    )
     assert float(s["time_s_mean"]) == pytest.approx((20 + 21 + 32) / 3)
     assert cells["ema", 1.0]["n_reached"] == "2" and float(cells["ema", 1.0]["epochs_mean"]) == 3.0
     # 0.798: baseline seed 0 at epoch 4 (0.80), seeds 1, 2 at epoch 3 and 2.
@@ -136,10 +193,19 @@ def test_never_reached_target_says_not_reached(tmp_path):
 def test_lower_is_better_metric(tmp_path):
     root = tmp_path / "runs"
     for seed, (b, s) in enumerate([(0.50, 0.30), (0.40, 0.35)]):
-        write_result(root, f"b{seed}", "baseline", seed, final=b, avg=[1.0, 0.7, b], headline="mae",
-                     higher_is_better=False)
-        write_result(root, f"s{seed}", "sema", seed, final=s, avg=[0.9, s, s], headline="mae",
-                     higher_is_better=False)
+        write_result(
+            root,
+            f"b{seed}",
+            "baseline",
+            seed,
+            final=b,
+            avg=[1.0, 0.7, b],
+            headline="mae",
+            higher_is_better=False,
+        )
+        write_result(
+            root, f"s{seed}", "sema", seed, final=s, avg=[0.9, s, s], headline="mae", higher_is_better=False
+        )
     markdown = summarize(root, plots=False)
     assert "**Winner on mae (lower is better): sema**" in markdown
     assert "mae ↓" in markdown
@@ -160,16 +226,32 @@ def test_unreadable_and_partial_results_are_reported_not_fatal(tmp_path):
     (root / "torn").mkdir()
     (root / "torn" / "result.json").write_text('{"status": "compl')
     (root / "partial").mkdir()
-    (root / "partial" / "result.json").write_text(json.dumps(
-        {"status": "completed", "task": "classification", "method": "ema", "seed": 5, "headline": "top1",
-         "final": {}}))
+    (root / "partial" / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "task": "classification",
+                "method": "ema",
+                "seed": 5,
+                "headline": "top1",
+                "final": {},
+            }
+        )
+    )
+    write_result(root, "no_direction", "ema", 6, final=0.8, avg=[0.8], higher_is_better=None)
+    write_result(root, "in_progress", "ema", 7, status="running", avg=[0.7])
     runs, problems = load_runs(root)
-    assert len(runs) == 10
+    assert len(runs) == 11
     reasons = {p.path.parent.name: p.reason for p in problems}
     assert "not valid JSON" in reasons["torn"]
     assert "final['top1']" in reasons["partial"]
+    assert "higher_is_better" in reasons["no_direction"]
     markdown = summarize(root, plots=False)
-    assert "## Unusable result files" in markdown and "2 unusable" in markdown
+    assert "## Unusable result files" in markdown and "3 unusable" in markdown
+    assert "- `torn/result.json`: not valid JSON" in markdown  # paths relative to the reported directory
+    assert "Not finished (status running, not counted): ema seed 7" in markdown
+    rows = read_csv(root / "report" / "classification_fashion_mnist_mlp_quick.csv")
+    assert rows["ema"]["n_seeds"] == "3"
 
 
 def test_method_variants_are_separate_rows(tmp_path):
@@ -177,8 +259,15 @@ def test_method_variants_are_separate_rows(tmp_path):
     for seed in (0, 1):
         write_result(root, f"b{seed}", "baseline", seed, final=0.8, avg=[0.8])
         for every in (1, 2):
-            write_result(root, f"s{every}_{seed}", "sema", seed, final=0.8 + every / 100, avg=[0.8 + every / 100],
-                         config_method={"name": "sema", "switch_every": every})
+            write_result(
+                root,
+                f"s{every}_{seed}",
+                "sema",
+                seed,
+                final=0.8 + every / 100,
+                avg=[0.8 + every / 100],
+                config_method={"name": "sema", "switch_every": every},
+            )
     summarize(root, plots=False)
     rows = read_csv(root / "report" / "classification_fashion_mnist_mlp_quick.csv")
     # num_threads differs between seeds but is operational, so it does not split rows.
@@ -190,21 +279,39 @@ def test_flatness_table_from_analysis_files(tmp_path):
     root = tmp_path / "runs"
     for seed, (b_eig, s_eig) in enumerate([(10.0, 6.0), (12.0, 7.0), (14.0, 11.0)]):
         for method, eig in (("baseline", b_eig), ("sema", s_eig)):
-            analysis = {"online": {"hessian_top_eig": eig + 1, "hessian_trace": 100.0, "sharpness": {"0.05": 0.1}},
-                        "average": {"hessian_top_eig": eig, "hessian_trace": 90.0, "sharpness": {"0.05": 0.05}},
-                        "time_s": 3.0}
+            # The layout sema-analyze writes: per-weights measures plus bookkeeping the report must skip.
+            online = {
+                "hessian_top_eig": eig + 1,
+                "hessian_top_eig_iterations": 20,
+                "hessian_trace": 100.0,
+                "sharpness": {"0.05": 0.1},
+                "timing_s": {"hessian_top_eig": 1.5},
+            }
+            average = {"hessian_top_eig": eig, "hessian_trace": 90.0, "sharpness": {"0.05": 0.05}}
+            analysis = {
+                "online": online,
+                "average": average if method != "baseline" else None,
+                "timing_s": {"total": 3.0},
+                "settings": {"rhos": [0.05]},
+            }
             write_result(root, f"{method}{seed}", method, seed, final=0.8, avg=[0.8], analysis=analysis)
     markdown = summarize(root, plots=False)
     assert "### Flatness and sharpness" in markdown
     with (root / "report" / "classification_fashion_mnist_mlp_quick_flatness.csv").open() as fh:
         rows = {(r["metric"], r["method"]): r for r in csv.DictReader(fh)}
-    assert "time_s" not in {m for m, _ in rows}
-    assert ("average.sharpness.0.05", "sema") in rows
+    assert {m for m, _ in rows} == {
+        f"{w}.{k}"
+        for w in ("average", "online")
+        for k in ("hessian_top_eig", "hessian_trace", "sharpness.0.05")
+    }
     eig = rows["average.hessian_top_eig", "sema"]
     assert float(eig["mean"]) == pytest.approx(8.0) and float(eig["std"]) == pytest.approx(math.sqrt(7))
-    # Differences to the baseline: -4, -5, -3 -> mean -4, sd 1.
-    assert float(eig["delta_vs_baseline"]) == pytest.approx(-4.0)
-    assert float(eig["delta_vs_baseline_ci_high"]) == pytest.approx(-4.0 + T975_2 / math.sqrt(3))
+    # The baseline's reported weights are its online ones (eig + 1 = 11, 13, 15), so SEMA's averaged weights
+    # differ from them by -5, -6, -4: mean -5, sd 1.
+    assert float(rows["average.hessian_top_eig", "baseline"]["mean"]) == pytest.approx(13.0)
+    assert float(eig["delta_vs_baseline"]) == pytest.approx(-5.0)
+    assert float(eig["delta_vs_baseline_ci_high"]) == pytest.approx(-5.0 + T975_2 / math.sqrt(3))
+    assert float(rows["online.hessian_top_eig", "sema"]["delta_vs_baseline"]) == pytest.approx(-4.0)
 
 
 def test_plots_are_valid_pngs(tmp_path):

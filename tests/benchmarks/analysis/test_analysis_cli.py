@@ -117,8 +117,13 @@ def test_sema_analyze_writes_analysis_json_for_a_sweep(tmp_path):
     assert (runs["ema"] / "analysis.json").stat().st_mtime_ns == stamp
 
 
-def test_bad_settings_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="--probes must be >= 1"):
-        main([str(tmp_path), "--probes", "0"])
-    with pytest.raises(FileNotFoundError, match="no result.json"):
-        main([str(tmp_path)])
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--probes", "0"], "--probes must be >= 1"), (["--rho", "-1"], "--rho values must be > 0"),
+     ([], "no result.json")],
+)
+def test_bad_input_exits_with_a_clear_message(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

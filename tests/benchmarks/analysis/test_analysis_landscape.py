@@ -25,13 +25,13 @@ def test_interpolation_follows_the_known_function_and_restores_weights():
     start, end = {"weight": torch.tensor([[1.0]])}, {"weight": torch.tensor([[5.0]])}
     alphas = [-0.5, 0.0, 0.25, 0.5, 1.0, 1.5]
     curve = interpolation_curve(
-        model, model, distance_to_three, [None], start, end, alphas, metric_fn=lambda m: float(m.weight)
+        model, model, distance_to_three, [None], start, end, alphas, metric_fn=lambda m: float(m.weight.detach())
     )
     # w(a) = 1 + 4a, so the loss is (4a - 2)^2 and the metric is w(a) itself.
     assert curve["alpha"] == alphas
     assert curve["loss"] == pytest.approx([(4 * a - 2) ** 2 for a in alphas])
     assert curve["metric"] == pytest.approx([1 + 4 * a for a in alphas])
-    assert float(model.weight) == -7.0
+    assert float(model.weight.detach()) == -7.0
 
 
 def test_interpolation_mixes_batchnorm_statistics_and_keeps_integer_counters():

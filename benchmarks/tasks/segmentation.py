@@ -1,0 +1,148 @@
+"""Semantic segmentation (`task=segmentation`): torchvision LRASPP / DeepLabV3 / FCN, trained from scratch.
+
+Datasets (one reader, `benchmarks.data.segmentation_pairs`):
+
+* `procedural_coco` (embedded default): the procedural COCO scenes of `benchmarks.data.procedural_coco` (the same
+  images the detection task uses) with their semantic class maps: 5 classes (background, circle, square,
+  triangle, Fashion-MNIST garment), no ignored pixels;
+* `ade20k`: ADEChallengeData2016 under `task.data_root` (150 classes, 0 = ignored; see `benchmarks.data.ade20k`).
+
+Metrics on the validation split, from one confusion matrix over all its pixels at the network's input size
+(`input_size` x `input_size`, not mmseg's full-resolution sliding window): `miou` (headline, percent),
+`pixel_acc` and `macc` (mean class accuracy), both percent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.data.segmentation_pairs import IGNORE_INDEX, SegmentationPairs
+from benchmarks.metrics.segmentation import confusion_matrix, segmentation_scores
+from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
+
+DATASETS = ("procedural_coco", "ade20k")
+# model name -> torchvision.models.segmentation builder
+MODELS = {
+    "lraspp_mobilenet_v3_large": "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large": "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet50": "deeplabv3_resnet50",
+    "deeplabv3_resnet101": "deeplabv3_resnet101",
+    "fcn_resnet50": "fcn_resnet50",
+    "fcn_resnet101": "fcn_resnet101",
+}
+
+
+@dataclass
+class Config(TaskConfig):
+    name: str = "segmentation"
+    dataset: str = "procedural_coco"  # procedural_coco (offline, generated) | ade20k (task.data_root)
+    model: str = "lraspp_mobilenet_v3_large"  # one of MODELS (torchvision, random init: nothing downloads)
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    ema_decay: float = 0.999  # the paper's decay for CNNs
+    input_size: int = 128  # images and masks are resized to input_size x input_size (training and evaluation)
+    image_size: int = 128  # procedural_coco: side of the generated scenes (shared cache with task=detection)
+    train_images: int = 512  # procedural_coco: training scenes generated (max_train_samples may use fewer)
+    val_images: int = 128  # procedural_coco: validation scenes generated (max_eval_samples may use fewer)
+    max_objects: int = 4  # procedural_coco: objects per scene, 1..max_objects
+    data_seed: int = 0  # procedural_coco: seed of the scenes, fixed so every run seed and method sees the same data
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """A randomly initialised torchvision segmentation model (no pretrained weights, no auxiliary head)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown segmentation model {name!r}; allowed: {', '.join(MODELS)}")
+    from torchvision.models import segmentation
+
+    builder = getattr(segmentation, MODELS[name])
+    return builder(weights=None, weights_backbone=None, num_classes=num_classes)
+
+
+def build_datasets(cfg: Config, ctx: RunContext) -> tuple[SegmentationPairs, SegmentationPairs, int, str]:
+    """(train set, validation set, number of classes, dataset name for results)."""
+    if cfg.dataset == "procedural_coco":
+        from benchmarks.data import procedural_coco
+
+        def pairs(split: str, n: int):
+            scenes = procedural_coco.cached_scenes(ctx.cache_dir, split, n, cfg.image_size, cfg.data_seed,
+                                                   cfg.max_objects)
+            images = sorted(scenes.image_dir.glob("*.png"))
+            return [(image, scenes.semantic_dir / image.name) for image in images]
+
+        train_pairs, val_pairs = pairs("train", cfg.train_images), pairs("val", cfg.val_images)
+        num_classes, zero_is_ignore = len(procedural_coco.CLASS_NAMES), False
+        name = "procedural_coco-semantic (offline)"
+    elif cfg.dataset == "ade20k":
+        from benchmarks.data import ade20k
+
+        train_pairs, val_pairs = ade20k.ade20k_pairs(cfg.data_root, "train"), ade20k.ade20k_pairs(cfg.data_root, "val")
+        num_classes, zero_is_ignore, name = ade20k.NUM_CLASSES, True, "ade20k"
+    else:
+        raise ValueError(f"unknown segmentation dataset {cfg.dataset!r}; allowed: {', '.join(DATASETS)}")
+    train = SegmentationPairs(train_pairs, cfg.input_size, True, zero_is_ignore, cfg.max_train_samples)
+    val = SegmentationPairs(val_pairs, cfg.input_size, False, zero_is_ignore, cfg.max_eval_samples)
+    return train, val, num_classes, name
+
+
+def logits_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] class scores at the input resolution (torchvision returns {"out": ...} already upsampled)."""
+    out = model(images)
+    out = out["out"] if isinstance(out, dict) else out
+    if out.shape[-2:] != images.shape[-2:]:
+        out = F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return out
+
+
+def segmentation_loss(model: nn.Module, batch) -> torch.Tensor:
+    images, masks = batch
+    return F.cross_entropy(logits_of(model, images), masks, ignore_index=IGNORE_INDEX)
+
+
+def make_evaluator(val_set: SegmentationPairs, num_classes: int, batch_size: int, device: torch.device):
+    loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, shuffle=False)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        loss_sum, pixels = 0.0, 0
+        for images, masks in loader:
+            logits = logits_of(model, images.to(device)).float().cpu()
+            valid = int((masks != IGNORE_INDEX).sum())
+            loss_sum += float(F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum"))
+            pixels += valid
+            confusion += confusion_matrix(logits.argmax(1), masks, num_classes, IGNORE_INDEX)
+        return {**segmentation_scores(confusion), "loss": loss_sum / max(pixels, 1)}
+
+    return evaluate
+
+
+def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown segmentation model {cfg.model!r}; allowed: {', '.join(MODELS)}")
+    train_set, val_set, num_classes, dataset_name = build_datasets(cfg, ctx)
+    model = build_model(cfg.model, num_classes)
+
+    def analysis_batches():
+        generator = torch.Generator().manual_seed(ctx.seed)
+        order = torch.randperm(len(train_set), generator=generator)[: 2 * cfg.batch_size].tolist()
+        unflipped = SegmentationPairs(train_set.pairs, cfg.input_size, False, train_set.zero_is_ignore)
+        items = [unflipped[i] for i in order]
+        return [tuple(torch.stack(t) for t in zip(*items[k : k + cfg.batch_size]))
+                for k in range(0, len(items), cfg.batch_size)]
+
+    return TaskSetup(
+        model=model,
+        train_set=train_set,
+        train_loss=segmentation_loss,
+        evaluate=make_evaluator(val_set, num_classes, cfg.eval_batch_size, ctx.device),
+        headline="miou",
+        higher_is_better=True,
+        dataset=dataset_name,
+        analysis_batches=analysis_batches,
+        notes=[f"{cfg.model} from scratch, {num_classes} classes, {len(train_set)} training / {len(val_set)} "
+               f"validation images at {cfg.input_size}x{cfg.input_size}; metrics at that size"],
+    )

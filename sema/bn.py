@@ -1,0 +1,71 @@
+"""Re-estimate BatchNorm statistics of an averaged model (the usual last step of SWA).
+
+Averaged weights do not match averaged (or stale) BatchNorm statistics exactly; SWA therefore recomputes them
+with one pass over training data. This is `torch.optim.swa_utils.update_bn` with the same semantics (reset the
+statistics of every `_BatchNorm` module, set momentum=None so each layer takes the cumulative mean over the pass,
+train mode during the pass, momenta and the train/eval flag restored afterwards), plus what users asked for
+(pytorch/pytorch#49082): any batch format through a `forward_fn`, a batch limit, and no autograd graph.
+
+    sema.bn.update_bn(train_loader, avg.average, forward_fn=lambda m, b: m(b["image"]), max_batches=200)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _default_forward(device: torch.device | str | None) -> Callable[[nn.Module, Any], Any]:
+    def forward(model: nn.Module, batch: Any) -> Any:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch  # swa_utils' convention
+        return model(x.to(device) if device is not None else x)
+
+    return forward
+
+
+@torch.no_grad()
+def update_bn(
+    batches: Iterable[Any],
+    model: nn.Module,
+    forward_fn: Callable[[nn.Module, Any], Any] | None = None,
+    device: torch.device | str | None = None,
+    max_batches: int | None = None,
+) -> int:
+    """Recompute the running statistics of every BatchNorm layer of `model` from `batches`; returns the number
+    of batches used (0 and nothing changed if `model` has no BatchNorm layer).
+
+    Args:
+        batches: an iterable of batches (e.g. the training DataLoader).
+        model: the module to recalibrate (e.g. `avg.average`, or the bound model inside `avg.swapped()` if the
+            new statistics are to be thrown away on exit).
+        forward_fn: `forward_fn(model, batch)` runs the model on one batch; default: `model(batch)`, or
+            `model(batch[0])` for a list/tuple batch, moved to `device` if given (as swa_utils does).
+        max_batches: stop after this many batches (None: the whole iterable).
+    """
+    if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
+        raise ValueError(f"max_batches={max_batches!r} must be None or an integer >= 1")
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return 0
+    forward = forward_fn or _default_forward(device)
+    momenta = {m: m.momentum for m in layers}
+    was_training = model.training
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the pass
+    model.train()
+    used = 0
+    try:
+        for batch in batches:
+            if max_batches is not None and used >= max_batches:
+                break
+            forward(model, batch)
+            used += 1
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        model.train(was_training)
+    return used

@@ -1,0 +1,103 @@
+"""`sema-bench` end to end, as users run it: real subprocesses, real Hydra, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "profile=smoke"]
+
+
+def sema_bench(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], capture_output=True, text=True, env=ENV,
+                          timeout=300, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sema-bench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def result_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def test_single_run_writes_result_and_a_rerun_skips_it(tmp_path):
+    sema_bench(*FAST, f"out_dir={tmp_path}", "method=sema")
+    run_dir = tmp_path / "smoke" / "classification" / "sema" / "seed0"
+    result = result_of(run_dir)
+    assert result["status"] == "completed" and len(result["history"]) == 2
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "weights" / "average.safetensors").exists()
+    before = (run_dir / "result.json").read_bytes()
+    rerun = sema_bench(*FAST, f"out_dir={tmp_path}", "method=sema")
+    assert "already completed" in rerun.stdout + rerun.stderr
+    assert (run_dir / "result.json").read_bytes() == before
+
+
+def test_sweep_records_a_diverged_run_as_failed_and_goes_on(tmp_path):
+    sema_bench("-m", *FAST, f"out_dir={tmp_path}", "method=baseline,ema,sema", "optim.lr=0.05,1e30")
+    root = tmp_path / "smoke" / "classification"
+    for method in ("baseline", "ema", "sema"):
+        ok, diverged = result_of(root / method / "seed0" / "optim.lr=0.05"), result_of(
+            root / method / "seed0" / "optim.lr=1e+30")
+        assert ok["status"] == "completed" and ok["method"] == method
+        assert diverged["status"] == "failed" and "NonFiniteLoss" in diverged["error"]
+
+
+def test_a_bad_name_exits_with_the_allowed_choices(tmp_path):
+    # (every other kind of bad name is checked in process, in test_config.py)
+    proc = sema_bench(*FAST, f"out_dir={tmp_path}", "method=sgdr", check=False)
+    assert proc.returncode != 0
+    assert "Could not find 'method/sgdr'" in proc.stderr and "Available options in 'method'" in proc.stderr
+    assert "sema" in proc.stderr.split("Available options in 'method'")[1]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    # Full digits epochs (44 steps) so that an epoch takes long enough to be interrupted in the middle.
+    args = [*FAST, "method=sema", "trainer.epochs=5", "trainer.max_steps_per_epoch=null"]
+    sema_bench(*args, f"out_dir={tmp_path / 'straight'}")
+    interrupted = tmp_path / "killed"
+    run_dir = interrupted / "smoke" / "classification" / "sema" / "seed0" / "trainer.epochs=5,trainer.max_steps_per_epoch=null"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cli", *args, f"out_dir={interrupted}"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert result_of(run_dir)["status"] == "running"  # killed mid-run, not finished
+    resumed = sema_bench(*args, f"out_dir={interrupted}")
+    assert "resuming after epoch" in resumed.stdout + resumed.stderr
+
+    straight_dir = tmp_path / "straight" / run_dir.relative_to(interrupted)
+    a, b = result_of(straight_dir), result_of(run_dir)
+    assert b["status"] == "completed"
+    keys = ("epoch", "step", "train_loss", "lr", "switched", "avg", "online")
+    assert [{k: h[k] for k in keys} for h in a["history"]] == [{k: h[k] for k in keys} for h in b["history"]]
+    assert a["final"] == b["final"] and a["best"] == b["best"]
+    for name in ("online.safetensors", "average.safetensors"):
+        wa, wb = load_file(straight_dir / "weights" / name), load_file(run_dir / "weights" / name)
+        assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    logged = (run_dir / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in logged] == [1, 2, 3, 4, 5]  # no epoch logged twice
+
+
+@pytest.mark.slow
+def test_main_job_runs_the_suite_and_prints_the_table(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.suite", "--profile", "smoke", "--out-dir",
+                           str(tmp_path), "logger.wandb.mode=disabled", "trainer.num_threads=1"],
+                          capture_output=True, text=True, env={**ENV, "COLUMNS": "200"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for method in ("baseline", "ema", "sema"):
+        run_dir = tmp_path / "smoke" / "classification" / method / "seed0"  # logger.* is not part of the path
+        assert result_of(run_dir)["status"] == "completed"
+    assert "suite finished" in proc.stdout and str(tmp_path / "smoke") in proc.stdout.replace("\n", "")

@@ -1,0 +1,124 @@
+"""The training engine, in process: result.json contents, evaluation of both weights, schedule, failures, reruns."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from benchmarks import engine
+from benchmarks.results import read_result
+from benchmarks.suite import compose_run
+
+FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
+
+
+def smoke(tmp_path, method="sema", *extra):
+    return compose_run("classification", method, "smoke", 0, str(tmp_path), [*FAST, *extra])
+
+
+def test_sema_smoke_run_writes_the_documented_result(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "sema")
+    assert run_dir == tmp_path / "smoke" / "classification" / "sema" / "seed0"
+    result = engine.run(cfg, run_dir)
+    on_disk = json.loads((run_dir / "result.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    assert on_disk["status"] == "completed" and on_disk["error"] is None
+    assert (on_disk["task"], on_disk["method"], on_disk["seed"], on_disk["profile"]) == (
+        "classification", "sema", 0, "smoke")
+    assert on_disk["headline"] == "top1" and on_disk["higher_is_better"] is True
+    assert on_disk["config"]["trainer"]["epochs"] == 2 and on_disk["config"]["logger"]["wandb"]["mode"] == "disabled"
+    history = on_disk["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and [h["step"] for h in history] == [8, 16]
+    # smoke: switch_start=1 -> no switch after epoch 1 (both weights evaluated), a switch after epoch 2 (the
+    # model then equals the average, so the averaged evaluation is reused, not recomputed).
+    assert [h["switched"] for h in history] == [False, True]
+    assert history[0]["avg"] != history[0]["online"] and history[0]["avg_reused_online"] is False
+    assert history[1]["avg"] == history[1]["online"] and history[1]["avg_reused_online"] is True
+    assert on_disk["final"] == history[-1]["avg"] and on_disk["final_online"] == history[-1]["online"]
+    best = max(history, key=lambda h: h["avg"]["top1"])
+    assert on_disk["best"] == best["avg"] and on_disk["best_epoch"] == best["epoch"]
+    assert set(on_disk["provenance"]) >= {"git_commit", "git_dirty", "command", "packages", "hardware", "date"}
+    assert on_disk["throughput_samples_per_s"] > 0 and on_disk["wall_time_s"] > 0
+    # weights: online == the model (== the average after the final switch), average present for averaging methods
+    online, average = (load_file(run_dir / "weights" / f) for f in ("online.safetensors", "average.safetensors"))
+    assert online.keys() == average.keys()
+    assert all(torch.equal(online[k].float(), average[k].float()) for k in online if online[k].is_floating_point())
+    logged = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [row["avg/top1"] for row in logged] == [h["avg"]["top1"] for h in history]
+
+
+def test_baseline_reports_the_model_and_saves_no_average(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "baseline")
+    result = engine.run(cfg, run_dir)
+    assert all(h["avg"] is None for h in result["history"])
+    assert result["final"] == result["final_online"] == result["history"][-1]["online"]
+    assert not (run_dir / "weights" / "average.safetensors").exists()
+
+
+def test_ema_evaluates_average_and_model_separately(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "ema")
+    result = engine.run(cfg, run_dir)
+    assert all(not h["switched"] and not h["avg_reused_online"] for h in result["history"])
+    assert result["final"] != result["final_online"]  # decay 0.9 over 16 steps: clearly different weights
+
+
+def test_completed_run_is_skipped(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "baseline")
+    first = engine.run(cfg, run_dir)
+    stamp = (run_dir / "result.json").stat().st_mtime_ns
+    again = engine.run(cfg, run_dir)
+    assert again == json.loads(json.dumps(first))
+    assert (run_dir / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_a_different_config_in_the_same_directory_is_refused(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "baseline")
+    engine.run(cfg, run_dir)
+    changed = OmegaConf.merge(cfg, {"trainer": {"epochs": 3}})
+    with pytest.raises(engine.ConfigMismatch, match=r"trainer.epochs: 2 -> 3"):
+        engine.run(changed, run_dir)
+
+
+def test_nan_loss_fails_the_run_and_a_rerun_starts_over(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "sema", "optim.lr=1e30")
+    with pytest.raises(engine.NonFiniteLoss, match="training loss became nan"):
+        engine.run(cfg, run_dir)
+    failed = read_result(run_dir)
+    assert failed["status"] == "failed" and "NonFiniteLoss" in failed["error"]
+    assert failed["final"] is None and not (run_dir / "checkpoint.pt").exists()
+    with pytest.raises(engine.NonFiniteLoss):  # redone from scratch (deterministically failing again)
+        engine.run(cfg, run_dir)
+
+
+def test_invalid_values_are_recorded_with_the_allowed_choices(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "sema", "optim.name=lion")
+    with pytest.raises(ValueError, match="optim.name='lion' is not allowed; choose one of: sgd, adamw, adam"):
+        engine.run(cfg, run_dir)
+    assert read_result(run_dir)["status"] == "failed"
+    cfg, run_dir = smoke(tmp_path / "b", "sema", "task.dataset=mnist")
+    with pytest.raises(ValueError, match="task.dataset='mnist' is not allowed; choose one of: fashion_mnist, digits"):
+        engine.run(cfg, run_dir)
+
+
+def test_lr_schedule_matches_hand_computed_values():
+    optim = OmegaConf.create({"warmup_epochs": 1, "min_lr": 0.01, "lr": 0.1, "schedule": "cosine",
+                              "milestones": [2], "gamma": 0.1})
+    f = engine.lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up over the first 4 steps
+    assert f(4) == pytest.approx(1.0) and f(12) == pytest.approx(0.1)  # cosine from 1 down to min_lr / lr
+    assert f(8) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    optim.schedule, optim.warmup_epochs = "multistep", 0
+    f = engine.lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
+    assert [f(7), f(8)] == [1.0, pytest.approx(0.1)]
+
+
+def test_batch_helpers():
+    batch = {"x": torch.zeros(5, 2), "meta": [torch.ones(5)], "name": "a"}
+    assert engine.batch_size_of(batch) == 5 and engine.batch_size_of((torch.zeros(()), torch.ones(3))) == 3
+    moved = engine.to_device(batch, torch.device("cpu"))
+    assert moved["name"] == "a" and torch.equal(moved["meta"][0], batch["meta"][0])

@@ -1,0 +1,71 @@
+"""SEMACallback inside a real transformers Trainer with a tiny GPT-2 (CPU, no network)."""
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from sema.integrations.hf import STATE_FILE, SEMACallback  # noqa: E402
+
+
+class Tokens(torch.utils.data.Dataset):
+    def __init__(self, n=16, length=8, vocab=32):
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(0, vocab, (n, length), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+class Probe(transformers.TrainerCallback):
+    """Records, at each evaluation, whether the model held the average (it runs after SEMACallback)."""
+
+    def __init__(self, sema_cb):
+        self.sema_cb, self.seen = sema_cb, []
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        pass
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        pass
+
+
+@pytest.mark.slow
+def test_trainer_runs_sema_and_evaluates_the_average(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    model = transformers.GPT2LMHeadModel(config)
+    cb = SEMACallback(decay=0.9, switch_every=1)
+    seen = []
+
+    class Check(transformers.TrainerCallback):
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            pass
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], num_train_epochs=2, per_device_train_batch_size=4,
+        per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="epoch", logging_strategy="no",
+        learning_rate=1e-2, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens(), eval_dataset=Tokens(8),
+                                   callbacks=[cb])
+    original_evaluate = trainer.evaluation_loop
+
+    def spy(*a, **k):  # record whether the model held the average while the Trainer evaluated
+        seen.append(torch.equal(model.transformer.wte.weight, cb.averager._plan.groups[0].model[0])
+                    and cb.averager._plan.is_swapped)
+        return original_evaluate(*a, **k)
+
+    trainer.evaluation_loop = spy
+    trainer.train()
+    avg = cb.averager
+    assert avg.step == 8 and avg.epoch == 2 and avg.switches == 2  # 16 samples / 4 per step * 2 epochs
+    assert seen == [True, True]  # evaluated inside swapped(), twice
+    assert not avg._plan.is_swapped
+    for k, v in model.state_dict().items():  # copy_at_end: the trained model is the average
+        assert torch.equal(v, avg.average.state_dict()[k]), k
+    saved = torch.load(tmp_path / "checkpoint-8" / STATE_FILE, weights_only=True)
+    assert saved["method"] == "SEMA" and saved["step"] == 8
