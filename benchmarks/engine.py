@@ -96,7 +96,12 @@ def describe(record: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------------------- small helpers
 def _distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; initialises the process group when needed."""
+    """(rank, world_size, local_rank) from torchrun's (or a multi-task Slurm job's) environment; initialises the
+    process group when there is more than one process."""
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment  # tasks_per_node > 1 under submitit/srun
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, 0

@@ -24,8 +24,12 @@ the global step) and rho enters as written in the paper (abblock adds its lag to
 `ema_power = 0` makes EMA = theta (no averaging); `bias_power` large makes alpha ~ 0 (a plain decaying EMA).
 
 Cost: three copies of the weights (EMA, theta_0, and the module that holds mu); update() is one foreach lerp per
-tensor group (12 bytes/parameter in float32), mu costs four foreach kernels when read. Integer buffers are copied
-from the model; floating buffers follow `buffers` like the weights.
+tensor group (12 bytes/parameter in float32), mu costs four foreach kernels when read.
+
+Buffers: by default (`buffers="ignore"`) mu is evaluated with the model's own buffers (BatchNorm statistics), as
+in the reference codes, which correct trainable parameters only. The correction extrapolates, and applied to a
+BatchNorm running variance it can make it negative (we saw this on the classification smoke run: NaN outputs,
+chance accuracy), so `buffers="average"` (floating buffers corrected like the weights) is opt-in.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class BEMA:
         beta_min: floor of beta_t in [0, 1]. Default 0.
         burnin_steps: tau >= 0, the burn-in in update() calls; theta_0 is the weights after it. Default 0.
         update_every: phi >= 1, update the EMA on every phi-th update() call after the burn-in. Default 1.
-        buffers: "average" (default), "copy", "ignore"; as in `sema.EMA`.
+        buffers: "ignore" (default: the model's own buffers), "copy", "average" (corrected like the weights).
         average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
     """
 
@@ -79,7 +83,7 @@ class BEMA:
         beta_min: float = 0.0,
         burnin_steps: int = 0,
         update_every: int = 1,
-        buffers: str = "average",
+        buffers: str = "ignore",
         average_dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
     ) -> None:

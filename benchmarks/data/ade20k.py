@@ -4,8 +4,8 @@
     <data_root>/ADEChallengeData2016/images/validation/ADE_val_00000001.jpg ...      (2,000 images)
     <data_root>/ADEChallengeData2016/annotations/{training,validation}/<same stem>.png   (uint8 class maps)
 
-`data_root` may also be the `ADEChallengeData2016` folder itself. Annotation value 0 means "other / unlabelled"
-and is ignored; 1..150 become classes 0..149 (mmsegmentation's reduce_zero_label).
+`data_root` may also be the `ADEChallengeData2016` folder itself. Annotation value 0 means "other /
+unlabelled" and is ignored; 1..150 become classes 0..149 (mmsegmentation's reduce_zero_label).
 """
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ from benchmarks.data.paths import missing
 
 NUM_CLASSES = 150
 SPLITS = {"train": "training", "val": "validation"}
-_LAYOUT = ("  <data_root>/ADEChallengeData2016/images/{training,validation}/*.jpg\n"
-           "  <data_root>/ADEChallengeData2016/annotations/{training,validation}/*.png  (same file stems)")
-_HOW = ("download ADEChallengeData2016.zip (the MIT Scene Parsing benchmark, sceneparsing.csail.mit.edu) on a "
-        "machine with internet and unzip it into task.data_root")
+_LAYOUT = (
+    "  <data_root>/ADEChallengeData2016/images/{training,validation}/*.jpg\n"
+    "  <data_root>/ADEChallengeData2016/annotations/{training,validation}/*.png  (same file stems)"
+)
+_HOW = (
+    "download ADEChallengeData2016.zip (the MIT Scene Parsing benchmark, sceneparsing.csail.mit.edu) on a "
+    "machine with internet and unzip it into task.data_root"
+)
 
 
 def ade20k_pairs(data_root: Optional[str], split: str) -> list[tuple[Path, Path]]:
@@ -43,5 +47,7 @@ def ade20k_pairs(data_root: Optional[str], split: str) -> list[tuple[Path, Path]
     pairs = [(image, annotation_dir / f"{image.stem}.png") for image in images]
     absent = [str(a) for _, a in pairs if not a.is_file()]
     if absent:
-        raise FileNotFoundError(f"ade20k {split}: {len(absent)} images have no annotation PNG, e.g. {absent[0]}")
+        raise FileNotFoundError(
+            f"ade20k {split}: {len(absent)} images have no annotation PNG, e.g. {absent[0]}"
+        )
     return pairs

@@ -140,7 +140,9 @@ def read_rdata(rdx_path: Path) -> dict[str, list[str]]:
         (size,) = struct.unpack_from(">i", record, 0)
         payload = zlib.decompress(record[4:])
         if len(payload) != size:
-            raise ValueError(f"{rdx_path}: object {name!r} inflated to {len(payload)} bytes, index says {size}")
+            raise ValueError(
+                f"{rdx_path}: object {name!r} inflated to {len(payload)} bytes, index says {size}"
+            )
         out[name] = [line if line is not None else "" for line in _RReader(payload).read()]
     return out
 
@@ -163,8 +165,10 @@ def fetch(dest: Path) -> Path:
     """Download the Debian package with apt-get and unpack it into `dest` (no install, no R)."""
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} not found: this fetch needs a Debian/Ubuntu machine; otherwise copy an "
-                               f"unpacked {PACKAGE} into {dest} or set ${ENV_VAR}")
+            raise RuntimeError(
+                f"{tool} not found: this fetch needs a Debian/Ubuntu machine; otherwise copy an "
+                f"unpacked {PACKAGE} into {dest} or set ${ENV_VAR}"
+            )
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)  # apt-get downloads as the unprivileged `_apt` user when it can reach the folder
@@ -178,8 +182,12 @@ def fetch(dest: Path) -> Path:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=f"Fetch and unpack {PACKAGE} (Jane Austen's novels) offline-ready")
-    parser.add_argument("--dest", type=Path, default=None, help=f"target folder (default: ${ENV_VAR} or the cache)")
+    parser = argparse.ArgumentParser(
+        description=f"Fetch and unpack {PACKAGE} (Jane Austen's novels) offline-ready"
+    )
+    parser.add_argument(
+        "--dest", type=Path, default=None, help=f"target folder (default: ${ENV_VAR} or the cache)"
+    )
     args = parser.parse_args(argv)
     rdx = fetch(args.dest or default_dir())
     novels = load_novels_from(rdx)

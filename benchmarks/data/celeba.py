@@ -30,8 +30,9 @@ def celeba_split(data_root: Optional[str], split: str, image_size: int, hflip: b
     try:
         if not data_root:
             raise RuntimeError("no data_root")
-        return datasets.CelebA(data_root, split=split, target_type="attr", transform=transforms.Compose(steps),
-                               download=False)
+        return datasets.CelebA(
+            data_root, split=split, target_type="attr", transform=transforms.Compose(steps), download=False
+        )
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         from pathlib import Path
 
@@ -41,6 +42,7 @@ def celeba_split(data_root: Optional[str], split: str, image_size: int, hflip: b
             "  <data_root>/celeba/img_align_celeba/*.jpg\n"
             "  <data_root>/celeba/{list_eval_partition,list_attr_celeba,identity_CelebA,list_bbox_celeba,"
             "list_landmarks_align_celeba}.txt",
-            "download img_align_celeba.zip and the list files from the CelebA site (mmlab.ie.cuhk.edu.hk/projects/"
+            "download img_align_celeba.zip and the list files from the CelebA site "
+            "(mmlab.ie.cuhk.edu.hk/projects/"
             f"CelebA.html) on a machine with a network and unzip them there ({err})",
         ) from err

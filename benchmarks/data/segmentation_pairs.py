@@ -1,12 +1,12 @@
 """Image / class-map pairs on disk as a torch Dataset: the one reader of every semantic segmentation set.
 
-ADE20K (`benchmarks.data.ade20k`) and the procedural scenes (`benchmarks.data.procedural_coco`, its `semantic/`
-folder) both reduce to a list of (RGB image file, uint8 class-map PNG) pairs plus a label mapping, so they share
-the resize, flip and normalisation below.
+ADE20K (`benchmarks.data.ade20k`) and the procedural scenes (`benchmarks.data.procedural_coco`, its
+`semantic/` folder) both reduce to a list of (RGB image file, uint8 class-map PNG) pairs plus a label mapping,
+so they share the resize, flip and normalisation below.
 
-Items are (image float32 [3, S, S] normalised with ImageNet statistics, mask int64 [S, S]); the image is resized
-bilinearly and the mask by nearest neighbour to S x S. Training items are flipped horizontally at random (torch's
-global generator, which the engine seeds).
+Items are (image float32 [3, S, S] normalised with ImageNet statistics, mask int64 [S, S]); the image is
+resized bilinearly and the mask by nearest neighbour to S x S. Training items are flipped horizontally at
+random (torch's global generator, which the engine seeds).
 """
 
 from __future__ import annotations
@@ -33,8 +33,14 @@ def shift_labels(mask: np.ndarray) -> np.ndarray:
 class SegmentationPairs(Dataset):
     """(image, mask) pairs resized to `image_size`; `zero_is_ignore` applies ADE20K's label shift."""
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], image_size: int, train: bool, zero_is_ignore: bool,
-                 max_items: Optional[int] = None):
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path]],
+        image_size: int,
+        train: bool,
+        zero_is_ignore: bool,
+        max_items: Optional[int] = None,
+    ):
         if not pairs:
             raise ValueError("no (image, mask) pairs given")
         self.pairs = list(pairs)[:max_items] if max_items is not None else list(pairs)
@@ -53,7 +59,9 @@ class SegmentationPairs(Dataset):
             image = np.asarray(image.resize(size, Image.BILINEAR) if image.size != size else image)
         with Image.open(mask_path) as m:
             if m.mode not in ("L", "P"):
-                raise ValueError(f"{mask_path}: class maps must be 8-bit single-channel PNGs, got mode {m.mode}")
+                raise ValueError(
+                    f"{mask_path}: class maps must be 8-bit single-channel PNGs, got mode {m.mode}"
+                )
             mask = np.asarray(m.resize(size, Image.NEAREST) if m.size != size else m)
         mask = shift_labels(mask) if self.zero_is_ignore else mask.astype(np.int64)
         image_t = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255)

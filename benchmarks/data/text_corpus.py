@@ -25,8 +25,14 @@ import torch
 from torch.utils.data import Dataset
 
 TOKENIZERS = ("char", "byte")
-_SUFFIX_TO_BUILDER = {".txt": "text", ".raw": "text", ".tokens": "text", ".json": "json", ".jsonl": "json",
-                      ".parquet": "parquet"}
+_SUFFIX_TO_BUILDER = {
+    ".txt": "text",
+    ".raw": "text",
+    ".tokens": "text",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+}
 
 
 @dataclass
@@ -76,25 +82,38 @@ class SplitText:
 def split_contiguous(text: str, val_fraction: float, test_fraction: float) -> SplitText:
     """Train = the leading part, then validation, then test, each one contiguous block of the text."""
     if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
-        raise ValueError(f"need 0 < val_fraction, 0 < test_fraction and their sum < 1; "
-                         f"got {val_fraction} and {test_fraction}")
+        raise ValueError(
+            f"need 0 < val_fraction, 0 < test_fraction and their sum < 1; "
+            f"got {val_fraction} and {test_fraction}"
+        )
     n = len(text)
     train_end = int(round(n * (1 - val_fraction - test_fraction)))
     val_end = int(round(n * (1 - test_fraction)))
     return SplitText(text[:train_end], text[train_end:val_end], text[val_end:])
 
 
-def load_local_corpus(root: str, text_field: str, val_fraction: float, test_fraction: float) -> SplitText:
-    """Read a local text/JSON/parquet corpus (file or folder) with `datasets`, offline."""
+def load_local_corpus(
+    root: str, text_field: str, val_fraction: float, test_fraction: float, cache_dir: Optional[Path] = None
+) -> SplitText:
+    """Read a local text/JSON/parquet corpus (file or folder) with `datasets`, offline.
+
+    `cache_dir` holds the Arrow files `datasets` makes (default: its own, ~/.cache/huggingface/datasets).
+    """
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     path = Path(root).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"text corpus {path} does not exist. Set task.data_root to a .txt/.raw/.json/.jsonl/.parquet file or a "
-            f"folder of them (e.g. wikitext-103-raw with wiki.train.raw, wiki.valid.raw, wiki.test.raw)")
-    files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.suffix in _SUFFIX_TO_BUILDER)
+            f"text corpus {path} does not exist. Set task.data_root to a .txt/.raw/.json/.jsonl/.parquet "
+            f"file or a "
+            f"folder of them (e.g. wikitext-103-raw with wiki.train.raw, wiki.valid.raw, wiki.test.raw)"
+        )
+    files = sorted(
+        p for p in (path.rglob("*") if path.is_dir() else [path]) if p.suffix in _SUFFIX_TO_BUILDER
+    )
     if not files:
-        raise FileNotFoundError(f"no corpus files under {path}; allowed suffixes: {', '.join(_SUFFIX_TO_BUILDER)}")
+        raise FileNotFoundError(
+            f"no corpus files under {path}; allowed suffixes: {', '.join(_SUFFIX_TO_BUILDER)}"
+        )
     builders = {_SUFFIX_TO_BUILDER[p.suffix] for p in files}
     if len(builders) > 1:
         raise ValueError(f"{path} mixes corpus formats {sorted(builders)}; point task.data_root at one kind")
@@ -103,10 +122,16 @@ def load_local_corpus(root: str, text_field: str, val_fraction: float, test_frac
     import datasets  # heavy; only the `text` dataset needs it
 
     def read(paths: list[Path]) -> str:
-        ds = datasets.load_dataset(builder, data_files=[str(p) for p in paths], split="train")
+        ds = datasets.load_dataset(
+            builder,
+            data_files=[str(p) for p in paths],
+            split="train",
+            cache_dir=str(cache_dir) if cache_dir else None,
+        )
         if text_field not in ds.column_names:
-            raise ValueError(f"{paths[0]} has no column {text_field!r}; columns: {ds.column_names} "
-                             f"(set task.text_field)")
+            raise ValueError(
+                f"{paths[0]} has no column {text_field!r}; columns: {ds.column_names} (set task.text_field)"
+            )
         return "\n".join(ds[text_field])
 
     if by_split is None:
@@ -119,8 +144,15 @@ def _named_splits(files: list[Path]) -> Optional[dict[str, list[Path]]]:
     groups: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
     for p in files:
         words = p.name.lower().replace("-", ".").replace("_", ".").split(".")
-        split = ("train" if "train" in words else "val" if {"valid", "validation", "val"} & set(words)
-                 else "test" if "test" in words else None)
+        split = (
+            "train"
+            if "train" in words
+            else "val"
+            if {"valid", "validation", "val"} & set(words)
+            else "test"
+            if "test" in words
+            else None
+        )
         if split is None:
             return None
         groups[split].append(p)

@@ -3,9 +3,9 @@
     beta_t = linspace(beta_1, beta_T, T),  alpha_bar_t = prod_{s <= t} (1 - beta_s)
     x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,       loss = || eps - eps_theta(x_t, t) ||^2
 
-`sample` walks a subsequence of the T timesteps (DDIM's generalised update, Song et al. 2021). With all T steps
-and eta = 1 it is exactly DDPM's ancestral sampler (variance beta_tilde); fewer steps make evaluation affordable
-on a CPU. Timesteps are 0-based here (t = 0 .. T-1).
+`sample` walks a subsequence of the T timesteps (DDIM's generalised update, Song et al. 2021). With all T
+steps and eta = 1 it is exactly DDPM's ancestral sampler (variance beta_tilde); fewer steps make evaluation
+affordable on a CPU. Timesteps are 0-based here (t = 0 .. T-1).
 """
 
 from __future__ import annotations
@@ -35,8 +35,13 @@ class Diffusion:
         a = self._coef(self.alpha_bars, t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
-             noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def loss(
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        t: Optional[torch.Tensor] = None,
+        noise: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Mean squared error of the predicted noise (DDPM's L_simple); t and noise drawn when not given."""
         if t is None:
             t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
@@ -45,9 +50,16 @@ class Diffusion:
         return F.mse_loss(model(self.q_sample(x0, t, noise), t), noise)
 
     @torch.no_grad()
-    def sample(self, model: nn.Module, shape: tuple[int, ...], generator: torch.Generator, steps: Optional[int] = None,
-               eta: float = 1.0, device: Optional[torch.device] = None) -> torch.Tensor:
-        """Images in [-1, 1] from noise drawn with `generator` (a CPU generator, so samples match across devices)."""
+    def sample(
+        self,
+        model: nn.Module,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        steps: Optional[int] = None,
+        eta: float = 1.0,
+        device: Optional[torch.device] = None,
+    ) -> torch.Tensor:
+        """Images in [-1, 1] from noise drawn with `generator` (on the CPU: samples match across devices)."""
         device = device or next(model.parameters()).device
         steps = steps or self.timesteps
         if not 1 <= steps <= self.timesteps:

@@ -37,5 +37,6 @@ def build_gpt(size: str, vocab_size: int, block_size: int, dropout: float = 0.0)
         eos_token_id=0,
     )
     model = GPT2LMHeadModel(config)
-    model.loss_type = "ForCausalLM"  # next-token cross-entropy; naming it silences transformers' "unrecognized" warning
+    # Next-token cross-entropy; naming it silences transformers' "loss_type=None ... unrecognized" warning.
+    model.loss_type = "ForCausalLM"
     return model

@@ -3,7 +3,8 @@
 Residual blocks (GroupNorm, SiLU, 3x3 convs) with the timestep's sinusoidal embedding added in each block, a
 self-attention block at the lowest resolutions, strided-conv downsampling and nearest-neighbour upsampling,
 skip connections from every encoder block to the decoder. `base_channels` and `channel_mults` set the size:
-(32, (1, 2, 2)) is ~1.8M parameters for CPU runs; (128, (1, 2, 2, 2)) with dropout 0.1 is DDPM's CIFAR-10 model.
+(32, (1, 2, 2)) is ~1.8M parameters for CPU runs; (128, (1, 2, 2, 2)) with dropout 0.1 is DDPM's CIFAR-10
+model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from torch import nn
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """[B] integer timesteps -> [B, dim] sinusoidal features (the Transformer's positional encoding)."""
     half = dim // 2
-    frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    frequencies = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
     angles = t.float()[:, None] * frequencies[None]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
@@ -48,7 +51,9 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.norm, self.qkv, self.out = _norm(channels), nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -58,42 +63,62 @@ class AttentionBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2),
-                 blocks_per_level: int = 1, attention_levels: tuple[int, ...] = (2,), dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 32,
+        channel_mults: tuple[int, ...] = (1, 2, 2),
+        blocks_per_level: int = 1,
+        attention_levels: tuple[int, ...] = (2,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         time_dim = 4 * base_channels
         self.base_channels = base_channels
-        self.time_mlp = nn.Sequential(nn.Linear(base_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(base_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
         self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         self.down = nn.ModuleList()
         skip_channels, ch = [base_channels], base_channels
         for level, mult in enumerate(channel_mults):
             for _ in range(blocks_per_level):
-                self.down.append(self._stage(ch, base_channels * mult, time_dim, dropout, level in attention_levels))
+                self.down.append(
+                    self._stage(ch, base_channels * mult, time_dim, dropout, level in attention_levels)
+                )
                 ch = base_channels * mult
                 skip_channels.append(ch)
             if level < len(channel_mults) - 1:
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skip_channels.append(ch)
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, time_dim, dropout), AttentionBlock(ch),
-                                  ResBlock(ch, ch, time_dim, dropout)])
+        self.mid = nn.ModuleList(
+            [ResBlock(ch, ch, time_dim, dropout), AttentionBlock(ch), ResBlock(ch, ch, time_dim, dropout)]
+        )
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(blocks_per_level + 1):
                 out = base_channels * mult
-                self.up.append(self._stage(ch + skip_channels.pop(), out, time_dim, dropout, level in attention_levels))
+                self.up.append(
+                    self._stage(ch + skip_channels.pop(), out, time_dim, dropout, level in attention_levels)
+                )
                 ch = out
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
+                self.up.append(
+                    nn.Sequential(
+                        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)
+                    )
+                )
 
         self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
 
     @staticmethod
     def _stage(in_ch: int, out_ch: int, time_dim: int, dropout: float, attention: bool) -> nn.ModuleList:
-        return nn.ModuleList([ResBlock(in_ch, out_ch, time_dim, dropout)] + ([AttentionBlock(out_ch)] if attention else []))
+        return nn.ModuleList(
+            [ResBlock(in_ch, out_ch, time_dim, dropout)] + ([AttentionBlock(out_ch)] if attention else [])
+        )
 
     @staticmethod
     def _run_stage(stage: nn.ModuleList, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:

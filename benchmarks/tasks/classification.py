@@ -160,21 +160,27 @@ def build_model(cfg: Config, num_classes: int, image_size: int) -> nn.Module:
     if cfg.model.startswith(_VIT_LIKE):
         kwargs["img_size"] = image_size
     model = timm.create_model(cfg.model, **kwargs)
-    if cfg.cifar_stem if cfg.cifar_stem is not None else image_size <= 64:
-        _cifar_stem(model, cfg.model)
+    want = cfg.cifar_stem if cfg.cifar_stem is not None else image_size <= 64
+    if want and not _cifar_stem(model) and cfg.cifar_stem:
+        raise ValueError(f"task.cifar_stem=true: no CIFAR stem known for {cfg.model!r} (ResNet and ConvNeXt "
+                         "families only); set task.cifar_stem=null")
     return model
 
 
-def _cifar_stem(model: nn.Module, name: str) -> None:
-    """Replace an ImageNet stem (7x7/2 conv + max-pool, or a 4x4/4 patchify conv) by a 3x3 stride-1 conv."""
-    if hasattr(model, "conv1") and hasattr(model, "maxpool") and isinstance(model.conv1, nn.Conv2d):  # ResNet family
+def _cifar_stem(model: nn.Module) -> bool:
+    """Replace an ImageNet stem (7x7/2 conv + max-pool, or a 4x4/4 patchify conv) by a 3x3 stride-1 conv.
+
+    Returns False (model unchanged) for architectures without such a stem (ViTs take img_size= instead).
+    """
+    if hasattr(model, "conv1") and hasattr(model, "maxpool") and isinstance(model.conv1, nn.Conv2d):  # ResNets
         model.conv1 = nn.Conv2d(model.conv1.in_channels, model.conv1.out_channels, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
-    elif hasattr(model, "stem") and isinstance(model.stem, nn.Sequential) and isinstance(model.stem[0], nn.Conv2d):
+        return True
+    if hasattr(model, "stem") and isinstance(model.stem, nn.Sequential) and isinstance(model.stem[0], nn.Conv2d):
         old = model.stem[0]  # ConvNeXt family: patchify conv
         model.stem[0] = nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=old.bias is not None)
-    else:
-        raise ValueError(f"task.cifar_stem: no CIFAR stem known for {name!r}; set task.cifar_stem=false")
+        return True
+    return False
 
 
 # ----------------------------------------------------------------------------------------------------- task

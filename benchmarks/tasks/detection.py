@@ -95,6 +95,11 @@ def check_config(cfg: Config) -> None:
     parse_model(cfg.model)
     if not 0 <= cfg.trainable_backbone_layers <= 5:
         raise ValueError(f"task.trainable_backbone_layers must be 0..5, got {cfg.trainable_backbone_layers}")
+    if cfg.norm == "frozen_bn" and not cfg.backbone_weights:
+        raise ValueError(
+            "task.norm=frozen_bn needs task.backbone_weights=/path/to/imagenet_backbone.pth (frozen random BatchNorm "
+            "cannot train); for a from-scratch run use task.norm=bn task.trainable_backbone_layers=5"
+        )
     if cfg.anchor_sizes is not None and len(cfg.anchor_sizes) != 5:
         raise ValueError(f"task.anchor_sizes needs one size per FPN level (5), got {list(cfg.anchor_sizes)}")
 

@@ -4,13 +4,14 @@ Datasets: `fashion_mnist` (embedded default; Debian's files, padded to 32x32, on
 (`<data_root>/cifar-10-batches-py`) and `celeba` (`<data_root>/celeba`, 64x64), all scaled to [-1, 1].
 
 Metrics:
-* every epoch, `denoise_loss` (the headline, lower is better): DDPM's eps-prediction MSE on fixed held-out test
-  images with fixed timesteps and noise, so epochs and methods are compared on exactly the same terms;
-* at the end (`final_evaluate`, on the reported weights): `fid_samples` images sampled from noise drawn with the
-  fixed `sample_seed` (every method and seed starts from the same noise), compared with the test set:
+* every epoch, `denoise_loss` (the headline, lower is better): DDPM's eps-prediction MSE on fixed held-out
+  test images with fixed timesteps and noise, so epochs and methods are compared on exactly the same terms;
+* at the end (`final_evaluate`, on the reported weights): `fid_samples` images sampled from noise drawn with
+  the fixed `sample_seed` (every method and seed starts from the same noise), compared with the test set:
   `fid` with the standard Inception network when its weights are configured (see benchmarks/metrics/fid.py),
-  otherwise `proxy_fid`, a Frechet distance on a small project-trained classifier's features (labelled as such,
-  not comparable with published FIDs). An 8x8 grid of the first samples is saved as `samples.png` in the run dir.
+  otherwise `proxy_fid`, a Frechet distance on a small project-trained classifier's features (labelled as
+  such, not comparable with published FIDs). An 8x8 grid of the first samples is saved as `samples.png` in the
+  run dir.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ DATASETS = ("fashion_mnist", "cifar10", "celeba")
 UNETS: dict[str, dict] = {
     "unet-tiny": dict(base_channels=16, channel_mults=(1, 2, 2), blocks_per_level=1, attention_levels=(2,)),
     "unet-small": dict(base_channels=32, channel_mults=(1, 2, 2), blocks_per_level=1, attention_levels=(2,)),
-    "unet-ddpm": dict(base_channels=128, channel_mults=(1, 2, 2, 2), blocks_per_level=2, attention_levels=(1,)),
+    "unet-ddpm": dict(
+        base_channels=128, channel_mults=(1, 2, 2, 2), blocks_per_level=2, attention_levels=(1,)
+    ),
 }
 
 
@@ -47,7 +50,7 @@ class Config(TaskConfig):
     timesteps: int = 1000  # T of the diffusion
     beta_start: float = 1e-4  # beta_1 of the linear schedule (DDPM)
     beta_end: float = 0.02  # beta_T of the linear schedule (DDPM)
-    sample_steps: Optional[int] = None  # sampler steps for evaluation; None = all T (DDPM's ancestral sampler)
+    sample_steps: Optional[int] = None  # evaluation sampler steps; None = all T (DDPM's ancestral sampler)
     sample_eta: float = 1.0  # 1 = DDPM-style stochastic steps; 0 = deterministic DDIM steps
     sample_seed: int = 0  # seed of the evaluation noise, shared by every run so methods see the same noise
     fid_samples: int = 10000  # generated images for the final FID
@@ -98,7 +101,9 @@ def load_data(cfg: Config):
         from benchmarks.data.fashion_mnist import load_fashion_mnist
 
         if cfg.image_size != 32:
-            raise ValueError(f"fashion_mnist is padded to 32x32; image_size={cfg.image_size} is not supported")
+            raise ValueError(
+                f"fashion_mnist is padded to 32x32; image_size={cfg.image_size} is not supported"
+            )
         x_train, y_train = load_fashion_mnist("train", cfg.data_root)
         x_test, _ = load_fashion_mnist("test", cfg.data_root)
         pad = ((0, 0), (2, 2), (2, 2))
@@ -113,8 +118,12 @@ def load_data(cfg: Config):
         x_train, y_train = load_cifar("cifar10", "train", cfg.data_root)
         x_test, _ = load_cifar("cifar10", "test", cfg.data_root)
         train, labels = _to_unit_range(x_train), torch.from_numpy(y_train)
-        return ImageTensors(train, hflip=True), _to_unit_range(x_test), lambda n: (train[:n], labels[:n], False), \
-            "cifar10"
+        return (
+            ImageTensors(train, hflip=True),
+            _to_unit_range(x_test),
+            lambda n: (train[:n], labels[:n], False),
+            "cifar10",
+        )
     if cfg.dataset == "celeba":
         from benchmarks.data.celeba import celeba_split
 
@@ -179,16 +188,20 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         samples = []
         for i in range(0, cfg.fid_samples, cfg.eval_batch_size):
             n = min(cfg.eval_batch_size, cfg.fid_samples - i)
-            samples.append(diffusion.sample(model, (n, *shape), generator, cfg.sample_steps, cfg.sample_eta,
-                                            ctx.device).float().cpu())
+            samples.append(
+                diffusion.sample(model, (n, *shape), generator, cfg.sample_steps, cfg.sample_eta, ctx.device)
+                .float()
+                .cpu()
+            )
         fake = torch.cat(samples)
         save_grid(fake[: cfg.grid_size**2], ctx.out_dir / "samples.png", cfg.grid_size)
-        n_real = len(test_images) if cfg.fid_real_samples is None else min(cfg.fid_real_samples, len(test_images))
         real = test_images[:n_real]
         if inception is not None:
             return {"fid": fid.inception_fid(real, fake, inception)}
         n_proxy = cfg.proxy_train_samples or len(train_set)
-        proxy = fid.cached_proxy(ctx.cache_dir, f"{dataset_name}_c{channels}_n{n_proxy}", lambda: proxy_data(n_proxy))
+        proxy = fid.cached_proxy(
+            ctx.cache_dir, f"{dataset_name}_c{channels}_n{n_proxy}", lambda: proxy_data(n_proxy)
+        )
         stats_real = fid.feature_statistics(fid.proxy_features(proxy, real))
         stats_fake = fid.feature_statistics(fid.proxy_features(proxy, fake))
         return {"proxy_fid": fid.frechet_distance(*stats_real, *stats_fake)}
@@ -196,11 +209,17 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     def analysis_batches():
         generator = torch.Generator().manual_seed(ctx.seed)
         order = torch.randperm(len(train_set), generator=generator)[: 2 * cfg.batch_size].tolist()
-        return [torch.stack([train_set[i] for i in order[k : k + cfg.batch_size]])
-                for k in range(0, len(order), cfg.batch_size)]
+        return [
+            torch.stack([train_set[i] for i in order[k : k + cfg.batch_size]])
+            for k in range(0, len(order), cfg.batch_size)
+        ]
 
-    sampler = (f"DDPM ancestral, {cfg.timesteps} steps" if cfg.sample_steps in (None, cfg.timesteps)
-               else f"{cfg.sample_steps} strided steps, eta {cfg.sample_eta}")
+    n_real = len(test_images) if cfg.fid_real_samples is None else min(cfg.fid_real_samples, len(test_images))
+    sampler = (
+        f"DDPM ancestral, {cfg.timesteps} steps"
+        if cfg.sample_steps in (None, cfg.timesteps)
+        else f"{cfg.sample_steps} strided steps, eta {cfg.sample_eta}"
+    )
     n_params = sum(p.numel() for p in model.parameters())
     return TaskSetup(
         model=model,
@@ -212,10 +231,16 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         higher_is_better=False,
         dataset=dataset_name,
         analysis_batches=analysis_batches,
-        notes=[f"DDPM, linear betas {cfg.beta_start}..{cfg.beta_end}, T={cfg.timesteps}; {cfg.model} "
-               f"({n_params / 1e6:.2f}M parameters); headline: held-out denoising MSE on {n_val} test images",
-               ("FID with the standard Inception network" if inception is not None else
-                "proxy_fid: Frechet distance on a project-trained small classifier's features, NOT comparable "
-                "with published FID")
-               + f"; {cfg.fid_samples} samples ({sampler}, seed {cfg.sample_seed}) vs {len(test_images) if cfg.fid_real_samples is None else cfg.fid_real_samples} test images"],
+        notes=[
+            f"DDPM, linear betas {cfg.beta_start}..{cfg.beta_end}, T={cfg.timesteps}; {cfg.model} "
+            f"({n_params / 1e6:.2f}M parameters); headline: held-out denoising MSE on {n_val} test images",
+            (
+                "FID with the standard Inception network"
+                if inception is not None
+                else "proxy_fid: Frechet distance on a project-trained small classifier's features, "
+                "NOT comparable "
+                "with published FID"
+            )
+            + f"; {cfg.fid_samples} samples ({sampler}, seed {cfg.sample_seed}) vs {n_real} test images",
+        ],
     )

@@ -18,8 +18,15 @@ from typing import Optional
 import torch
 from torch import nn
 
-from benchmarks.data.text_corpus import TOKENIZERS, SplitText, TokenWindows, Vocab, bits_per_character, \
-    load_local_corpus, split_contiguous
+from benchmarks.data.text_corpus import (
+    TOKENIZERS,
+    SplitText,
+    TokenWindows,
+    Vocab,
+    bits_per_character,
+    load_local_corpus,
+    split_contiguous,
+)
 from benchmarks.models.tiny_gpt import GPT_SIZES
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
@@ -30,8 +37,8 @@ DATASETS = ("austen", "text")
 class Config(TaskConfig):
     name: str = "lm"
     dataset: str = "austen"  # austen (Debian r-cran-janeaustenr) | text (local file/folder via `datasets`)
-    data_root: Optional[str] = None  # austen: the unpacked package folder (None = $SEMA_AUSTEN_DIR or the cache);
-    #                                  text: a corpus file or folder (required)
+    data_root: Optional[str] = None  # austen: the unpacked package folder (None = $SEMA_AUSTEN_DIR or the
+    #                                  cache); text: a corpus file or folder (required)
     model: str = "gpt-tiny"  # one of benchmarks.models.tiny_gpt.GPT_SIZES
     tokenizer: str = "char"  # char (codepoints of the training text) | byte (UTF-8 bytes, 256 ids)
     block_size: int = 128  # tokens per training/evaluation window (the model's context length)
@@ -55,9 +62,13 @@ def load_splits(cfg: Config, ctx: RunContext) -> tuple[SplitText, str]:
         return split_contiguous(text, cfg.val_fraction, cfg.test_fraction), "austen-6-novels"
     if cfg.dataset == "text":
         if not cfg.data_root:
-            raise ValueError("dataset=text needs task.data_root=<corpus file or folder> "
-                             "(.txt/.raw/.json/.jsonl/.parquet; e.g. wikitext-103-raw)")
-        splits = load_local_corpus(cfg.data_root, cfg.text_field, cfg.val_fraction, cfg.test_fraction)
+            raise ValueError(
+                "dataset=text needs task.data_root=<corpus file or folder> "
+                "(.txt/.raw/.json/.jsonl/.parquet; e.g. wikitext-103-raw)"
+            )
+        splits = load_local_corpus(
+            cfg.data_root, cfg.text_field, cfg.val_fraction, cfg.test_fraction, ctx.cache_dir / "hf_datasets"
+        )
         return splits, f"text:{cfg.data_root}"
     raise ValueError(f"unknown lm dataset {cfg.dataset!r}; allowed: {', '.join(DATASETS)}")
 
@@ -67,7 +78,9 @@ def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return model(input_ids=batch, labels=batch).loss
 
 
-def make_evaluator(windows: TokenWindows, vocab: Vocab, batch_size: int, device: torch.device, prefix: str = ""):
+def make_evaluator(
+    windows: TokenWindows, vocab: Vocab, batch_size: int, device: torch.device, prefix: str = ""
+):
     """Token-weighted mean loss, perplexity and bits per character of a model on fixed windows."""
     span = windows.ids[: len(windows) * windows.block_size]
     chars_per_token = len(vocab.decode(span.tolist())) / len(span) if vocab.kind == "byte" else 1.0
@@ -81,8 +94,11 @@ def make_evaluator(windows: TokenWindows, vocab: Vocab, batch_size: int, device:
             total += float(lm_loss(model, batch)) * predicted
             tokens += predicted
         loss = total / tokens
-        return {f"{prefix}loss": loss, f"{prefix}ppl": math.exp(loss),
-                f"{prefix}bpc": bits_per_character(loss, tokens, round(tokens * chars_per_token))}
+        return {
+            f"{prefix}loss": loss,
+            f"{prefix}ppl": math.exp(loss),
+            f"{prefix}bpc": bits_per_character(loss, tokens, round(tokens * chars_per_token)),
+        }
 
     return evaluate
 
@@ -104,8 +120,10 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     def analysis_batches():
         generator = torch.Generator().manual_seed(ctx.seed)
         order = torch.randperm(len(train_set), generator=generator)[: 4 * cfg.batch_size].tolist()
-        return [torch.stack([train_set[i] for i in order[k : k + cfg.batch_size]])
-                for k in range(0, len(order), cfg.batch_size)]
+        return [
+            torch.stack([train_set[i] for i in order[k : k + cfg.batch_size]])
+            for k in range(0, len(order), cfg.batch_size)
+        ]
 
     def no_decay_on_norms_and_biases(module: nn.Module) -> list[dict]:
         decay = [p for n, p in module.named_parameters() if p.ndim >= 2]
@@ -124,8 +142,11 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         dataset=f"{dataset_name} ({cfg.tokenizer}-level)",
         analysis_batches=analysis_batches,
         param_groups=no_decay_on_norms_and_biases,
-        notes=[f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocabulary {vocab.size} ({cfg.tokenizer}-level), "
-               f"context {cfg.block_size}; ppl is per {'character' if cfg.tokenizer == 'char' else 'byte'}",
-               f"splits by contiguous blocks: train {len(splits.train):,} / val {len(splits.val):,} / "
-               f"test {len(splits.test):,} characters; eval windows capped at {cfg.max_eval_samples}"],
+        notes=[
+            f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocabulary {vocab.size} "
+            f"({cfg.tokenizer}-level), "
+            f"context {cfg.block_size}; ppl is per {'character' if cfg.tokenizer == 'char' else 'byte'}",
+            f"splits by contiguous blocks: train {len(splits.train):,} / val {len(splits.val):,} / "
+            f"test {len(splits.test):,} characters; eval windows capped at {cfg.max_eval_samples}",
+        ],
     )

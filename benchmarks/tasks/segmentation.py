@@ -2,10 +2,11 @@
 
 Datasets (one reader, `benchmarks.data.segmentation_pairs`):
 
-* `procedural_coco` (embedded default): the procedural COCO scenes of `benchmarks.data.procedural_coco` (the same
-  images the detection task uses) with their semantic class maps: 5 classes (background, circle, square,
+* `procedural_coco` (embedded default): the procedural COCO scenes of `benchmarks.data.procedural_coco` (the
+  same images the detection task uses) with their semantic class maps: 5 classes (background, circle, square,
   triangle, Fashion-MNIST garment), no ignored pixels;
-* `ade20k`: ADEChallengeData2016 under `task.data_root` (150 classes, 0 = ignored; see `benchmarks.data.ade20k`).
+* `ade20k`: ADEChallengeData2016 under `task.data_root` (150 classes, 0 = ignored; see
+  `benchmarks.data.ade20k`).
 
 Metrics on the validation split, from one confusion matrix over all its pixels at the network's input size
 (`input_size` x `input_size`, not mmseg's full-resolution sliding window): `miou` (headline, percent),
@@ -15,7 +16,6 @@ Metrics on the validation split, from one confusion matrix over all its pixels a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ class Config(TaskConfig):
     train_images: int = 512  # procedural_coco: training scenes generated (max_train_samples may use fewer)
     val_images: int = 128  # procedural_coco: validation scenes generated (max_eval_samples may use fewer)
     max_objects: int = 4  # procedural_coco: objects per scene, 1..max_objects
-    data_seed: int = 0  # procedural_coco: seed of the scenes, fixed so every run seed and method sees the same data
+    data_seed: int = 0  # procedural_coco: seed of the scenes, fixed: every run and method sees the same data
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:
@@ -69,8 +69,9 @@ def build_datasets(cfg: Config, ctx: RunContext) -> tuple[SegmentationPairs, Seg
         from benchmarks.data import procedural_coco
 
         def pairs(split: str, n: int):
-            scenes = procedural_coco.cached_scenes(ctx.cache_dir, split, n, cfg.image_size, cfg.data_seed,
-                                                   cfg.max_objects)
+            scenes = procedural_coco.cached_scenes(
+                ctx.cache_dir, split, n, cfg.image_size, cfg.data_seed, cfg.max_objects
+            )
             images = sorted(scenes.image_dir.glob("*.png"))
             return [(image, scenes.semantic_dir / image.name) for image in images]
 
@@ -80,7 +81,10 @@ def build_datasets(cfg: Config, ctx: RunContext) -> tuple[SegmentationPairs, Seg
     elif cfg.dataset == "ade20k":
         from benchmarks.data import ade20k
 
-        train_pairs, val_pairs = ade20k.ade20k_pairs(cfg.data_root, "train"), ade20k.ade20k_pairs(cfg.data_root, "val")
+        train_pairs, val_pairs = (
+            ade20k.ade20k_pairs(cfg.data_root, "train"),
+            ade20k.ade20k_pairs(cfg.data_root, "val"),
+        )
         num_classes, zero_is_ignore, name = ade20k.NUM_CLASSES, True, "ade20k"
     else:
         raise ValueError(f"unknown segmentation dataset {cfg.dataset!r}; allowed: {', '.join(DATASETS)}")
@@ -90,7 +94,7 @@ def build_datasets(cfg: Config, ctx: RunContext) -> tuple[SegmentationPairs, Seg
 
 
 def logits_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] class scores at the input resolution (torchvision returns {"out": ...} already upsampled)."""
+    """[B, C, H, W] class scores at the input size (torchvision returns {"out": ...}, upsampled)."""
     out = model(images)
     out = out["out"] if isinstance(out, dict) else out
     if out.shape[-2:] != images.shape[-2:]:
@@ -131,8 +135,10 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         order = torch.randperm(len(train_set), generator=generator)[: 2 * cfg.batch_size].tolist()
         unflipped = SegmentationPairs(train_set.pairs, cfg.input_size, False, train_set.zero_is_ignore)
         items = [unflipped[i] for i in order]
-        return [tuple(torch.stack(t) for t in zip(*items[k : k + cfg.batch_size]))
-                for k in range(0, len(items), cfg.batch_size)]
+        return [
+            tuple(torch.stack(t) for t in zip(*items[k : k + cfg.batch_size]))
+            for k in range(0, len(items), cfg.batch_size)
+        ]
 
     return TaskSetup(
         model=model,
@@ -143,6 +149,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         higher_is_better=True,
         dataset=dataset_name,
         analysis_batches=analysis_batches,
-        notes=[f"{cfg.model} from scratch, {num_classes} classes, {len(train_set)} training / {len(val_set)} "
-               f"validation images at {cfg.input_size}x{cfg.input_size}; metrics at that size"],
+        notes=[
+            f"{cfg.model} from scratch, {num_classes} classes, {len(train_set)} training / {len(val_set)} "
+            f"validation images at {cfg.input_size}x{cfg.input_size}; metrics at that size"
+        ],
     )

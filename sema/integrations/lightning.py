@@ -48,7 +48,9 @@ class SEMACallback(Callback):
         if self._pending_state is not None:
             self.averager.load_state_dict(self._pending_state)
             self._pending_state = None
-        self._last_step = trainer.global_step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last_step = trainer.global_step  # after a resume, Lightning has restored it by now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step != self._last_step:  # an optimizer step happened in this batch

@@ -90,3 +90,18 @@ def test_invalid_values_name_the_key_and_the_allowed_values(tmp_path, override, 
     with pytest.raises(ValueError) as err:
         validate(cfg)
     assert str(err.value) == message
+
+
+def test_slurm_launcher_config_composes_with_its_documented_keys(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from benchmarks.config import register_configs
+    from benchmarks.suite import CONFIG_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.max_num_timeout) == ("gpu", 4, 5)

@@ -16,7 +16,7 @@ TASKS = ("classification", "regression", "segmentation", "ssl", "video", "lm")
 EXPECTED = {  # the keyword arguments each config passes to sema at classification/quick (78 steps per epoch)
     "lawa": (sema.LAWA, dict(k=5, every=1, start=0, unit="epoch", buffers="average")),
     "bema": (sema.BEMA, dict(ema_power=0.5, bias_power=0.2, lag=10.0, multiplier=1.0, beta_min=0.0, burnin_steps=0,
-                             update_every=1, buffers="average")),
+                             update_every=1, buffers="ignore")),
     "power_ema": (sema.PowerEMA, dict(sigma_rel=0.10, buffers="average")),
     "lookahead": (sema.Lookahead, dict(k=5, alpha=0.5, buffers="ignore")),
     "sema_blend": (sema.SEMA, dict(decay=0.99, warmup="linear", warmup_steps=78, warmup_ratio=0.9,

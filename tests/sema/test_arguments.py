@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sema
-from conftest import BNNet
+from sema_testing import BNNet
 
 BAD = [
     (sema.EMA, dict(decay=1.0), r"decay=1.0 is outside the allowed range \(0, 1\)"),

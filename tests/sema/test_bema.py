@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def _set(lin, value):
@@ -87,7 +87,7 @@ def test_no_correction_and_no_ema_limits():
 
 def test_whole_model_matches_torch_loop_with_bn_buffers():
     model = BNNet()
-    avg = sema.BEMA(model, burnin_steps=2, update_every=2)
+    avg = sema.BEMA(model, burnin_steps=2, update_every=2, buffers="average")
     start, every = 2, 2
     ref = {}
 
@@ -113,6 +113,18 @@ def test_whole_model_matches_torch_loop_with_bn_buffers():
             continue
         expected = alpha * (theta - ref["theta0"][k]) + ref["ema"][k]
         torch.testing.assert_close(got[k], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_default_keeps_the_models_batchnorm_statistics():
+    model = BNNet()
+    avg = sema.BEMA(model)
+    train_steps(model, avg, 6)
+    got = avg.average.state_dict()
+    for name in ("bn.running_mean", "bn.running_var", "bn.num_batches_tracked"):
+        assert torch.equal(got[name], model.state_dict()[name]), name
+    with avg.swapped():
+        assert torch.equal(model.bn.running_var, got["bn.running_var"])
+    assert not torch.equal(got["fc1.weight"], model.fc1.weight)
 
 
 def test_burn_in_returns_model_weights():

@@ -1,6 +1,5 @@
 """Binding: swapped() restores bit for bit, torch.compile / DDP names, model.to() after binding, changed models."""
 
-import copy
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ from torch import nn
 
 import sema
 from sema._binding import TensorPlan, canonical_name, make_average, unwrap
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def _snapshot(model):
@@ -110,6 +109,21 @@ def test_memory_format_change_after_binding():
     start = avg.average[0].weight.detach().clone()
     avg.update()
     torch.testing.assert_close(avg.average[0].weight, 0.5 * start + 1.0)
+
+
+def test_model_to_other_device_after_binding_average_follows():
+    # "meta" stands in for a second device on CPU-only machines: the same code path as model.cuda()
+    model = BNNet()
+    avg = sema.SEMA(model, decay=0.5)
+    model.to("meta")
+    avg.update()
+    assert avg.average.fc1.weight.device.type == "meta" and avg.average.bn.running_mean.device.type == "meta"
+    assert all(g.model_device.type == "meta" == g.average_device.type for g in avg._plan.groups)
+    assert avg.epoch_end()
+    pinned = sema.EMA(BNNet(), device="cpu")  # an explicit device is kept
+    pinned._plan.module.to("meta")
+    pinned._plan.check()
+    assert pinned.average.fc1.weight.device.type == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -8,7 +8,7 @@ from torch.optim.swa_utils import update_bn as torch_update_bn
 
 import sema
 from sema.bn import update_bn
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def test_parity_with_swa_utils():

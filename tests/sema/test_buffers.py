@@ -3,7 +3,7 @@
 import torch
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def _run(policy):

@@ -1,13 +1,12 @@
 """EMA: hand-computed updates, parity with torch.optim.swa_utils, update_every, warm-up, float32 average."""
 
-import copy
 
 import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def test_hand_computed_two_updates():

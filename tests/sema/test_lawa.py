@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def _set(lin, value):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sema
-from conftest import BNNet
+from sema_testing import BNNet
 
 
 def _quadratic_run(lookahead_steps, k, alpha, lr, wrap):

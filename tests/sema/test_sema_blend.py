@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def test_hand_computed_half_way_switch():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet
 
 
 def _save_load(obj):

@@ -4,7 +4,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 
 def test_parity_with_averaged_model_50_steps():

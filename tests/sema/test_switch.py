@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sema
-from conftest import BNNet, train_steps
+from sema_testing import BNNet, train_steps
 
 # (switch_every, switch_start) -> the epochs (or steps) among 1..8 that end with a switch, written by hand from
 # "n > switch_start and (n - switch_start) % switch_every == 0".

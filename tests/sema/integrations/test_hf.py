@@ -20,19 +20,6 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-class Probe(transformers.TrainerCallback):
-    """Records, at each evaluation, whether the model held the average (it runs after SEMACallback)."""
-
-    def __init__(self, sema_cb):
-        self.sema_cb, self.seen = sema_cb, []
-
-    def on_evaluate(self, args, state, control, model=None, **kwargs):
-        pass
-
-    def on_prediction_step(self, args, state, control, **kwargs):
-        pass
-
-
 @pytest.mark.slow
 def test_trainer_runs_sema_and_evaluates_the_average(tmp_path):
     torch.manual_seed(0)
@@ -40,10 +27,6 @@ def test_trainer_runs_sema_and_evaluates_the_average(tmp_path):
     model = transformers.GPT2LMHeadModel(config)
     cb = SEMACallback(decay=0.9, switch_every=1)
     seen = []
-
-    class Check(transformers.TrainerCallback):
-        def on_evaluate(self, args, state, control, model=None, **kwargs):
-            pass
 
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to=[], num_train_epochs=2, per_device_train_batch_size=4,

@@ -1,0 +1,89 @@
+"""How much the engine's training step costs over a minimal hand-written PyTorch loop (target: at most 5%).
+
+    python -m benchmarks.engine_overhead                         # classification quick scale, SEMA, 40 steps x 7
+    python -m benchmarks.engine_overhead --method ema --steps 100 --reps 9 trainer.device=cuda
+
+Both loops train the same model (same initial weights), on the same data (same loader settings), with the same
+optimizer, learning-rate schedule and `sema` averager; the hand-written loop is the textbook
+`loss = loss_fn(model, batch); zero_grad; backward; step; scheduler.step; averager.update`. Repetitions alternate
+the two (engine, hand, engine, hand, ...) so that machine noise hits both alike; the medians are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+
+def hand_written_epoch(model, loss_fn, loader, optimizer, scheduler, averager, steps: int) -> None:
+    model.train()
+    for i, batch in enumerate(loader):
+        if i == steps:
+            break
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        averager.update()
+
+
+def measure(method: str, steps: int, reps: int, overrides: Sequence[str]) -> dict[str, float]:
+    from benchmarks import engine
+    from benchmarks.methods import build_averager
+    from benchmarks.suite import compose_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, run_dir = compose_run("classification", method, "quick", 0, tmp,
+                                   ["logger.wandb.mode=disabled", f"trainer.max_steps_per_epoch={steps}",
+                                    "trainer.epochs=1000", *overrides])
+        trainer = engine.Trainer(cfg, run_dir)
+    if trainer.device.type != "cpu" or trainer.averager is None:
+        raise SystemExit("measure on CPU with an averaging method (the hand loop has no device moves or AMP)")
+    task = trainer.task
+    model = copy.deepcopy(trainer.model)
+    optimizer = engine.build_optimizer(cfg.optim, [{"params": list(model.parameters())}])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, engine.lr_multiplier(cfg.optim, trainer.steps_per_epoch, trainer.total_steps))
+    averager = build_averager(cfg.method, model, trainer.steps_per_epoch)
+    loader = DataLoader(task.train_set, batch_size=cfg.task.batch_size, shuffle=True, drop_last=True,
+                        num_workers=cfg.task.num_workers)
+
+    engine_s, hand_s = [], []
+    for rep in range(reps + 1):  # the first repetition warms up both and is not counted
+        start = time.perf_counter()
+        trainer.train_epoch()
+        trainer.epoch += 1
+        mid = time.perf_counter()
+        hand_written_epoch(model, task.train_loss, loader, optimizer, scheduler, averager, steps)
+        end = time.perf_counter()
+        if rep:
+            engine_s.append(mid - start)
+            hand_s.append(end - mid)
+    e, h = statistics.median(engine_s), statistics.median(hand_s)
+    return {"engine_ms_per_step": 1e3 * e / steps, "hand_ms_per_step": 1e3 * h / steps, "overhead": e / h - 1}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", default="sema", help="method config to average with (default: sema)")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per repetition (default: 40)")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions of each loop (default: 7)")
+    parser.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. trainer.num_threads=2")
+    args = parser.parse_args(argv)
+    r = measure(args.method, args.steps, args.reps, args.overrides)
+    print(f"engine training step : {r['engine_ms_per_step']:8.3f} ms")
+    print(f"hand-written loop    : {r['hand_ms_per_step']:8.3f} ms")
+    print(f"engine overhead      : {100 * r['overhead']:+7.2f} %   (target: <= +5 %; median of {args.reps} "
+          f"interleaved repetitions of {args.steps} steps, {torch.get_num_threads()} threads)")
+
+
+if __name__ == "__main__":
+    main()

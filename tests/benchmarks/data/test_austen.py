@@ -1,0 +1,107 @@
+"""The janeaustenr reader on R lazy-load files that the test writes in R's own serialisation format."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+
+import pytest
+
+from benchmarks.data import austen
+
+# R XDR serialisation, written independently of the reader: flags = type | attr bit 9 | tag bit 10.
+HEADER = b"X\n" + struct.pack(">iii", 3, 0x040201, 0x030500) + struct.pack(">i", 5) + b"UTF-8"
+
+
+def _int(v: int) -> bytes:
+    return struct.pack(">i", v)
+
+
+def _charsxp(s):
+    if s is None:
+        return _int(9) + _int(-1)
+    data = s.encode("utf-8")
+    return _int(0x40009) + _int(len(data)) + data
+
+
+def _strsxp(strings) -> bytes:
+    return _int(16) + _int(len(strings)) + b"".join(_charsxp(s) for s in strings)
+
+
+def _named_list(names, payloads) -> bytes:
+    """VECSXP with a names attribute (pairlist with tag symbol 'names')."""
+    body = _int(19 | (1 << 9)) + _int(len(payloads)) + b"".join(payloads)
+    attributes = _int(2 | (1 << 10)) + _int(1) + _charsxp("names") + _strsxp(names) + _int(254)
+    return body + attributes
+
+
+def write_rdata(folder, objects: dict) -> None:
+    """Rdata.rdb (length-prefixed zlib records) + Rdata.rdx (gzip index: variables -> (offset, length))."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blob, index = b"", {}
+    for name, lines in objects.items():
+        payload = HEADER + _strsxp(lines)
+        record = struct.pack(">i", len(payload)) + zlib.compress(payload)
+        index[name] = (len(blob), len(record))
+        blob += record
+    (folder / "Rdata.rdb").write_bytes(blob)
+    variables = _named_list(list(index), [_int(13) + _int(2) + _int(o) + _int(n) for o, n in index.values()])
+    rdx = HEADER + _named_list(
+        ["variables", "references", "compressed"],
+        [variables, _named_list([], []), _int(10) + _int(1) + _int(1)],
+    )
+    (folder / "Rdata.rdx").write_bytes(gzip.compress(rdx))
+
+
+NOVEL_LINES = {
+    name: [f"{name.upper()}", "", f"Chapter 1 of {name}, with \u00e9 and \u2014.", None]
+    for name in austen.NOVELS
+}
+
+
+def test_reader_round_trips_the_written_objects(tmp_path):
+    write_rdata(tmp_path / "data", NOVEL_LINES)
+    books = austen.read_rdata(tmp_path / "data" / "Rdata.rdx")
+    assert books == {name: [*lines[:3], ""] for name, lines in NOVEL_LINES.items()}  # NA lines become ""
+
+
+def test_novels_are_joined_by_lines_in_publication_order(tmp_path, monkeypatch):
+    write_rdata(tmp_path / "data", dict(reversed(list(NOVEL_LINES.items()))))
+    monkeypatch.setenv(austen.ENV_VAR, str(tmp_path))
+    novels = austen.load_novels()
+    assert list(novels) == list(austen.NOVELS)
+    assert novels["emma"] == "EMMA\n\nChapter 1 of emma, with \u00e9 and \u2014.\n\n"
+
+
+def test_missing_package_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv(austen.ENV_VAR, str(tmp_path / "empty"))
+    monkeypatch.setattr(austen, "_SYSTEM_RDATA", tmp_path / "no-system-R" / "Rdata.rdx")
+    with pytest.raises(FileNotFoundError, match="python -m benchmarks.data.austen") as err:
+        austen.find_rdx()
+    assert "apt-get download r-cran-janeaustenr" in str(err.value) and "dpkg-deb -x" in str(err.value)
+
+
+def test_a_novel_missing_from_the_data_is_named(tmp_path):
+    write_rdata(tmp_path, {"emma": ["x"]})
+    with pytest.raises(ValueError, match="persuasion"):
+        austen.load_novels_from(tmp_path / "Rdata.rdx")
+
+
+def test_real_debian_package_when_fetched():
+    try:
+        rdx = austen.find_rdx()
+    except FileNotFoundError:
+        pytest.skip("r-cran-janeaustenr not fetched: run `python -m benchmarks.data.austen`")
+    books = austen.read_rdata(rdx)
+    # line counts of the six character vectors in janeaustenr 1.0.0
+    assert {k: len(v) for k, v in books.items()} == {
+        "emma": 16235,
+        "mansfieldpark": 15349,
+        "northangerabbey": 7856,
+        "persuasion": 8328,
+        "prideprejudice": 13030,
+        "sensesensibility": 12624,
+    }
+    text = "".join(austen.load_novels_from(rdx).values())
+    assert text.startswith("SENSE AND SENSIBILITY\n") and len(text) == 4_025_028 and len(set(text)) == 81

@@ -1,0 +1,71 @@
+"""CIFAR-10/100 readers on tiny pickles written in the official python-version layout."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from benchmarks.data.cifar import load_cifar
+from benchmarks.data.paths import MissingDataset
+
+
+def cifar_images(n: int, offset: int) -> np.ndarray:
+    """[N, 3072] rows in CIFAR's CHW order: channel c of image i is filled with 10*c + i + offset."""
+    rows = np.zeros((n, 3, 32, 32), dtype=np.uint8)
+    for i in range(n):
+        for c in range(3):
+            rows[i, c] = 10 * c + i + offset
+    return rows.reshape(n, 3072)
+
+
+def write_cifar100(root, n_train=4, n_test=2):
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n, offset in (("train", n_train, 0), ("test", n_test, 100)):
+        entry = {"filenames": [f"{i}.png" for i in range(n)], "batch_label": name,
+                 "fine_labels": [(7 * i) % 100 for i in range(n)], "coarse_labels": [i % 20 for i in range(n)],
+                 "data": cifar_images(n, offset)}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+
+
+def write_cifar10(root, per_batch=2):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for b, name in enumerate(names):
+        entry = {"batch_label": name, "labels": [(b + i) % 10 for i in range(per_batch)],
+                 "data": cifar_images(per_batch, 20 * b), "filenames": ["x.png"] * per_batch}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+
+
+def test_cifar100_layout_and_pixel_order(tmp_path):
+    write_cifar100(tmp_path)
+    x, y = load_cifar("cifar100", "train", str(tmp_path))
+    assert x.shape == (4, 32, 32, 3) and x.dtype == np.uint8
+    assert x[1, 5, 7].tolist() == [1, 11, 21]  # HWC: channel c of image 1 = 10*c + 1
+    assert y.tolist() == [0, 7, 14, 21]
+    x, y = load_cifar("cifar100", "test", str(tmp_path))
+    assert x.shape == (2, 32, 32, 3) and x[0, 0, 0].tolist() == [100, 110, 120]
+
+
+def test_cifar10_concatenates_the_five_training_batches(tmp_path):
+    write_cifar10(tmp_path)
+    x, y = load_cifar("cifar10", "train", str(tmp_path))
+    assert x.shape == (10, 32, 32, 3) and y.tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]
+    assert x[2, 0, 0, 0] == 20  # first image of data_batch_2
+    x, y = load_cifar("cifar10", "test", str(tmp_path))
+    assert y.tolist() == [5, 6]
+
+
+def test_missing_cifar_says_what_to_put_where(tmp_path):
+    with pytest.raises(MissingDataset) as err:
+        load_cifar("cifar100", "train", str(tmp_path))
+    message = str(err.value)
+    assert str(tmp_path / "cifar-100-python") in message and "cifar-100-python/{train, test}" in message
+    assert "cifar-100-python.tar.gz" in message
+    with pytest.raises(MissingDataset, match="task.data_root"):
+        load_cifar("cifar10", "train", None)

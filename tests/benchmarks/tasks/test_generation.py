@@ -1,0 +1,79 @@
+"""Image generation: a DDPM smoke run through the engine, seeded evaluation sampling, and data errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import engine
+from benchmarks.data.paths import MissingDataset
+from benchmarks.suite import compose_run
+from benchmarks.tasks import generation
+from benchmarks.tasks.protocol import RunContext
+
+FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_result_proxy_fid_and_a_sample_grid(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SEMA_INCEPTION_WEIGHTS", raising=False)
+    cfg, run_dir = compose_run("generation", "sema", "smoke", 0, str(tmp_path / "runs"), FAST)
+    engine.run(cfg, run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["headline"] == "denoise_loss"
+    assert result["higher_is_better"] is False and result["dataset"] == "fashion_mnist-32"
+    assert set(result["final"]) == {"denoise_loss", "proxy_fid"} and result["final"]["proxy_fid"] >= 0
+    assert any("proxy_fid" in note and "NOT comparable" in note for note in result["notes"])
+    with Image.open(run_dir / "samples.png") as grid:  # 4x4 grid of 32-px images with 2-px padding
+        assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
+    assert list((tmp_path / "cache" / "fid_proxy").glob("fashion_mnist-32_c1_n512_v*.pt"))
+
+
+def _ctx(tmp_path):
+    return RunContext(
+        device=torch.device("cpu"), seed=0, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache"
+    )
+
+
+def test_evaluation_uses_fixed_noise_so_methods_compare_on_the_same_terms(tmp_path):
+    cfg = generation.Config(
+        model="unet-tiny",
+        timesteps=20,
+        sample_steps=3,
+        fid_samples=8,
+        fid_real_samples=32,
+        proxy_train_samples=256,
+        grid_size=2,
+        max_eval_samples=16,
+        eval_batch_size=8,
+    )
+    torch.manual_seed(0)
+    first = generation.setup(cfg, _ctx(tmp_path))
+    torch.manual_seed(1)  # a different global RNG state must not change the evaluation
+    second = generation.setup(cfg, _ctx(tmp_path))
+    second.model.load_state_dict(first.model.state_dict())
+    first.model.eval(), second.model.eval()
+    with torch.no_grad():
+        assert first.evaluate(first.model) == second.evaluate(second.model)
+        a = first.final_evaluate(first.model)
+        torch.randn(100)
+        b = second.final_evaluate(second.model)
+    assert a == b and set(a) == {"proxy_fid"}
+
+
+def test_bad_choices_missing_datasets_and_missing_inception_weights_are_actionable(tmp_path):
+    ctx = _ctx(tmp_path)
+    with pytest.raises(ValueError, match="unet-ddpm"):
+        generation.setup(generation.Config(model="dit"), ctx)
+    with pytest.raises(ValueError, match="fashion_mnist, cifar10, celeba"):
+        generation.setup(generation.Config(dataset="mnist", model="unet-tiny"), ctx)
+    with pytest.raises(MissingDataset, match="cifar-10-batches-py"):
+        generation.setup(generation.Config(dataset="cifar10", data_root=str(tmp_path)), ctx)
+    with pytest.raises(MissingDataset, match="img_align_celeba"):
+        generation.setup(generation.Config(dataset="celeba", data_root=str(tmp_path), image_size=64), ctx)
+    with pytest.raises(FileNotFoundError, match="weights-inception"):
+        generation.setup(generation.Config(model="unet-tiny", inception_weights=str(tmp_path)), ctx)

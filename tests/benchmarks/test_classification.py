@@ -1,0 +1,115 @@
+"""The classification task: datasets through `setup`, models (project and timm, CIFAR stems), metrics."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.tasks import classification as cls
+from benchmarks.tasks.protocol import RunContext
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from test_cifar_reader import write_cifar100  # noqa: E402  (writers of tiny real-format files)
+from test_imagenet_reader import write_imagenet  # noqa: E402
+
+
+def ctx(tmp_path) -> RunContext:
+    return RunContext(device=torch.device("cpu"), seed=0, out_dir=tmp_path, cache_dir=tmp_path)
+
+
+def test_digits_setup_trains_and_evaluates(tmp_path):
+    setup = cls.setup(cls.Config(dataset="digits", model="tiny_cnn", augment=False, max_train_samples=100,
+                                 max_eval_samples=50), ctx(tmp_path))
+    assert len(setup.train_set) == 100 and setup.headline == "top1" and setup.higher_is_better
+    x, y = setup.train_set[0]
+    assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and 0 <= int(y) < 10
+    batch = next(iter(torch.utils.data.DataLoader(setup.train_set, batch_size=16)))
+    loss = setup.train_loss(setup.model, batch)
+    assert loss.ndim == 0 and abs(loss.item() - torch.log(torch.tensor(10.0)).item()) < 1.0
+    setup.model.eval()
+    with torch.no_grad():
+        metrics = setup.evaluate(setup.model)
+    assert set(metrics) == {"top1", "top5", "loss"} and 0 <= metrics["top1"] <= metrics["top5"] <= 100
+
+
+def test_evaluate_counts_hand_checked_accuracies(tmp_path):
+    cfg = cls.Config(dataset="digits", model="tiny_cnn", augment=False, max_eval_samples=20, eval_batch_size=8)
+    setup = cls.setup(cfg, ctx(tmp_path))
+    labels = cls.build_datasets(cfg)[1].labels
+
+    class Oracle(nn.Module):
+        """Logit 10 on the label for the first 15 examples; on the last 5, 10 on label + 1 and 5 on the label."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+
+        def forward(self, x):
+            logits = torch.zeros(len(x), 10)
+            for row in range(len(x)):
+                i, y = self.seen + row, int(labels[self.seen + row])
+                logits[row, y] = 10.0 if i < 15 else 5.0
+                if i >= 15:
+                    logits[row, (y + 1) % 10] = 10.0
+            self.seen += len(x)
+            return logits
+
+    metrics = setup.evaluate(Oracle())
+    e = torch.tensor(1.0).exp
+    right = -torch.log(e() ** 10 / (e() ** 10 + 9)).item()
+    wrong = -torch.log(e() ** 5 / (e() ** 10 + e() ** 5 + 8)).item()
+    assert metrics["top1"] == pytest.approx(75.0) and metrics["top5"] == pytest.approx(100.0)
+    assert metrics["loss"] == pytest.approx((15 * right + 5 * wrong) / 20, rel=1e-5)
+
+
+def test_augmentation_crops_and_flips_with_the_global_rng():
+    images = torch.arange(2 * 4 * 4 * 3, dtype=torch.uint8).reshape(2, 4, 4, 3).numpy()
+    ds = cls.ArrayImages(images, torch.tensor([0, 1]).numpy(), (0, 0, 0), (1 / 255,) * 3, augment=True, flip=True)
+    torch.manual_seed(0)
+    a = [ds[0][0] for _ in range(5)]
+    torch.manual_seed(0)
+    b = [ds[0][0] for _ in range(5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert any(not torch.equal(a[0], x) for x in a[1:])  # the crops differ between draws
+
+
+def test_cifar100_from_tiny_official_files(tmp_path):
+    write_cifar100(tmp_path, n_train=6, n_test=3)
+    setup = cls.setup(cls.Config(dataset="cifar100", data_root=str(tmp_path), model="tiny_cnn"), ctx(tmp_path))
+    assert len(setup.train_set) == 6 and setup.dataset == "cifar100"
+    with torch.no_grad():
+        setup.model.eval()
+        assert set(setup.evaluate(setup.model)) == {"top1", "top5", "loss"}
+
+
+def test_imagenet_folder_through_setup(tmp_path):
+    write_imagenet(tmp_path)
+    setup = cls.setup(cls.Config(dataset="imagenet", data_root=str(tmp_path), model="tiny_cnn", image_size=32),
+                      ctx(tmp_path))
+    x, y = setup.train_set[0]
+    assert x.shape == (3, 32, 32) and y == 0
+    setup.model.eval()
+    with torch.no_grad():
+        assert setup.evaluate(setup.model)["top1"] >= 0
+
+
+def test_timm_models_get_a_cifar_stem_and_vits_take_the_image_size():
+    resnet = cls.build_model(cls.Config(model="resnet18"), num_classes=100, image_size=32)
+    assert resnet.conv1.kernel_size == (3, 3) and resnet.conv1.stride == (1, 1)
+    assert isinstance(resnet.maxpool, nn.Identity)
+    assert resnet(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    vit = cls.build_model(cls.Config(model="deit_tiny_patch16_224"), num_classes=10, image_size=32)
+    assert vit(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    big = cls.build_model(cls.Config(model="resnet18"), num_classes=10, image_size=224)
+    assert big.conv1.kernel_size == (7, 7)  # ImageNet-size inputs keep the ImageNet stem
+
+
+def test_unknown_names_list_the_allowed_ones(tmp_path):
+    with pytest.raises(ValueError, match="task.model='resnet7' is not allowed; choose one of: small_cnn, tiny_cnn"):
+        cls.build_model(cls.Config(model="resnet7"), 10, 32)
+    with pytest.raises(ValueError, match="task.dataset='svhn' is not allowed; choose one of: fashion_mnist, digits"):
+        cls.setup(cls.Config(dataset="svhn"), ctx(tmp_path))

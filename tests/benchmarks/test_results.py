@@ -1,0 +1,29 @@
+"""result.json writing and provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from benchmarks.results import config_differences, provenance, read_result, write_json_atomic
+
+
+def test_atomic_write_round_trips_and_stores_non_finite_numbers_as_null(tmp_path):
+    write_json_atomic(tmp_path / "result.json", {"status": "failed", "loss": math.nan, "h": [{"x": math.inf}]})
+    assert json.loads((tmp_path / "result.json").read_text()) == {"status": "failed", "loss": None, "h": [{"x": None}]}
+    assert read_result(tmp_path) == {"status": "failed", "loss": None, "h": [{"x": None}]}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    assert read_result(tmp_path / "missing") is None
+
+
+def test_config_differences_name_the_dotted_keys():
+    old = {"trainer": {"epochs": 2, "amp": "auto"}, "seed": 0}
+    new = {"trainer": {"epochs": 3, "amp": "auto"}, "seed": 0, "extra": 1}
+    assert config_differences(old, new) == ["extra: '<absent>' -> 1", "trainer.epochs: 2 -> 3"]
+
+
+def test_provenance_has_the_documented_fields():
+    p = provenance(seed=4)
+    assert set(p) == {"git_commit", "git_dirty", "command", "packages", "hardware", "date", "seed"}
+    assert p["seed"] == 4 and p["packages"]["torch"] and p["hardware"]["cpu_count"] >= 1
+    assert p["git_commit"] is None or len(p["git_commit"]) == 40
