@@ -114,6 +114,28 @@ def sema_sema(model: nn.Module) -> Callable[[], None]:
     return sema.SEMA(model, decay=DECAY).update
 
 
+def sema_swa(model: nn.Module) -> Callable[[], None]:
+    return sema.SWA(model).update
+
+
+def sema_lawa(model: nn.Module) -> Callable[[], None]:
+    """The worst case: a snapshot (one foreach copy) on every call; with unit="epoch" update() only counts."""
+    return sema.LAWA(model, k=5, every=1, unit="step").update
+
+
+def sema_bema(model: nn.Module) -> Callable[[], None]:
+    return sema.BEMA(model).update
+
+
+def sema_power_ema(model: nn.Module) -> Callable[[], None]:
+    return sema.PowerEMA(model).update
+
+
+def sema_lookahead(model: nn.Module) -> Callable[[], None]:
+    """k=5: four counting calls, then one sync (a lerp and a copy back into the model); timed amortised."""
+    return sema.Lookahead(model, k=5, alpha=0.5).update
+
+
 def timm_v3(model: nn.Module) -> Callable[[], None]:
     from timm.utils.model_ema import ModelEmaV3
 
@@ -172,6 +194,11 @@ METHODS: list[tuple[str, Callable[[nn.Module], Callable[[], None]]]] = [
     (BOUND, raw_bound),
     ("sema EMA", sema_ema),
     ("sema SEMA", sema_sema),
+    ("sema SWA", sema_swa),
+    ("sema LAWA (snapshot every call)", sema_lawa),
+    ("sema BEMA", sema_bema),
+    ("sema PowerEMA", sema_power_ema),
+    ("sema Lookahead (k=5)", sema_lookahead),
     ("timm ModelEmaV3", timm_v3),
     ("ema_pytorch EMA(use_foreach)", ema_pytorch_foreach),
     ("torch AveragedModel(multi_avg_fn)", torch_averaged_model),

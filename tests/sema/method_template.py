@@ -18,6 +18,7 @@ What is checked, on a small real model with BatchNorm (parameters, floating and 
 * `swapped()`: inside, the model's parameters are the average's; on exit, also when the body raises, the model
   is bit for bit what it was, and the average is unchanged;
 * `copy_to(other)`: another module of the same architecture receives the average's parameters;
+* a bf16 model: the average is kept in float32, finite, and `swapped()` restores the model exactly;
 * no host-device synchronisation in `update()`: on CUDA under `torch.cuda.set_sync_debug_mode("error")`; on the
   CPU no call of a tensor-to-Python conversion (`.item()`, `.tolist()`, `bool(t)`, `float(t)`, `.cpu()`,
   `.numpy()`, `nonzero()`, ...) is seen by a TorchFunctionMode while `update()` runs;
@@ -143,6 +144,19 @@ def check_copy_to(make: Factory) -> None:
     _assert_equal(_params(other), _params(avg.average), "copy_to(other)")
 
 
+def check_bf16_model(make: Factory) -> None:
+    """A bf16 model: the average is float32 and finite, and swapped() still restores the model bit for bit."""
+    model = BNNet().bfloat16()
+    avg = make(model)
+    _train(model, torch.optim.SGD(model.parameters(), lr=0.1), avg, 0, 7)
+    for name, p in avg.average.named_parameters():
+        assert p.dtype == torch.float32 and torch.isfinite(p).all(), name
+    before = _state(model)
+    with avg.swapped():
+        pass
+    _assert_equal(_state(model), before, "bf16 model after swapped()")
+
+
 class _SyncSpy(TorchFunctionMode):
     """Records every torch function / Tensor method call whose name is in SYNCING."""
 
@@ -193,5 +207,6 @@ def check_all(make: Factory, cls: type, bad_kwargs: list[dict[str, Any]]) -> Non
     check_round_trip(make)
     check_swapped_restores(make)
     check_copy_to(make)
+    check_bf16_model(make)
     check_no_host_sync(make)
     check_bad_arguments(cls, bad_kwargs)

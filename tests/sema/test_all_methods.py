@@ -9,6 +9,7 @@ import pytest
 import sema
 from method_template import (
     check_bad_arguments,
+    check_bf16_model,
     check_copy_to,
     check_no_host_sync,
     check_protocol,
@@ -38,7 +39,8 @@ BAD_KWARGS = {
     "lookahead": [dict(k=0), dict(alpha=0.0), dict(alpha=1.5), dict(buffers="mean")],
 }
 
-CHECKS = [check_protocol, check_round_trip, check_swapped_restores, check_copy_to, check_no_host_sync]
+CHECKS = [check_protocol, check_round_trip, check_swapped_restores, check_copy_to, check_bf16_model,
+          check_no_host_sync]
 
 
 def test_every_method_has_template_entries():
