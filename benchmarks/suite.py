@@ -26,6 +26,13 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # (task, methods) in the order they run. One line per task.
 SUITE: list[tuple[str, tuple[str, ...]]] = [
     ("classification", ("baseline", "ema", "sema")),
+    ("segmentation", ("baseline", "ema", "sema")),
+    ("detection", ("baseline", "ema", "sema")),
+    ("generation", ("baseline", "ema", "sema")),
+    ("lm", ("baseline", "ema", "sema")),
+    ("ssl", ("baseline", "ema", "sema")),
+    ("regression", ("baseline", "ema", "sema")),
+    ("video", ("baseline", "ema", "sema")),
 ]
 
 
@@ -57,10 +64,13 @@ class RichProgress:
         self.bars.advance(self.task_id, steps)
 
     def epoch(self, record):
-        from benchmarks.engine import describe
-
-        self.bars.update(self.task_id, completed=record["epoch"] * self.steps_per_epoch,
-                         metrics=f"epoch {record['epoch']}: {describe(record)}")
+        # Short: the loss and the first metric of each evaluated weight set (the full line is in log.jsonl).
+        parts = [f"epoch {record['epoch']}", f"loss {record['train_loss']:.3f}"]
+        for key in ("avg", "online"):
+            if record.get(key):
+                name, value = next(iter(record[key].items()))
+                parts.append(f"{key} {name} {value:.4g}")
+        self.bars.update(self.task_id, completed=record["epoch"] * self.steps_per_epoch, metrics=", ".join(parts))
 
     def end(self, result):
         status = result["status"]

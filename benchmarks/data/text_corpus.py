@@ -165,7 +165,8 @@ class TokenWindows(Dataset):
     def __init__(self, ids: np.ndarray, block_size: int, max_windows: Optional[int] = None):
         if len(ids) < block_size:
             raise ValueError(f"text has {len(ids)} tokens, fewer than one block of {block_size}")
-        self.ids = torch.from_numpy(np.ascontiguousarray(ids))
+        # int32 storage halves the memory of big corpora (WikiText-103: 0.5G tokens); items are int64.
+        self.ids = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int32))
         self.block_size = block_size
         count = len(ids) // block_size
         self.count = count if max_windows is None else min(count, max_windows)
@@ -176,7 +177,7 @@ class TokenWindows(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         if not 0 <= i < self.count:
             raise IndexError(i)
-        return self.ids[i * self.block_size : (i + 1) * self.block_size]
+        return self.ids[i * self.block_size : (i + 1) * self.block_size].long()
 
 
 def bits_per_character(mean_nll_nats: float, num_tokens: int, num_chars: int) -> float:

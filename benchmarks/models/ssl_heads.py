@@ -1,7 +1,7 @@
 """Self-supervised learners around any backbone: BYOL, MoCo v3 and SimSiam (projector/predictor heads and losses).
 
     model = SSLModel(backbone, feature_dim=512, algorithm="byol")
-    loss = model.loss(view1, view2)          # online network learns; the teacher gets no gradient
+    loss = model(view1, view2)               # online network learns; the teacher gets no gradient
     momentum_update(model, m)                # teacher <- m * teacher + (1 - m) * online  (BYOL, MoCo v3)
 
 `model.online` (backbone + projector + predictor) is what the optimizer trains and what a weight-averaging method
@@ -113,8 +113,12 @@ class SSLModel(nn.Module):
         self.online = OnlineNetwork(backbone, projector, predictor)
         self.teacher: Optional[TeacherNetwork] = TeacherNetwork(self.online) if algorithm != "simsiam" else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.online.backbone(x)
+    def forward(self, view1: torch.Tensor, view2: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Backbone features of `view1`; with two views, the training loss (through forward, so DDP and
+        torch.compile wrappers see it)."""
+        if view2 is None:
+            return self.online.backbone(view1)
+        return self.loss(view1, view2)
 
     def loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """The symmetrised loss of the two augmented views (each view through each branch separately, per-view BN)."""

@@ -1,10 +1,10 @@
 """A small DDPM U-Net (the architecture family of Ho et al. 2020, sized down): predicts the noise eps(x_t, t).
 
 Residual blocks (GroupNorm, SiLU, 3x3 convs) with the timestep's sinusoidal embedding added in each block, a
-self-attention block at the lowest resolutions, strided-conv downsampling and nearest-neighbour upsampling,
-skip connections from every encoder block to the decoder. `base_channels` and `channel_mults` set the size:
-(32, (1, 2, 2)) is ~1.8M parameters for CPU runs; (128, (1, 2, 2, 2)) with dropout 0.1 is DDPM's CIFAR-10
-model.
+self-attention block at the chosen levels and in the middle, strided-conv downsampling and nearest-neighbour
+upsampling, skip connections from every encoder block to the decoder. The sizes used (benchmarks/tasks/
+generation.py::UNETS): 16 or 32 base channels with (1, 2, 2) = 0.28M / 1.1M parameters for CPU runs; 128 base
+channels, (1, 2, 2, 2), two blocks per level, attention at 16x16 = DDPM's 35.7M CIFAR-10 network.
 """
 
 from __future__ import annotations

@@ -129,15 +129,29 @@ def _cut(dataset: Dataset, cap: Optional[int]) -> Dataset:
     return dataset if keep is None else torch.utils.data.Subset(dataset, keep.tolist())
 
 
+def _take(images: np.ndarray, labels: Optional[np.ndarray], cap: Optional[int]):
+    keep = _subset_index(len(images), cap)
+    if keep is None:
+        return images, labels
+    return images[keep], labels[keep] if labels is not None else None
+
+
 def _arrays(cfg: Config, split: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Images as stored ([N, H, W, C] uint8, or [N, 28, 28] for Fashion-MNIST: see `_as_rgb`) and labels."""
     from benchmarks.data import cifar, fashion_mnist, stl10
 
     if cfg.dataset == "fashion_mnist":
-        x, y = fashion_mnist.load_fashion_mnist(split, cfg.data_root)
-        return fashion_mnist.to_rgb32(x), y
+        return fashion_mnist.load_fashion_mnist(split, cfg.data_root)
     if cfg.dataset == "stl10":
         return stl10.load_stl10(split, cfg.data_root)
     return cifar.load_cifar(cfg.dataset, split, cfg.data_root)
+
+
+def _as_rgb(cfg: Config, images: np.ndarray) -> np.ndarray:
+    """Fashion-MNIST is padded to 32x32 RGB after subsetting (converting all 60k first would cost 184 MB)."""
+    from benchmarks.data import fashion_mnist
+
+    return fashion_mnist.to_rgb32(images) if cfg.dataset == "fashion_mnist" else images
 
 
 def build_datasets(cfg: Config) -> tuple[Dataset, Dataset, Dataset, int]:
@@ -154,13 +168,14 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset, Dataset, int]:
         return (_cut(DropLabels(train), cfg.max_train_samples), _cut(train, cfg.probe_train_samples),
                 _cut(test, cfg.max_eval_samples), len(train.classes))
     train_x, train_y = _arrays(cfg, "train")
-    test_x, test_y = _arrays(cfg, "test")
     pretrain_x = train_x
     if cfg.dataset == "stl10":  # STL-10 pre-trains on the 100k unlabelled images plus the 5k labelled ones
         pretrain_x = np.concatenate([_arrays(cfg, "unlabeled")[0], train_x])
-    pretrain = _cut(Images(pretrain_x), cfg.max_train_samples)
-    probe_train = _cut(Labelled(train_x, train_y), cfg.probe_train_samples)
-    test = _cut(Labelled(test_x, test_y), cfg.max_eval_samples)
+    pretrain = Images(_as_rgb(cfg, _take(pretrain_x, None, cfg.max_train_samples)[0]))
+    probe_x, probe_y = _take(train_x, train_y, cfg.probe_train_samples)
+    test_x, test_y = _take(*_arrays(cfg, "test"), cfg.max_eval_samples)
+    probe_train = Labelled(_as_rgb(cfg, probe_x), probe_y)
+    test = Labelled(_as_rgb(cfg, test_x), test_y)
     return pretrain, probe_train, test, DATASETS[cfg.dataset][0]
 
 
@@ -258,7 +273,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     def train_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         x = batch.float() / 255.0
         v1, v2 = ((augment(x, v) - mean_t) / std_t for v in views)
-        return model.loss(v1, v2)
+        return model(v1, v2)  # SSLModel.forward with two views = the loss (works through DDP wrappers)
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255.0

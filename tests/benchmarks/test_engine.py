@@ -122,3 +122,25 @@ def test_batch_helpers():
     assert engine.batch_size_of(batch) == 5 and engine.batch_size_of((torch.zeros(()), torch.ones(3))) == 3
     moved = engine.to_device(batch, torch.device("cpu"))
     assert moved["name"] == "a" and torch.equal(moved["meta"][0], batch["meta"][0])
+
+
+def test_grad_clip_bounds_every_update(tmp_path):
+    # SGD without momentum or weight decay: each step moves the weights by lr * clipped gradient, so one epoch of
+    # 8 steps moves no parameter by more than 8 * lr * clip.
+    cfg, run_dir = smoke(tmp_path, "baseline", "trainer.grad_clip=1e-3", "optim.momentum=0", "optim.weight_decay=0",
+                         "optim.schedule=constant")
+    trainer = engine.Trainer(cfg, run_dir)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_epoch()
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(trainer.model.parameters(), before))
+    assert 0 < moved <= 8 * 0.05 * 1e-3 * (1 + 1e-5)
+
+
+@pytest.mark.slow
+def test_wandb_offline_logs_locally_and_keeps_its_run_id(tmp_path):
+    cfg, run_dir = compose_run("classification", "ema", "smoke", 0, str(tmp_path),
+                               ["logger.wandb.mode=offline", "trainer.num_threads=1"])
+    engine.run(cfg, run_dir)
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and offline_runs[0].name.endswith(run_id)

@@ -58,9 +58,10 @@ def _train(model: nn.Module, opt: torch.optim.Optimizer, avg: Any, lo: int, hi: 
     """Optimizer steps lo..hi-1 on data fixed by the step index; update() after each; an epoch every 3 steps."""
     model.train()
     for i in range(lo, hi):
-        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(i)).to(device)
+        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(i))
+        x = x.to(device=device, dtype=next(model.parameters()).dtype)
         opt.zero_grad()
-        model(x).pow(2).mean().backward()
+        model(x).float().pow(2).mean().backward()
         opt.step()
         avg.update()
         if i % epoch_every == epoch_every - 1:
