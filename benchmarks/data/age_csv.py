@@ -44,7 +44,8 @@ def find_csv(dataset: str, data_root: Optional[str], csv_name: Optional[str] = N
     """The dataset's CSV under `data_root`, or the missing-dataset error saying what to put where."""
     name = csv_name or CSV_NAMES.get(dataset)
     if name is None:
-        raise ValueError(f"dataset={dataset!r} has no known CSV name; pass csv_name (known: {', '.join(CSV_NAMES)})")
+        known = ", ".join(CSV_NAMES)
+        raise ValueError(f"dataset={dataset!r} has no known CSV file; set task.csv_name (known datasets: {known})")
     root = Path(data_root).expanduser() if data_root else None
     if root is not None and (root / name).is_file():
         return root / name

@@ -98,7 +98,9 @@ def _to_frames(sequence: np.ndarray, n_input: int) -> tuple[torch.Tensor, torch.
 class MovingDigits(Dataset):
     """Training stream: `length` sequences per epoch, each freshly generated from `images` on access."""
 
-    def __init__(self, images: np.ndarray, length: int, n_input: int = 10, n_output: int = 10, num_digits: int = 2):
+    def __init__(
+        self, images: np.ndarray, length: int, n_input: int = 10, n_output: int = 10, num_digits: int = 2
+    ):
         if len(images) == 0:
             raise ValueError("MovingDigits needs at least one source image")
         self.images, self.length = images, length
@@ -108,7 +110,7 @@ class MovingDigits(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # Seeded from torch's generator (seeded by the engine, per worker by the DataLoader): fresh and reproducible.
+        # Seeded from torch's generator (seeded by the engine, per worker by the DataLoader): fresh, reproducible.
         seed = int(torch.randint(0, 2**62, ()).item())
         sequence = make_sequence(np.random.default_rng(seed), self.images, self.n_frames, self.num_digits)
         return _to_frames(sequence, self.n_input)

@@ -101,7 +101,8 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict):
             self.epoch_start = time.perf_counter()
 
         def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-            self.loss_sum += float(outputs["loss"])
+            loss = outputs["loss"]
+            self.loss_sum += float(loss.detach() if torch.is_tensor(loss) else loss)
             self.steps += 1
             self.samples += len(data_batch["inputs"])
 

@@ -126,7 +126,8 @@ def shot_mae(pred: np.ndarray, age: np.ndarray, train_ages: np.ndarray) -> dict[
     ages, counts = np.unique(np.floor(train_ages).astype(int), return_counts=True)
     count_of = dict(zip(ages.tolist(), counts.tolist()))
     shots = np.array([count_of.get(int(a), 0) for a in np.floor(age)])
-    groups = {"many": shots > MANY_SHOT, "medium": (shots >= FEW_SHOT) & (shots <= MANY_SHOT), "few": shots < FEW_SHOT}
+    groups = {
+        "many": shots > MANY_SHOT, "medium": (shots >= FEW_SHOT) & (shots <= MANY_SHOT), "few": shots < FEW_SHOT}
     return {f"mae_{name}": float(error[mask].mean()) for name, mask in groups.items() if mask.any()}
 
 
@@ -146,8 +147,9 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     else:
         train_set, eval_set, train_targets = _rcf_sets(cfg, ctx)
     resize = not is_age and size != 32
-    center, scale = (float(train_targets.mean()), float(train_targets.std())) if cfg.standardize_target else (0.0, 1.0)
-    scale = scale or 1.0
+    center, scale = 0.0, 1.0
+    if cfg.standardize_target:
+        center, scale = float(train_targets.mean()), float(train_targets.std()) or 1.0
     model = build_model(cfg, 1, size).to(ctx.device)
     loss_fn = F.l1_loss if cfg.loss == "l1" else F.mse_loss
 

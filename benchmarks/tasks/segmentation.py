@@ -1,4 +1,5 @@
-"""Semantic segmentation (`task=segmentation`): torchvision LRASPP / DeepLabV3 / FCN, trained from scratch.
+"""Semantic segmentation (`task=segmentation`): torchvision LRASPP / DeepLabV3 / FCN, or a timm backbone with a
+light FPN head (`fpn_<timm name>`, benchmarks/models/fpn_segmenter.py), all trained from scratch.
 
 Datasets (one reader, `benchmarks.data.segmentation_pairs`):
 
@@ -35,13 +36,14 @@ MODELS = {
     "fcn_resnet50": "fcn_resnet50",
     "fcn_resnet101": "fcn_resnet101",
 }
+FPN_PREFIX = "fpn_"  # fpn_<timm model>, e.g. fpn_resnet18: a timm backbone + benchmarks.models.FPNSegmenter
 
 
 @dataclass
 class Config(TaskConfig):
     name: str = "segmentation"
     dataset: str = "procedural_coco"  # procedural_coco (offline, generated) | ade20k (task.data_root)
-    model: str = "lraspp_mobilenet_v3_large"  # one of MODELS (torchvision, random init: nothing downloads)
+    model: str = "fpn_resnet18"  # one of MODELS (torchvision) or fpn_<timm name>; random init, nothing downloads
     batch_size: int = 16
     eval_batch_size: int = 32
     ema_decay: float = 0.999  # the paper's decay for CNNs
@@ -53,10 +55,19 @@ class Config(TaskConfig):
     data_seed: int = 0  # procedural_coco: seed of the scenes, fixed: every run and method sees the same data
 
 
+def check_model(name: str) -> None:
+    if name not in MODELS and not name.startswith(FPN_PREFIX):
+        raise ValueError(f"unknown segmentation model {name!r}; allowed: {', '.join(MODELS)}, "
+                         f"or {FPN_PREFIX}<timm model name> (e.g. fpn_resnet18)")
+
+
 def build_model(name: str, num_classes: int) -> nn.Module:
-    """A randomly initialised torchvision segmentation model (no pretrained weights, no auxiliary head)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown segmentation model {name!r}; allowed: {', '.join(MODELS)}")
+    """A randomly initialised segmentation model (no pretrained weights, no auxiliary head)."""
+    check_model(name)
+    if name.startswith(FPN_PREFIX):
+        from benchmarks.models.fpn_segmenter import FPNSegmenter
+
+        return FPNSegmenter(name[len(FPN_PREFIX) :], num_classes)
     from torchvision.models import segmentation
 
     builder = getattr(segmentation, MODELS[name])
@@ -125,8 +136,7 @@ def make_evaluator(val_set: SegmentationPairs, num_classes: int, batch_size: int
 
 
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
-    if cfg.model not in MODELS:
-        raise ValueError(f"unknown segmentation model {cfg.model!r}; allowed: {', '.join(MODELS)}")
+    check_model(cfg.model)
     train_set, val_set, num_classes, dataset_name = build_datasets(cfg, ctx)
     model = build_model(cfg.model, num_classes)
 

@@ -62,9 +62,10 @@ class Config(TaskConfig):
     teacher_momentum: Optional[float] = None  # teacher momentum at step 0; null = 0.996 BYOL, 0.99 MoCo v3
     teacher_schedule: str = "cosine"  # cosine (to 1 at the end of training) | constant
     teacher_switch: bool = False  # a WA switch also copies the online network into the teacher (openmixup)
-    total_epochs: Optional[int] = None  # run length for the cosine teacher schedule (task yaml: ${trainer.epochs});
-    #                                     null = constant momentum
-    max_steps_per_epoch: Optional[int] = None  # the engine's cap, for the same schedule (${trainer.max_steps_per_epoch})
+    total_epochs: Optional[int] = None  # run length for the cosine teacher schedule (the task yaml sets
+    #                                     ${trainer.epochs}); null = constant momentum
+    max_steps_per_epoch: Optional[int] = None  # the engine's step cap, for the same schedule
+    #                                            (the task yaml sets ${trainer.max_steps_per_epoch})
     image_size: Optional[int] = None  # side of the training crops; null = the dataset's native size
     min_crop_scale: float = 0.2  # random-resized-crop minimum area (0.2 CIFAR recipes, 0.08 ImageNet)
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for timm ResNet/ConvNeXt; null = when image size <= 64
@@ -240,8 +241,8 @@ def _backbone_and_dim(cfg: Config, image_size: int) -> tuple[nn.Module, int]:
     return net, dim
 
 
-def _steps_per_epoch(cfg: Config, n_train: int) -> int:
-    steps = n_train // cfg.batch_size  # the engine drops the last incomplete batch
+def _steps_per_epoch(cfg: Config, n_train: int, world_size: int) -> int:
+    steps = n_train // world_size // cfg.batch_size  # per process; the engine drops the last incomplete batch
     return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
 
 
@@ -253,9 +254,11 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     if cfg.dataset not in DATASETS:
         raise ValueError(f"task.dataset={cfg.dataset!r} is not allowed; choose one of: {', '.join(DATASETS)}")
     if cfg.algorithm not in ALGORITHMS:
-        raise ValueError(f"task.algorithm={cfg.algorithm!r} is not allowed; choose one of: {', '.join(ALGORITHMS)}")
+        raise ValueError(
+            f"task.algorithm={cfg.algorithm!r} is not allowed; choose one of: {', '.join(ALGORITHMS)}")
     if cfg.teacher_schedule not in ("cosine", "constant"):
-        raise ValueError(f"task.teacher_schedule={cfg.teacher_schedule!r} is not allowed; choose cosine or constant")
+        raise ValueError(
+            f"task.teacher_schedule={cfg.teacher_schedule!r} is not allowed; choose one of: cosine, constant")
     if cfg.teacher_switch and cfg.algorithm == "simsiam":
         raise ValueError("task.teacher_switch=true needs a teacher; SimSiam has none (use byol or mocov3)")
     _, native, mean, std = DATASETS[cfg.dataset]
@@ -303,8 +306,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
 
     after_step = on_switch = None
     if model.teacher is not None:
-        base = cfg.teacher_momentum if cfg.teacher_momentum is not None else ssl_heads.DEFAULT_MOMENTUM[cfg.algorithm]
-        total = cfg.total_epochs * _steps_per_epoch(cfg, len(pretrain)) if cfg.total_epochs else 0
+        base = ssl_heads.DEFAULT_MOMENTUM[cfg.algorithm] if cfg.teacher_momentum is None else cfg.teacher_momentum
+        total = cfg.total_epochs * _steps_per_epoch(cfg, len(pretrain), ctx.world_size) if cfg.total_epochs else 0
         cosine = cfg.teacher_schedule == "cosine" and total > 0
 
         def after_step(step: int) -> None:
@@ -316,11 +319,11 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
             def on_switch() -> None:
                 ssl_heads.copy_online_to_teacher(model)
 
-    notes = ["k-NN and linear probe on frozen features, no augmentation; linear probe = L-BFGS logistic regression"]
+    notes = [f"{cfg.algorithm}; k-NN and linear probe (L-BFGS logistic regression) on frozen features"]
     if cfg.dataset == "fashion_mnist":
-        notes.append("Fashion-MNIST stands in for CIFAR offline: pre-trained without labels, labels only for probes")
-    notes.append("WA method averages the online network; the teacher keeps its own momentum schedule"
-                 + ("; a WA switch also copies online -> teacher (openmixup variant)" if cfg.teacher_switch else ""))
+        notes.append("Fashion-MNIST stands in for CIFAR offline: pre-trained without labels; labels only for probes")
+    teacher = "a WA switch also copies online -> teacher (openmixup)" if cfg.teacher_switch else "switches skip it"
+    notes.append(f"the WA method averages the online network; the teacher keeps its momentum schedule; {teacher}")
     for label, cap, data in (("pre-training", cfg.max_train_samples, pretrain),
                              ("probe training", cfg.probe_train_samples, probe_train),
                              ("test", cfg.max_eval_samples, test)):

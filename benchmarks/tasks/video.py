@@ -105,7 +105,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
             pred = model(inputs).float()
             with torch.autocast(ctx.device.type, enabled=False):
                 mse, mae = frame_errors(pred, targets)
-                values = {"mse": mse, "mae": mae, "ssim": frame_ssim(pred, targets), "psnr": frame_psnr(pred, targets)}
+                ssim, psnr = frame_ssim(pred, targets), frame_psnr(pred, targets)
+            values = {"mse": mse, "mae": mae, "ssim": ssim, "psnr": psnr}
             for key, value in values.items():
                 sums[key] += value.double().sum().item()
         return {key: total / len(test_set) for key, total in sums.items()}

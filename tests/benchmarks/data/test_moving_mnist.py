@@ -79,7 +79,8 @@ def _write_idx_images(path, images):
 def test_root_with_official_layout_is_read_and_transposed(tmp_path):
     folder = tmp_path / "moving_mnist"
     folder.mkdir()
-    _write_idx_images(folder / "train-images-idx3-ubyte.gz", np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28))
+    digits = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    _write_idx_images(folder / "train-images-idx3-ubyte.gz", digits)
     official = np.zeros((20, 4, 64, 64), dtype=np.uint8)  # the official file is [T, N, H, W]
     official[5, 2, 10, 11] = 99  # frame 5 of sequence 2
     np.save(folder / "mnist_test_seq.npy", official)

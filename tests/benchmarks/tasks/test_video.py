@@ -39,8 +39,9 @@ def test_ssim_is_one_for_identical_frames_and_matches_scikit_image():
     true = torch.rand(1, 1, 1, 32, 32, generator=g)
     pred = (true + 0.1 * torch.randn(1, 1, 1, 32, 32, generator=g)).clamp(0, 1)
     assert video.frame_ssim(true, true).item() == pytest.approx(1.0)
-    reference = structural_similarity(pred[0, 0, 0].numpy().astype(np.float64), true[0, 0, 0].numpy().astype(np.float64),
-                                      data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    a, b = (t[0, 0, 0].numpy().astype(np.float64) for t in (pred, true))
+    reference = structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
     assert video.frame_ssim(pred, true).item() == pytest.approx(reference, abs=2e-3)
 
 
