@@ -14,6 +14,10 @@ Rerunning the same command in the same run directory:
 * result.json says "failed" -> the run starts over;
 * the directory holds a run with a different config -> error (listing the differences), nothing is overwritten.
 
+Notes for task authors: under torchrun, `train_loss` receives the DistributedDataParallel-wrapped model (call it,
+do not reach into its submodules for the forward pass), while `evaluate`/`final_evaluate` get the plain model and
+run on rank 0 only. Batches are moved to the device by the engine (tensors nested in tuples, lists, dicts).
+
 Per epoch: train, `averager.epoch_end()` (SEMA switches here), evaluate the online weights, evaluate the averaged
 weights inside `averager.swapped()` (skipped, reusing the online numbers, only when a switch just made the model
 and the average identical, checked tensor by tensor), append to `history`, write result.json, log, checkpoint.

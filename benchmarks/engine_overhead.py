@@ -35,13 +35,14 @@ def hand_written_epoch(model, loss_fn, loader, optimizer, scheduler, averager, s
         averager.update()
 
 
-def measure(method: str, steps: int, reps: int, overrides: Sequence[str]) -> dict[str, float]:
+def measure(method: str, steps: int, reps: int, overrides: Sequence[str] = (), profile: str = "quick") -> dict[str, float]:
+    """Median per-step times of the engine's `train_epoch` and of the hand-written loop, and the overhead ratio."""
     from benchmarks import engine
     from benchmarks.methods import build_averager
     from benchmarks.suite import compose_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, run_dir = compose_run("classification", method, "quick", 0, tmp,
+        cfg, run_dir = compose_run("classification", method, profile, 0, tmp,
                                    ["logger.wandb.mode=disabled", f"trainer.max_steps_per_epoch={steps}",
                                     "trainer.epochs=1000", *overrides])
         trainer = engine.Trainer(cfg, run_dir)
@@ -76,9 +77,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--method", default="sema", help="method config to average with (default: sema)")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per repetition (default: 40)")
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions of each loop (default: 7)")
+    parser.add_argument("--profile", default="quick", help="scale of the classification task (default: quick)")
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. trainer.num_threads=2")
     args = parser.parse_args(argv)
-    r = measure(args.method, args.steps, args.reps, args.overrides)
+    r = measure(args.method, args.steps, args.reps, args.overrides, args.profile)
     print(f"engine training step : {r['engine_ms_per_step']:8.3f} ms")
     print(f"hand-written loop    : {r['hand_ms_per_step']:8.3f} ms")
     print(f"engine overhead      : {100 * r['overhead']:+7.2f} %   (target: <= +5 %; median of {args.reps} "

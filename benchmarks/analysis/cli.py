@@ -169,19 +169,19 @@ def _plot_interpolation(run_dir: Path, name: str, curve: dict, labels: tuple[str
     return [str(path.relative_to(run_dir)) for path in paths]
 
 
-def _plot_landscapes(run_dir: Path, solutions: dict) -> list[str]:
+def _plot_landscapes(run_dir: Path, solutions: dict, title: str) -> list[str]:
     from benchmarks.analysis.landscape import plot_curves, plot_surface
 
     paths = [plot_curves(
         run_dir / PLOT_DIR / "landscape_1d.png",
         {name: (out["landscape_1d"]["coord"], out["landscape_1d"]["loss"]) for name, out in solutions.items()},
-        "step along a filter-normalised random direction", "train loss", run_dir.name,
+        "step along a filter-normalised random direction", "train loss", title,
     )]
     for name, out in solutions.items():
         if "landscape_2d" in out:
             surface = out["landscape_2d"]
             paths.append(plot_surface(run_dir / PLOT_DIR / f"landscape_2d_{name}.png", surface["coord"],
-                                      surface["loss"], f"{run_dir.name}: {name}"))
+                                      surface["loss"], f"{title}: {name}"))
     return [str(path.relative_to(run_dir)) for path in paths]
 
 
@@ -205,7 +205,7 @@ def analyse_run(run_dir: Path, settings: AnalysisSettings, run=None) -> dict:
         "online": solutions["online"],
         "average": solutions.get("average"),
         "interpolation": {},
-        "plots": _plot_landscapes(run_dir, solutions),
+        "plots": _plot_landscapes(run_dir, solutions, f"{run.task}/{run.method}/seed{run.seed}"),
     }
     if run.average is not None:
         curve = _interpolate(run, run.online, run.average, settings)

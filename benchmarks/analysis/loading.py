@@ -127,13 +127,18 @@ class LoadedRun:
         return value
 
 
-def read_config(run_dir: Path):
-    """The run's config from .hydra/config.yaml, with interpolations resolved where they can be."""
+def read_config(run_dir: Path, result: Optional[dict] = None):
+    """The run's config: .hydra/config.yaml (interpolations resolved where they can be), else result.json's
+    resolved "config" (runs made in process by `benchmarks.engine.run`, which Hydra did not launch)."""
     from omegaconf import OmegaConf
 
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; sema-analyze needs the run's Hydra config to rebuild the task")
+        if result and isinstance(result.get("config"), dict) and "task" in result["config"]:
+            return OmegaConf.create(result["config"])
+        raise FileNotFoundError(
+            f"{path} is missing and result.json has no config; sema-analyze needs the run's config to rebuild the task"
+        )
     config = OmegaConf.load(path)
     try:
         return OmegaConf.create(OmegaConf.to_container(config, resolve=True))
@@ -213,7 +218,7 @@ def load_run(
     online_path = run_dir / ONLINE_WEIGHTS
     if not online_path.is_file():
         raise FileNotFoundError(f"{online_path} is missing (status {result.get('status')!r}); nothing to analyse")
-    config = read_config(run_dir)
+    config = read_config(run_dir, result)
     task_module, task_cfg = task_config(config)
     torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                 "cpu" if device == "auto" else device)

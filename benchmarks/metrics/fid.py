@@ -5,7 +5,8 @@
 * Standard FID: the TF-ported Inception-v3 "pt_inception-2015-12-05" (2048-d pool features) through
   torchmetrics, which needs the `torch-fidelity` package and the weights file on disk (nothing is ever
   downloaded). Put `weights-inception-2015-12-05-6726825d.pth` (torch-fidelity's release asset) anywhere and
-  set `task.inception_weights=/path/to/it` or `$SEMA_INCEPTION_WEIGHTS`; `pip install torch-fidelity`.
+  set `task.inception_weights=/path/to/it` or `$SEMA_INCEPTION_WEIGHTS`, or leave it in torch hub's cache
+  (`$TORCH_HOME/hub/checkpoints/`, default ~/.cache/torch/hub/checkpoints/); `pip install torch-fidelity`.
 * Proxy FID (offline default): the same distance on the penultimate features of a small CNN classifier that
   the project trains on the same dataset's training labels (`ProxyFeatures`, trained once, deterministically,
   and cached). Its numbers rank models on that data but are NOT comparable with published FIDs; results label
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -158,13 +160,18 @@ def proxy_features(net: ProxyFeatures, images: torch.Tensor, batch_size: int = 5
 
 # ---------------------------------------------------------------------------------------------- Inception FID
 def inception_weights_path(configured: Optional[str]) -> Optional[Path]:
-    """The Inception weights file to use (config, then $SEMA_INCEPTION_WEIGHTS), or None for the proxy.
+    """The Inception weights file for standard FID, or None for the proxy.
 
-    A path that is configured but absent is an error, so a run never silently falls back to the proxy.
+    Looked up in: `configured` (task.inception_weights), $SEMA_INCEPTION_WEIGHTS, then torch hub's cache
+    (`$TORCH_HOME/hub/checkpoints/`, where torch-fidelity itself keeps the file). A path that is configured but
+    absent, or configured without torch-fidelity installed, is an error: a run never silently falls back to
+    the proxy, and it fails before training rather than after.
     """
+    fidelity = importlib.util.find_spec("torch_fidelity") is not None
     value = configured or os.environ.get(INCEPTION_ENV)
     if not value:
-        return None
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+        return cached if cached.is_file() and fidelity else None
     path = Path(value).expanduser()
     if path.is_dir():
         path = path / INCEPTION_FILE
@@ -173,6 +180,8 @@ def inception_weights_path(configured: Optional[str]) -> Optional[Path]:
             f"Inception weights not found at {path}. Put torch-fidelity's {INCEPTION_FILE} "
             f"there, or unset task.inception_weights / ${INCEPTION_ENV} to use the proxy FID"
         )
+    if not fidelity:
+        raise ImportError(f"standard FID with {path} needs torch-fidelity: pip install torch-fidelity")
     return path
 
 

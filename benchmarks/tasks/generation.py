@@ -170,6 +170,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     val_x0 = test_images[:n_val]
     val_t = torch.randint(0, cfg.timesteps, (n_val,), generator=noise_gen)
     val_noise = torch.randn(val_x0.shape, generator=noise_gen)
+    n_real = len(test_images) if cfg.fid_real_samples is None else min(cfg.fid_real_samples, len(test_images))
 
     def train_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return diffusion.loss(model, batch)
@@ -214,7 +215,6 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
             for k in range(0, len(order), cfg.batch_size)
         ]
 
-    n_real = len(test_images) if cfg.fid_real_samples is None else min(cfg.fid_real_samples, len(test_images))
     sampler = (
         f"DDPM ancestral, {cfg.timesteps} steps"
         if cfg.sample_steps in (None, cfg.timesteps)
@@ -238,8 +238,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
                 "FID with the standard Inception network"
                 if inception is not None
                 else "proxy_fid: Frechet distance on a project-trained small classifier's features, "
-                "NOT comparable "
-                "with published FID"
+                "NOT comparable with published FID"
             )
             + f"; {cfg.fid_samples} samples ({sampler}, seed {cfg.sample_seed}) vs {n_real} test images",
         ],

@@ -38,10 +38,11 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
 
 
-def test_loading_refuses_arbitrary_objects(tmp_path):
-    class Payload:
-        pass
+class Payload:
+    """Any class: unpickling it would run import machinery chosen by the file's author."""
 
+
+def test_loading_refuses_arbitrary_objects(tmp_path):
     torch.save({"x": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_checkpoint(tmp_path / "evil.pt")

@@ -62,10 +62,10 @@ def test_a_bad_name_exits_with_the_allowed_choices(tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     # Full digits epochs (44 steps) so that an epoch takes long enough to be interrupted in the middle.
-    args = [*FAST, "method=sema", "trainer.epochs=5", "trainer.max_steps_per_epoch=null"]
+    args = [*FAST, "method=sema", "trainer.epochs=3", "trainer.max_steps_per_epoch=null"]
     sema_bench(*args, f"out_dir={tmp_path / 'straight'}")
     interrupted = tmp_path / "killed"
-    run_dir = interrupted / "smoke" / "classification" / "sema" / "seed0" / "trainer.epochs=5,trainer.max_steps_per_epoch=null"
+    run_dir = interrupted / "smoke" / "classification" / "sema" / "seed0" / "trainer.epochs=3,trainer.max_steps_per_epoch=null"
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cli", *args, f"out_dir={interrupted}"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -88,7 +88,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         wa, wb = load_file(straight_dir / "weights" / name), load_file(run_dir / "weights" / name)
         assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
     logged = (run_dir / "log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in logged] == [1, 2, 3, 4, 5]  # no epoch logged twice
+    assert [json.loads(line)["epoch"] for line in logged] == [1, 2, 3]  # no epoch logged twice
 
 
 @pytest.mark.slow

@@ -144,3 +144,10 @@ def test_wandb_offline_logs_locally_and_keeps_its_run_id(tmp_path):
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and offline_runs[0].name.endswith(run_id)
+
+
+def test_engine_overhead_script_runs():
+    from benchmarks.engine_overhead import measure
+
+    r = measure("sema", steps=2, reps=1, overrides=["trainer.num_threads=1"], profile="smoke")
+    assert r["engine_ms_per_step"] > 0 and r["hand_ms_per_step"] > 0

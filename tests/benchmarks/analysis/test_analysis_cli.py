@@ -1,8 +1,9 @@
-"""End to end: sema-analyze on tiny real run directories.
+"""End to end: sema-analyze on tiny real run directories made by the engine's smoke profile.
 
-The run directories are written by hand here, in the layout of docs/ARCHITECTURE.md ("Run directory layout"):
-the classification task on sklearn digits with the project's tiny CNN (BatchNorm included), trained for two
-short epochs with plain SGD (baseline), sema.EMA and sema.SEMA at the same seed.
+The classification task on sklearn digits with the project's tiny CNN (BatchNorm included), 2 epochs of 8 steps,
+for the baseline, EMA and SEMA at seed 0, run in process by `benchmarks.engine.run` exactly as `sema-bench` composes
+them. `.hydra/config.yaml` is written like the suite does, except for the EMA run, which checks the fallback on
+result.json's resolved config.
 """
 
 import json
@@ -15,53 +16,18 @@ from benchmarks.analysis.cli import main
 from benchmarks.analysis.hessian import mean_loss
 from benchmarks.analysis.loading import load_run
 
-TASK = {
-    "name": "classification", "dataset": "digits", "model": "tiny_cnn", "batch_size": 32, "eval_batch_size": 128,
-    "max_train_samples": 128, "max_eval_samples": 64, "augment": True,
-}
 
+def engine_run(root, method: str, seed: int = 0):
+    from benchmarks import engine
+    from benchmarks.suite import compose_run
 
-def write_run(root, method: str, seed: int = 0):
-    """Train briefly and write result.json, .hydra/config.yaml and weights/*.safetensors like the engine does."""
-    import sema
-    from safetensors.torch import save_file
-
-    from benchmarks.tasks import classification
-    from benchmarks.tasks.protocol import RunContext
-
-    run_dir = root / f"{method}_seed{seed}"
-    torch.manual_seed(seed)
-    setup = classification.setup(
-        classification.Config(**{k: v for k, v in TASK.items() if k != "name"}),
-        RunContext(device=torch.device("cpu"), seed=seed, out_dir=run_dir, cache_dir=root / "cache"),
-    )
-    model = setup.model
-    averager = {"baseline": None, "ema": lambda m: sema.EMA(m, decay=0.8),
-                "sema": lambda m: sema.SEMA(m, decay=0.8)}[method]
-    averager = averager(model) if averager else None
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = torch.utils.data.DataLoader(setup.train_set, batch_size=32, shuffle=True)
-    model.train()
-    for _ in range(2):
-        for batch in loader:
-            optimizer.zero_grad()
-            setup.train_loss(model, batch).backward()
-            optimizer.step()
-            if averager:
-                averager.update()
-        if averager:
-            averager.epoch_end()
-    (run_dir / "weights").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, run_dir / "weights/online.safetensors")
-    if averager:
-        average = averager.average.state_dict()
-        save_file({k: v.contiguous() for k, v in average.items()}, run_dir / "weights/average.safetensors")
-    config = {"task": TASK, "method": {"name": method}, "seed": seed, "profile": "smoke"}
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(OmegaConf.create(config), run_dir / ".hydra/config.yaml")
-    result = {"status": "completed", "task": "classification", "dataset": "digits", "model": "tiny_cnn",
-              "method": method, "seed": seed, "profile": "smoke", "headline": "top1"}
-    (run_dir / "result.json").write_text(json.dumps(result))
+    cfg, run_dir = compose_run("classification", method, "smoke", seed, str(root),
+                               ["logger.wandb.mode=disabled", "trainer.num_threads=1"])
+    engine.run(cfg, run_dir)
+    if method != "ema":
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    torch.set_num_threads(2)
     return run_dir
 
 
@@ -72,7 +38,7 @@ FAST = ["--num-batches", "2", "--power-iterations", "3", "--probes", "2", "--rho
 
 @pytest.mark.slow
 def test_sema_analyze_writes_analysis_json_for_a_sweep(tmp_path):
-    runs = {method: write_run(tmp_path, method) for method in ("baseline", "ema", "sema")}
+    runs = {method: engine_run(tmp_path, method) for method in ("baseline", "ema", "sema")}
     assert main([str(tmp_path), *FAST]) == 0
 
     ema = json.loads((runs["ema"] / "analysis.json").read_text())

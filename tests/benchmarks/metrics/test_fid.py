@@ -57,9 +57,24 @@ def test_proxy_training_is_deterministic_and_cached(tmp_path):
 
 def test_configured_but_missing_inception_weights_is_an_error_and_unset_means_proxy(tmp_path, monkeypatch):
     monkeypatch.delenv(fid.INCEPTION_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
     assert fid.inception_weights_path(None) is None
     with pytest.raises(FileNotFoundError, match=fid.INCEPTION_FILE):
         fid.inception_weights_path(str(tmp_path))
     monkeypatch.setenv(fid.INCEPTION_ENV, str(tmp_path / "nope.pth"))
     with pytest.raises(FileNotFoundError, match="unset"):
         fid.inception_weights_path(None)
+
+
+def test_configured_weights_without_torch_fidelity_fail_before_training(tmp_path, monkeypatch):
+    weights = tmp_path / fid.INCEPTION_FILE
+    weights.write_bytes(b"")
+    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)  # as on a machine without it
+    with pytest.raises(ImportError, match="pip install torch-fidelity"):
+        fid.inception_weights_path(str(weights))
+    # found in the hub cache but unusable without torch-fidelity: the proxy is used
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / fid.INCEPTION_FILE).write_bytes(b"")
+    monkeypatch.delenv(fid.INCEPTION_ENV, raising=False)
+    assert fid.inception_weights_path(None) is None

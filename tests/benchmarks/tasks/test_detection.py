@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from benchmarks import engine
-from benchmarks.data.coco import CocoInstances, coco2017_split, detection_collate, procedural_split
+from benchmarks.data.coco import coco2017_split, detection_collate, procedural_split
 from benchmarks.data.paths import MissingDataset
 from benchmarks.data.procedural_coco import decode_segmentation
 from benchmarks.suite import compose_run

@@ -65,6 +65,27 @@ def test_evaluation_uses_fixed_noise_so_methods_compare_on_the_same_terms(tmp_pa
     assert a == b and set(a) == {"proxy_fid"}
 
 
+def test_cifar10_layout_is_read_into_three_channel_images_in_unit_range(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (4, 3 * 32 * 32), dtype=np.uint8)
+        data[0] = 255  # one white image per file
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": [0, 1, 2, 3]}, f)
+    cfg = generation.Config(dataset="cifar10", data_root=str(tmp_path), model="unet-tiny")
+    train_set, test_images, proxy_data, name = generation.load_data(cfg)
+    assert name == "cifar10" and len(train_set) == 20 and test_images.shape == (4, 3, 32, 32)
+    assert test_images.min() >= -1 and test_images.max() <= 1 and torch.all(test_images[0] == 1)
+    images, labels, multilabel = proxy_data(8)
+    assert images.shape == (8, 3, 32, 32) and labels.tolist() == [0, 1, 2, 3] * 2 and multilabel is False
+
+
 def test_bad_choices_missing_datasets_and_missing_inception_weights_are_actionable(tmp_path):
     ctx = _ctx(tmp_path)
     with pytest.raises(ValueError, match="unet-ddpm"):

@@ -71,10 +71,21 @@ def test_evaluator_loss_is_the_mean_over_labelled_pixels(tmp_path):
     assert metrics["loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["fpn_resnet18", "lraspp_mobilenet_v3_large"])
+def test_models_give_logits_at_the_input_size(name):
+    torch.manual_seed(0)
+    model = segmentation.build_model(name, num_classes=5).eval()
+    with torch.no_grad():
+        logits = segmentation.logits_of(model, torch.randn(2, 3, 48, 48))
+    assert logits.shape == (2, 5, 48, 48) and torch.isfinite(logits).all()
+
+
 def test_bad_choices_and_missing_dataset_are_actionable(tmp_path):
     ctx = RunContext(device=torch.device("cpu"), seed=0, out_dir=tmp_path, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="lraspp_mobilenet_v3_large"):
+    with pytest.raises(ValueError, match="lraspp_mobilenet_v3_large.*fpn_<timm model name>"):
         segmentation.setup(segmentation.Config(model="unet"), ctx)
+    with pytest.raises(ValueError, match="not a timm model"):
+        segmentation.build_model("fpn_no_such_net", 5)
     with pytest.raises(ValueError, match="procedural_coco, ade20k"):
         segmentation.setup(segmentation.Config(dataset="cityscapes"), ctx)
     with pytest.raises(MissingDataset, match="ADEChallengeData2016"):
