@@ -438,10 +438,13 @@ def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
     previous = read_result(run_dir)
     if previous is None:
         return None
-    diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
+    checkpoint = run_dir / ckpt.CHECKPOINT_FILE
     if previous.get("status") == "failed":
-        (run_dir / ckpt.CHECKPOINT_FILE).unlink(missing_ok=True)  # redo a failed run from the start
+        checkpoint.unlink(missing_ok=True)  # redo a failed run from the start
         return None
+    if previous.get("status") == "running" and not checkpoint.exists():
+        return None  # interrupted before its first checkpoint: nothing to resume or to protect
+    diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
     if diffs:
         raise ConfigMismatch(
             f"{run_dir} already holds a {previous.get('status')} run with a different config:\n  "

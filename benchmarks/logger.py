@@ -51,6 +51,7 @@ class RunLogger:
                 project=wandb_cfg.project, entity=wandb_cfg.entity, mode=wandb_cfg.mode, group=wandb_cfg.group,
                 job_type=method, name=f"{method}-s{seed}", config=config, dir=str(self.run_dir), id=self.run_id,
                 resume="allow", reinit="finish_previous",
+                settings=wandb.Settings(silent=True),  # its banner would break the progress bars; files say it all
             )
 
     def restart(self, history: list[dict[str, Any]]) -> None:

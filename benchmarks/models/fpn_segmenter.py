@@ -21,7 +21,9 @@ class FPNSegmenter(nn.Module):
         if not timm.is_model(backbone):
             raise ValueError(f"{backbone!r} is not a timm model name (see timm.list_models())")
         # Random init: timm never downloads unless pretrained=True.
-        self.backbone = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=out_indices)
+        self.backbone = timm.create_model(
+            backbone, pretrained=False, features_only=True, out_indices=out_indices
+        )
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in self.backbone.feature_info.channels())
         self.head = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1, bias=False),

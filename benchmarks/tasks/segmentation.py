@@ -1,5 +1,5 @@
-"""Semantic segmentation (`task=segmentation`): torchvision LRASPP / DeepLabV3 / FCN, or a timm backbone with a
-light FPN head (`fpn_<timm name>`, benchmarks/models/fpn_segmenter.py), all trained from scratch.
+"""Semantic segmentation (`task=segmentation`): torchvision LRASPP / DeepLabV3 / FCN, or a timm backbone
+with a light FPN head (`fpn_<timm name>`, benchmarks/models/fpn_segmenter.py), all trained from scratch.
 
 Datasets (one reader, `benchmarks.data.segmentation_pairs`):
 
@@ -43,7 +43,7 @@ FPN_PREFIX = "fpn_"  # fpn_<timm model>, e.g. fpn_resnet18: a timm backbone + be
 class Config(TaskConfig):
     name: str = "segmentation"
     dataset: str = "procedural_coco"  # procedural_coco (offline, generated) | ade20k (task.data_root)
-    model: str = "fpn_resnet18"  # one of MODELS (torchvision) or fpn_<timm name>; random init, nothing downloads
+    model: str = "fpn_resnet18"  # one of MODELS (torchvision) or fpn_<timm name>; random init (no download)
     batch_size: int = 16
     eval_batch_size: int = 32
     ema_decay: float = 0.999  # the paper's decay for CNNs

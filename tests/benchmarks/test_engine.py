@@ -151,3 +151,10 @@ def test_engine_overhead_script_runs():
 
     r = measure("sema", steps=2, reps=1, overrides=["trainer.num_threads=1"], profile="smoke")
     assert r["engine_ms_per_step"] > 0 and r["hand_ms_per_step"] > 0
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_starts_over(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "baseline")
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps({"status": "running", "config": {"seed": 99}}))
+    assert engine.run(cfg, run_dir)["status"] == "completed"

@@ -12,7 +12,7 @@ from torch import nn
 from benchmarks import engine
 from benchmarks.config import MethodConfig
 from benchmarks.methods import averager_kwargs, build_averager
-from benchmarks.suite import compose_run
+from benchmarks.suite import CONFIG_DIR, compose_run
 
 
 def method(**fields) -> MethodConfig:
@@ -44,7 +44,7 @@ def test_no_switch_every_drops_switch_fields_and_warmup_none_drops_warmup_fields
 
 
 @pytest.mark.parametrize("name, cls", [("ema", sema.EMA), ("sema", sema.SEMA), ("swa", sema.SWA)])
-def test_yaml_methods_build_the_sema_classes(tmp_path, name, cls):
+def test_core_yaml_methods_build_the_sema_classes(tmp_path, name, cls):
     cfg, _ = compose_run("classification", name, "quick", 0, str(tmp_path))
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     averager = build_averager(cfg.method, model, steps_per_epoch=78)
@@ -99,3 +99,14 @@ def test_engine_trains_with_the_optimizer_a_method_wraps(tmp_path, monkeypatch):
     trainer.train_epoch()
     assert trainer.averager.steps == trainer.global_step == 8
     assert torch.is_tensor(next(iter(trainer.averager.average.state_dict().values())))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.joinpath("method").glob("*.yaml")))
+def test_every_method_config_builds_its_averager(tmp_path, name):
+    cfg, _ = compose_run("classification", name, "quick", 0, str(tmp_path))
+    averager = build_averager(cfg.method, nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), steps_per_epoch=78)
+    if cfg.method.averager is None:
+        assert averager is None
+    else:
+        assert type(averager) is sema.METHODS[cfg.method.averager]
+        assert isinstance(averager, sema.WeightAverager)

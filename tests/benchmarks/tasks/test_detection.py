@@ -144,6 +144,7 @@ def test_bad_config_values_are_refused(overrides, message):
         detection.check_config(detection.Config(**overrides))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["retinanet_resnet18_fpn", "fcos_resnet18_fpn", "fasterrcnn_resnet18_fpn",
                                    "maskrcnn_resnet18_fpn", "fasterrcnn_mobilenet_v3_fpn"])
 def test_every_architecture_trains_one_step_and_predicts(model, tmp_path):

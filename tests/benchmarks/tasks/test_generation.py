@@ -39,6 +39,7 @@ def _ctx(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_evaluation_uses_fixed_noise_so_methods_compare_on_the_same_terms(tmp_path):
     cfg = generation.Config(
         model="unet-tiny",
