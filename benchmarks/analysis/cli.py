@@ -195,8 +195,10 @@ def analyse_run(run_dir: Path, settings: AnalysisSettings, run=None) -> dict:
                        settings.cache_dir)
     load_time = time.perf_counter() - began
     solutions = {"online": analyse_weights(run, run.online, settings)}
+    # SEMA runs that end on a switch hold the same weights twice: measure them once.
+    same = run.average is not None and all(torch.equal(run.online[k], run.average[k]) for k in run.online)
     if run.average is not None:
-        solutions["average"] = analyse_weights(run, run.average, settings)
+        solutions["average"] = dict(solutions["online"]) if same else analyse_weights(run, run.average, settings)
     payload: dict[str, Any] = {
         "run_dir": str(run_dir),
         "task": run.task,
@@ -205,9 +207,13 @@ def analyse_run(run_dir: Path, settings: AnalysisSettings, run=None) -> dict:
         "online": solutions["online"],
         "average": solutions.get("average"),
         "interpolation": {},
+        "notes": [],
         "plots": _plot_landscapes(run_dir, solutions, f"{run.task}/{run.method}/seed{run.seed}"),
     }
-    if run.average is not None:
+    if same:
+        payload["notes"] = ["the averaged weights equal the online weights (the run ended on a switch): "
+                            "measured once, no online-average line"]
+    elif run.average is not None:
         curve = _interpolate(run, run.online, run.average, settings)
         curve.update({"from": "online", "to": "average"})
         payload["interpolation"]["online-average"] = curve

@@ -120,7 +120,7 @@ def train_proxy(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-    recalibrate_batchnorm(net, images[order[:2048]])
+    recalibrate_batchnorm(net, images[:2048])
     return net.eval()
 
 
@@ -135,11 +135,13 @@ def recalibrate_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int 
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average = the exact mean over the batches below
+    was_training = net.training
     net.train()
     for i in range(0, len(images), batch_size):
         net(images[i : i + batch_size])
     for m in norms:
         m.momentum = 0.1
+    net.train(was_training)
 
 
 

@@ -246,6 +246,7 @@ def run_mmdet(cfg: Any, run_dir: Path) -> dict:
     def train():
         import mmdet  # noqa: F401  (registers mmdet's modules)
         from mmdet.utils import register_all_modules
+        from mmengine.config import ConfigDict
         from mmengine.runner import Runner
 
         import sema.integrations.mmengine  # noqa: F401  (registers SwitchEMAHook)
@@ -290,7 +291,7 @@ def run_mmdet(cfg: Any, run_dir: Path) -> dict:
         sema_hook, lr_hook, recorder = common.make_hooks(cfg, steps_per_epoch, total_steps, result)
         num_classes = len(train_source["classes"]) if train_source["classes"] else 80
         runner = Runner(
-            model=model_cfg(task, num_classes),
+            model=ConfigDict(model_cfg(task, num_classes)),  # attribute access (cfg.min_bbox_size) needs it
             train_dataloader=train_dataloader, val_dataloader=val_dataloader, val_evaluator=val_evaluator,
             optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),
             default_scope="mmdet",

@@ -132,6 +132,7 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
 
     def train():
         import mmseg  # noqa: F401
+        from mmengine.config import ConfigDict
         from mmengine.runner import Runner
         from mmseg.utils import register_all_modules
 
@@ -178,7 +179,7 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
         sema_hook, lr_hook, recorder = common.make_hooks(cfg, steps_per_epoch, steps_per_epoch * cfg.trainer.epochs,
                                                          result)
         runner = Runner(
-            model=model_cfg(task, num_classes),
+            model=ConfigDict(model_cfg(task, num_classes)),  # attribute access (cfg.min_bbox_size) needs it
             train_dataloader=train_dataloader, val_dataloader=val_dataloader,
             val_evaluator=dict(type="ConfusionMetric", num_classes=num_classes),
             optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),

@@ -77,6 +77,13 @@ def test_sema_analyze_writes_analysis_json_for_a_sweep(tmp_path):
         for plot in payload["plots"]:
             assert (run_dir / plot).read_bytes()[:4] == b"\x89PNG"
 
+    # A SEMA run that ends on a switch holds the same weights twice: measured once, no online-average line.
+    sema_run = load_run(runs["sema"], num_batches=1)
+    ended_on_switch = all(torch.equal(sema_run.online[k], sema_run.average[k]) for k in sema_run.online)
+    sema = json.loads((runs["sema"] / "analysis.json").read_text())
+    assert ("online-average" not in sema["interpolation"]) == ended_on_switch
+    assert (sema["average"] == sema["online"]) == ended_on_switch
+
     # A second call skips analysed runs; --force redoes them.
     stamp = (runs["ema"] / "analysis.json").stat().st_mtime_ns
     assert main([str(runs["ema"]), *FAST]) == 0

@@ -93,3 +93,14 @@ def test_missing_corpus_says_what_is_accepted(tmp_path):
     (tmp_path / "notes.md").write_text("x")
     with pytest.raises(FileNotFoundError, match=".parquet"):
         load_local_corpus(str(tmp_path), "text", 0.1, 0.1, tmp_path / "hf")
+
+
+def test_parquet_corpus_is_read_through_datasets(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "corpus" / "part-0.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(10)], "id": list(range(10))}), path)
+    s = load_local_corpus(str(path.parent), "text", 0.2, 0.2, tmp_path / "hf")
+    assert s.train + s.val + s.test == "\n".join(f"row {i}" for i in range(10))

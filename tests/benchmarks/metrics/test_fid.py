@@ -78,3 +78,17 @@ def test_configured_weights_without_torch_fidelity_fail_before_training(tmp_path
     (tmp_path / "torch" / "hub" / "checkpoints" / fid.INCEPTION_FILE).write_bytes(b"")
     monkeypatch.delenv(fid.INCEPTION_ENV, raising=False)
     assert fid.inception_weights_path(None) is None
+
+
+def test_batchnorm_recalibration_stores_the_exact_mean_and_variance():
+    torch.manual_seed(0)
+    net = fid.ProxyFeatures(1, 3).eval()
+    images = torch.randn(96, 1, 8, 8)
+    fid.recalibrate_batchnorm(net, images, batch_size=32)  # three equal batches: mean of means = exact mean
+    with torch.no_grad():
+        first_conv = net.body[0](images)
+    bn = net.body[1]
+    assert torch.allclose(bn.running_mean, first_conv.mean((0, 2, 3)), atol=1e-5)
+    per_batch_var = torch.stack([first_conv[i : i + 32].var((0, 2, 3)) for i in (0, 32, 64)]).mean(0)
+    assert torch.allclose(bn.running_var, per_batch_var, atol=1e-5)  # BN keeps unbiased per-batch variances
+    assert bn.momentum == 0.1 and not net.training  # the previous (eval) mode is restored
