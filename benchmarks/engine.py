@@ -51,7 +51,9 @@ from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
 
 log = logging.getLogger(__name__)
-IGNORED_FOR_RESUME = ("logger", "out_dir")  # config keys that may change between a run and its rerun
+# Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
+# or loader workers, where the data lives): they are also left out of the run directory's name.
+IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers", "task.data_root")
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -429,8 +431,13 @@ def _base_result(cfg: DictConfig, config: dict) -> dict[str, Any]:
     }
 
 
-def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+def _comparable(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        where = f"{prefix}{key}"
+        if where not in IGNORED_FOR_RESUME:
+            out[key] = _comparable(value, f"{where}.") if isinstance(value, dict) else value
+    return out
 
 
 def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:

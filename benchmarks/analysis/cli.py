@@ -260,8 +260,6 @@ def analyse_pairs(run_dirs: list[Path], settings: AnalysisSettings, force: bool,
 
     done = 0
     for spec in settings.pairs:
-        if spec.count(":") != 1:
-            raise ValueError(f"pair {spec!r} is not allowed; write FROM_METHOD:TO_METHOD, e.g. ema:sema")
         first, second = spec.split(":")
         for by_method in groups.values():
             several = len(by_method.get(first, [])) * len(by_method.get(second, [])) > 1
@@ -339,6 +337,9 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
     if settings.grid < 2 or settings.interp_points < 2:
         raise ValueError("--grid and --interp-points must be >= 2")
+    for spec in settings.pairs:
+        if spec.count(":") != 1 or not all(spec.split(":")):
+            raise ValueError(f"--pairs entry {spec!r} is not allowed; write FROM_METHOD:TO_METHOD, e.g. ema:sema")
     if any(rho <= 0 for rho in settings.rhos):
         raise ValueError(f"--rho values must be > 0, got {list(settings.rhos)}")
     return settings

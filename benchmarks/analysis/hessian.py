@@ -127,8 +127,8 @@ def top_hessian_eigenvalue(
     """The Hessian eigenvalue of largest magnitude, by power iteration from a seeded Gaussian start.
 
     At a trained minimum the Hessian is (nearly) positive semi-definite, so this is the top eigenvalue, the usual
-    sharpness measure. Where a negative eigenvalue has the larger magnitude it is that one that is returned (negative),
-    which is the honest answer of power iteration.
+    sharpness measure. Where a negative eigenvalue has the larger magnitude, that one is returned (negative):
+    it is what power iteration converges to.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")

@@ -137,7 +137,8 @@ def read_config(run_dir: Path, result: Optional[dict] = None):
         if result and isinstance(result.get("config"), dict) and "task" in result["config"]:
             return OmegaConf.create(result["config"])
         raise FileNotFoundError(
-            f"{path} is missing and result.json has no config; sema-analyze needs the run's config to rebuild the task"
+            f"{path} is missing and result.json has no config; "
+            "sema-analyze needs the run's config to rebuild the task"
         )
     config = OmegaConf.load(path)
     try:

@@ -32,7 +32,8 @@ def engine_run(root, method: str, seed: int = 0):
 
 
 FAST = ["--num-batches", "2", "--power-iterations", "3", "--probes", "2", "--rho", "0.01", "0.1",
-        "--sharpness-steps", "2", "--grid", "3", "--interp-points", "3", "--interp-range", "0", "1", "--threads", "1",
+        "--sharpness-steps", "2", "--grid", "3", "--interp-points", "3", "--interp-range", "0", "1",
+        "--threads", "1",
         "--pairs", "baseline:ema", "ema:sema"]
 
 
@@ -93,7 +94,7 @@ def test_sema_analyze_writes_analysis_json_for_a_sweep(tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [(["--probes", "0"], "--probes must be >= 1"), (["--rho", "-1"], "--rho values must be > 0"),
-     ([], "no result.json")],
+     (["--pairs", "ema-sema"], "FROM_METHOD:TO_METHOD"), ([], "no result.json")],
 )
 def test_bad_input_exits_with_a_clear_message(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -46,7 +46,8 @@ def test_power_iteration_finds_the_exact_top_eigenvalue(quadratic):
 
 def test_power_iteration_returns_the_largest_magnitude_even_if_negative(quadratic):
     matrix = quadratic.symmetric([-6.0, 3.0, 1.0])
-    result = top_hessian_eigenvalue(quadratic.Point(torch.zeros(3)), quadratic.loss, [matrix], iterations=300, tolerance=1e-12)
+    point = quadratic.Point(torch.zeros(3))
+    result = top_hessian_eigenvalue(point, quadratic.loss, [matrix], iterations=300, tolerance=1e-12)
     assert result.eigenvalue == pytest.approx(-6.0, rel=1e-6)
 
 
