@@ -36,6 +36,17 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   exit 2
 fi
 
+# Already done (setup.sh calls this on every `make test`): the exact versions import, mmcv with its compiled ops.
+if "$PY" - 2>/dev/null <<EOF
+import mmcv, mmcv.ops, mmengine, mmdet, mmseg, ftfy, regex
+assert (mmcv.__version__, mmengine.__version__, mmdet.__version__, mmseg.__version__) == \
+    ("${MMCV_VERSION}", "${MMENGINE_VERSION}", "${MMDET_VERSION}", "${MMSEG_VERSION}")
+EOF
+then
+  echo "OpenMMLab already installed in $VENV (mmcv ${MMCV_VERSION} with ops, mmdet ${MMDET_VERSION}, mmseg ${MMSEG_VERSION})"
+  exit 0
+fi
+
 TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__)")
 TORCHVISION_VERSION=$("$PY" -c "import torchvision; print(torchvision.__version__)" 2>/dev/null || true)
 PY_TAG=$("$PY" -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")

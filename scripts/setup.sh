@@ -44,7 +44,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 # 3. Text corpus for task=lm (Jane Austen, Debian r-cran-janeaustenr, unpacked without installing R).
-"$VENV/bin/python" -m benchmarks.data.fetch || echo "[setup] warning: embedded data preparation failed (see above)"
+if ! "$VENV/bin/python" -c "from benchmarks.data import austen; austen.find_rdx()" 2>/dev/null; then
+  "$VENV/bin/python" -m benchmarks.data.austen || echo "[setup] warning: could not fetch the Austen corpus; task=lm will say how"
+fi
 
 # 4. OpenMMLab (mmcv needs a patched source build; the wheel is cached per machine).
 if [ "$WITH_OPENMMLAB" = 1 ]; then

@@ -22,6 +22,8 @@ BACKENDS = ("pycocotools", "faster_coco_eval")
 # Positions in COCOeval.stats (see COCOeval.summarize) and the names this project reports them under.
 _BBOX_STATS = {"bbox_ap": 0, "ap50": 1, "ap75": 2, "ap_small": 3, "ap_medium": 4, "ap_large": 5, "ar100": 8}
 _MASK_STATS = {"mask_ap": 0, "mask_ap50": 1, "mask_ap75": 2}
+# COCO's object size ranges by area (pixels): small < 32^2 <= medium < 96^2 <= large.
+_SIZE_RANGES = {"ap_small": "small", "ap_medium": "medium", "ap_large": "large"}
 
 
 def coco_evaluate(
@@ -54,8 +56,9 @@ def coco_evaluate(
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
         names = _BBOX_STATS if iou_type == "bbox" else _MASK_STATS
-        if not detections:
-            metrics.update({name: 0.0 for name in names})
+        if not detections:  # zeros, with the same keys COCOeval would give (no size range without ground truth)
+            present = _size_ranges_present(coco_gt, ids)
+            metrics.update({name: 0.0 for name in names if name not in _SIZE_RANGES or _SIZE_RANGES[name] in present})
             continue
         with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
             coco_dt = coco_gt.loadRes(copy.deepcopy(detections))  # loadRes mutates the dicts (adds area, id)
@@ -69,6 +72,15 @@ def coco_evaluate(
             if value >= 0:  # -1 means "no ground truth in this range"
                 metrics[name] = value
     return metrics
+
+
+def _size_ranges_present(coco_gt, image_ids: list[int]) -> set[str]:
+    """Which of COCO's size ranges have a non-crowd ground-truth object in `image_ids`."""
+    present = set()
+    for ann in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=image_ids, iscrowd=False)):
+        area = ann["area"]
+        present.add("small" if area < 32**2 else "medium" if area < 96**2 else "large")
+    return present
 
 
 def _classes(backend: str):

@@ -4,7 +4,7 @@ These train through mmengine's own `Runner` (mmdet 3.3 / mmseg 1.2 models, data 
 `sema` hook (`sema.integrations.mmengine.SwitchEMAHook`) doing the weight averaging, on the same procedural data
 as the torchvision path, and return the same result.json record as the engine (docs/ARCHITECTURE.md).
 
-    mmdet_runner.run_mmdet(cfg, run_dir)   # RetinaNet / Mask R-CNN (task.model retinanet_* / maskrcnn_*)
+    mmdet_runner.run_mmdet(cfg, run_dir)   # RetinaNet / FCOS / Mask R-CNN (task.model retinanet_*, fcos_*, ...)
     mmseg_runner.run_mmseg(cfg, run_dir)   # FCN / DeepLabV3 on ResNetV1c (task.model fcn_* / deeplabv3_*)
     common.py                              # optimizer + schedule mapping, the history hook, the result record
 

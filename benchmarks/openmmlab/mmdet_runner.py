@@ -1,9 +1,9 @@
-"""`task=detection task.framework=mmdet`: RetinaNet / Mask R-CNN trained by mmdet 3.3's Runner with the sema hook.
+"""`task=detection task.framework=mmdet`: RetinaNet / FCOS / Mask R-CNN trained by mmdet 3.3's Runner + the sema hook.
 
 Same data as the torchvision path (the procedural scenes from the cache, or COCO 2017 under task.data_root), same
 COCO evaluation (`benchmarks.metrics.coco_eval`, through `CocoResultsMetric` below, so numbers are not rounded to
 mmdet's three decimals), same lr schedule, method arguments and result.json. The models follow mmdet's
-`retinanet_r50_fpn` and `mask-rcnn_r50_fpn` configs with the backbone depth, FPN width, anchor sizes and sampling
+`retinanet_r50_fpn`, `fcos_r50-caffe_fpn_gn-head` and `mask-rcnn_r50_fpn` configs with the backbone depth, FPN width, anchor sizes and sampling
 sizes taken from task.* (the same fields the torchvision models read). Backbones start from random weights with
 trainable BatchNorm (norm=bn) unless task.backbone_weights gives an ImageNet checkpoint (then norm=frozen_bn gives
 mmdet's usual frozen BN, norm_eval=True).
@@ -44,7 +44,7 @@ def _in_channels(backbone: str) -> list[int]:
 
 
 def model_cfg(task: Any, num_classes: int) -> dict:
-    """The mmdet model config dict for task.model (retinanet_<resnet>_fpn or maskrcnn_<resnet>_fpn)."""
+    """The mmdet model config dict for task.model (retinanet_, fcos_ or maskrcnn_<resnet>_fpn)."""
     from benchmarks.tasks.detection import parse_model
 
     arch, backbone = parse_model(task.model)
@@ -77,8 +77,28 @@ def model_cfg(task: Any, num_classes: int) -> dict:
             test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=task.score_threshold,
                           nms=dict(type="nms", iou_threshold=0.5), max_per_img=task.detections_per_image),
         )
+    if arch == "fcos":  # mmdet's fcos_r50-caffe_fpn_gn-head: GroupNorm head, focal + IoU + centerness losses
+        return dict(
+            type="FCOS",
+            data_preprocessor=preprocessor,
+            backbone=_backbone(task, backbone),
+            neck=dict(type="FPN", in_channels=_in_channels(backbone), out_channels=channels, start_level=1,
+                      add_extra_convs="on_output", num_outs=5, relu_before_extra_convs=True),
+            bbox_head=dict(
+                type="FCOSHead", num_classes=num_classes, in_channels=channels, stacked_convs=4,
+                feat_channels=channels, strides=[8, 16, 32, 64, 128],
+                norm_cfg=dict(type="GN", num_groups=32, requires_grad=True),
+                loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                loss_bbox=dict(type="IoULoss", loss_weight=1.0),
+                loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
+            ),
+            train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
+                                         ignore_iof_thr=-1), allowed_border=-1, pos_weight=-1, debug=False),
+            test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=task.score_threshold,
+                          nms=dict(type="nms", iou_threshold=0.5), max_per_img=task.detections_per_image),
+        )
     if arch != "maskrcnn":
-        raise ValueError(f"task.framework=mmdet runs retinanet_* and maskrcnn_* models, got {task.model!r}")
+        raise ValueError(f"task.framework=mmdet runs retinanet_*, fcos_* and maskrcnn_* models, got {task.model!r}")
     roi = dict(type="RoIAlign", sampling_ratio=0)
     return dict(
         type="MaskRCNN",

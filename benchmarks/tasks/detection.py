@@ -1,8 +1,8 @@
 """Object detection and instance segmentation: procedural COCO scenes (embedded default) or COCO 2017.
 
-    sema-bench task=detection method=sema profile=quick           # procedural scenes, RetinaNet-R18-FPN, CPU
+    sema-bench task=detection method=sema profile=quick           # procedural scenes, FCOS-R18-FPN, CPU
     sema-bench task=detection method=sema profile=paper           # COCO 2017, Mask R-CNN R50-FPN, 1x schedule (GPU)
-    sema-bench task=detection task.framework=mmdet method=sema    # the same data through mmdet's Runner + SEMA hook
+    sema-bench task=detection task.framework=mmdet method=sema profile=quick   # the same through mmdet's Runner
 
 Datasets (`task.dataset`): `procedural_coco` (generated once into the cache: shapes and Fashion-MNIST garments on
 textured backgrounds, exact masks; see benchmarks/data/procedural_coco.py) and `coco2017` (`task.data_root` holding
@@ -13,7 +13,8 @@ resnet50 | resnet101 | mobilenet_v3 (mobilenet_v3 with fasterrcnn/maskrcnn only)
 Metrics: COCO bbox AP@[.50:.95] (headline "bbox_ap"), ap50, ap75, AP by size, AR@100; mask_ap (+50/75) for Mask R-CNN.
 
 `task.framework=mmdet` does not go through `setup`: the engine calls `run(cfg, run_dir)` below, which trains the
-same model family (retinanet_* / maskrcnn_*) with mmdet on the same scenes and returns the same result record.
+same model (retinanet_* / fcos_* / maskrcnn_* with ResNet backbones) with mmdet on the same data and returns the
+same result record.
 """
 
 from __future__ import annotations

@@ -150,8 +150,10 @@ def test_mmdet_and_mmseg_model_configs_follow_the_task_fields():
     assert mask["backbone"]["depth"] == 50 and mask["roi_head"]["mask_head"]["num_classes"] == 80
     assert mask["rpn_head"]["anchor_generator"]["scales"][0] * 4 == 32
     assert mask["train_cfg"]["rcnn"]["sampler"]["num"] == 128
-    with pytest.raises(ValueError, match="retinanet_\\* and maskrcnn_\\*"):
-        mmdet_runner.model_cfg(DetConfig(model="fcos_resnet18_fpn"), 4)
+    fcos = mmdet_runner.model_cfg(DetConfig(model="fcos_resnet18_fpn", fpn_channels=128), 4)
+    assert fcos["type"] == "FCOS" and fcos["bbox_head"]["feat_channels"] == 128
+    with pytest.raises(ValueError, match="maskrcnn_\\*"):
+        mmdet_runner.model_cfg(DetConfig(model="fasterrcnn_resnet18_fpn"), 4)
     with pytest.raises(ValueError, match="ResNet backbones"):
         mmdet_runner.model_cfg(DetConfig(model="maskrcnn_mobilenet_v3_fpn"), 4)
 
