@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from benchmarks.config import register_configs
+from benchmarks.suite import CONFIG_DIR
 
 log = logging.getLogger("sema-bench")
 
@@ -37,7 +38,8 @@ def _progress(cfg: DictConfig):
     return LogProgress()
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+# An absolute path: a relative one is resolved against the console script's location, not this file's.
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def run_one(cfg: DictConfig) -> dict | None:
     """One Hydra job: train (or resume, or skip) the run in its Hydra output directory."""
     from benchmarks import engine
