@@ -6,7 +6,7 @@ quick: setup            ## install, then run the main job: the quick suite on th
 	$(VENV)/bin/sema-bench
 
 test: setup-test        ## install (incl. OpenMMLab), then run the whole test suite
-	$(VENV)/bin/python -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 -q --durations=15
 
 setup:
 	scripts/setup.sh

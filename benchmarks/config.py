@@ -72,6 +72,17 @@ class SEMABlendConfig(MethodConfig):
 
 
 @dataclass
+class SWAConfig(MethodConfig):
+    """sema.SWA: the uniform mean of the weights from a start step, BatchNorm statistics re-estimated."""
+
+    decay: Optional[float] = None  # SWA has no decay
+    start_epochs: float = 0.0  # average only after this many epochs (-> start_steps); Izmailov: ~0.75 x epochs
+    bn_update_batches: Optional[int] = None  # engine, not sema: before each evaluation of the average (and before
+    #                                          average.safetensors is saved) re-estimate its BatchNorm statistics
+    #                                          from up to this many training batches (sema.bn.update_bn); null = off
+
+
+@dataclass
 class LAWAConfig(MethodConfig):
     """sema.LAWA: the mean of the latest k snapshots."""
 
@@ -117,6 +128,7 @@ class LookaheadConfig(MethodConfig):
 METHOD_SCHEMAS: dict[str, type] = {
     "method_schema": MethodConfig,
     "sema_blend_schema": SEMABlendConfig,
+    "swa_schema": SWAConfig,
     "lawa_schema": LAWAConfig,
     "bema_schema": BEMAConfig,
     "power_ema_schema": PowerEMAConfig,

@@ -21,6 +21,8 @@ run on rank 0 only. Batches are moved to the device by the engine (tensors neste
 Per epoch: train, `averager.epoch_end()` (SEMA switches here), evaluate the online weights, evaluate the averaged
 weights inside `averager.swapped()` (skipped, reusing the online numbers, only when a switch just made the model
 and the average identical, checked tensor by tensor), append to `history`, write result.json, log, checkpoint.
+With `method.bn_update_batches` set (SWA), the average's BatchNorm statistics are re-estimated right before each
+evaluation of the average and kept in it (so weights/average.safetensors holds them too); see `_reestimate_bn`.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from torch.utils.data import DataLoader
 from benchmarks import checkpoint as ckpt
 from benchmarks.config import validate
 from benchmarks.logger import RunLogger
-from benchmarks.methods import build_averager
+from benchmarks.methods import bn_update_batches, build_averager
 from benchmarks.results import RESULT_FILE, config_differences, provenance, read_result, write_json_atomic
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
@@ -53,7 +55,9 @@ from benchmarks.tasks.protocol import RunContext, TaskSetup
 log = logging.getLogger(__name__)
 # Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
 # or loader workers, where the data lives): they are also left out of the run directory's name.
-IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers", "task.data_root")
+IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers")  # may change on a rerun
+# A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
+ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -275,6 +279,7 @@ class Trainer:
                   else [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
         self.optimizer = build_optimizer(cfg.optim, groups)
         self.averager = build_averager(cfg.method, self.task.averaged_module or self.model, self.steps_per_epoch)
+        self.bn_update_batches = bn_update_batches(cfg.method, self.averager)  # None: BN statistics as averaged
         if hasattr(self.averager, "wrap_optimizer"):  # methods acting on the optimizer (e.g. Lookahead)
             self.optimizer = self.averager.wrap_optimizer(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -380,7 +385,60 @@ class Trainer:
             # After a switch the model usually *is* the average; evaluate twice only if a tensor differs.
             if before is not None and _state_equal(before, list(bound.state_dict().values())):
                 return dict(online), online, True
-            return self._evaluate(), online, False
+            bn_stats = self._reestimate_bn(bound)
+            averaged = self._evaluate()
+        self._store_in_average(bn_stats)
+        return averaged, online, False
+
+    def _reestimate_bn(self, bound: nn.Module) -> dict[str, torch.Tensor]:
+        """Inside `averager.swapped()`: recompute the BatchNorm statistics of `bound` (holding the averaged weights)
+        with `sema.bn.update_bn` over the first `bn_update_batches` training batches, run through the task's
+        `train_loss` (train mode, no autograd; the loss is discarded). Returns the new statistics by buffer name.
+
+        Deterministic and side-effect free for training: the batches come from a loader shuffled with a fixed
+        seed (the same examples at every call, resumed or not), the pass runs on a fixed seed, and every RNG and
+        the buffers of the model outside `bound` (a task whose averaged module is a part of the model) are
+        restored afterwards."""
+        from sema.bn import update_bn
+
+        layers = {name: m for name, m in bound.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        if self.bn_update_batches is None or not layers:
+            return {}
+        ours = {id(b) for b in bound.buffers()}
+        outside = [b for b in self.model.buffers() if id(b) not in ours]
+        outside_saved = [b.detach().clone() for b in outside]
+        loader = DataLoader(self.task.train_set, batch_size=self.cfg.task.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(_epoch_seed(self.cfg.seed, 0)),
+                            num_workers=self.cfg.task.num_workers, collate_fn=self.task.collate_fn,
+                            drop_last=self.cfg.trainer.drop_last, worker_init_fn=_seed_worker)
+
+        def forward(_bound: nn.Module, batch: Any) -> None:
+            with self._autocast():
+                self.task.train_loss(self.model, to_device(batch, self.device))
+
+        rng = ckpt.rng_state()
+        try:
+            seed_everything(self.cfg.seed)
+            self.model.train()
+            update_bn(loader, bound, forward_fn=forward, max_batches=self.bn_update_batches)
+        finally:
+            ckpt.set_rng_state(rng)
+            with torch.no_grad():
+                for buffer, saved in zip(outside, outside_saved):
+                    buffer.copy_(saved)
+        return {f"{name}.{key}" if name else key: b.detach().clone()
+                for name, m in layers.items() for key, b in m.named_buffers(recurse=False)}
+
+    def _store_in_average(self, buffers: dict[str, torch.Tensor]) -> None:
+        """Write buffers computed inside `swapped()` into the average. swapped() exchanges storage for most
+        models, so they are usually there already; a staged model (e.g. bf16 model, float32 average) is instead
+        restored from a backup on exit, which drops them: this copy makes both cases keep them."""
+        if not buffers:
+            return
+        average = dict(self.averager.average.named_buffers())
+        with torch.no_grad():
+            for name, value in buffers.items():
+                average[name].copy_(value)
 
     def reported(self, record: dict[str, Any]) -> Optional[dict]:
         """The metrics that represent the run: the averaged weights' for averaging methods, else the model's."""
@@ -435,7 +493,9 @@ def _comparable(config: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in config.items():
         where = f"{prefix}{key}"
-        if where not in IGNORED_FOR_RESUME:
+        if where in ONLY_PRESENCE_FOR_RESUME:
+            out[key] = "a real dataset folder" if value is not None else "the embedded default"
+        elif where not in IGNORED_FOR_RESUME:
             out[key] = _comparable(value, f"{where}.") if isinstance(value, dict) else value
     return out
 

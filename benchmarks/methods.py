@@ -14,6 +14,11 @@ Hooks a method object may expose (the engine calls them when present, for every 
 
 * `wrap_optimizer(optimizer) -> optimizer`: methods that act on the optimizer (Lookahead) wrap it here; the engine
   trains with what this returns and checkpoints its `state_dict()`.
+
+Engine-side method fields (read by the engine, never passed to sema):
+
+* `bn_update_batches`: re-estimate the average's BatchNorm statistics (`sema.bn.update_bn`) from up to this many
+  training batches before each evaluation of the average; see `bn_update_batches()` below.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-_NOT_ARGUMENTS = ("name", "averager")  # benchmark-side fields, never passed to sema
+_NOT_ARGUMENTS = ("name", "averager", "bn_update_batches")  # benchmark-side fields, never passed to sema
 
 
 def _as_dict(method_cfg: Any) -> dict[str, Any]:
@@ -70,3 +75,18 @@ def build_averager(method_cfg: Any, module: nn.Module, steps_per_epoch: int) -> 
     if averager not in sema.METHODS:
         raise ValueError(f"method.averager={averager!r} is not allowed; choose one of: {', '.join(sema.METHODS)}")
     return sema.METHODS[averager](module, **averager_kwargs(method_cfg, steps_per_epoch))
+
+
+def bn_update_batches(method_cfg: Any, averager: Optional[Any]) -> Optional[int]:
+    """How many training batches the engine uses to re-estimate the average's BatchNorm statistics (None: no
+    re-estimation). Only a method whose average keeps buffers of its own can hold re-estimated statistics:
+    under buffers="ignore" the average reads the model's statistics, so the update would overwrite the model's."""
+    batches = _as_dict(method_cfg).get("bn_update_batches")
+    if batches is None or averager is None:
+        return None
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+        raise ValueError(f"method.bn_update_batches={batches!r} is not allowed; it must be an integer >= 1 or null")
+    if getattr(averager, "buffers", None) == "ignore":
+        raise ValueError("method.bn_update_batches needs method.buffers=average or copy: with buffers=ignore the "
+                         "average has no BatchNorm statistics of its own (set bn_update_batches=null instead)")
+    return batches

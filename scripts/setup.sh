@@ -45,6 +45,7 @@ fi
 
 # 3. Text corpus for task=lm (Jane Austen, Debian r-cran-janeaustenr, unpacked without installing R).
 if ! "$VENV/bin/python" -c "from benchmarks.data import austen; austen.find_rdx()" 2>/dev/null; then
+  as_root apt-get update -qq || true   # apt-get download needs the package lists
   "$VENV/bin/python" -m benchmarks.data.austen || echo "[setup] warning: could not fetch the Austen corpus; task=lm will say how"
 fi
 

@@ -3,9 +3,10 @@ and Better Generalization", UAI 2018), as `torch.optim.swa_utils.AveragedModel` 
 
     n = 0: avg <- weights;    n >= 1: avg <- avg + (weights - avg) / (n + 1);    n <- n + 1
 
-on the update() calls numbered start_step + k * update_every (k = 1, 2, ...). Before the first of them the average
-is the model as bound. BatchNorm statistics of an SWA average are usually re-estimated after training with
-`sema.bn.update_bn` (buffers="ignore" then matches `AveragedModel(use_buffers=False)`).
+on the update() calls numbered start_steps + k * update_every (k = 1, 2, ...). Before the first of them the average
+is the model as bound. Izmailov et al. start averaging after about 75% of the training budget (benchmarks:
+`method.start_epochs`, converted to `start_steps`). BatchNorm statistics of an SWA average are usually re-estimated
+after training with `sema.bn.update_bn` (buffers="ignore" then matches `AveragedModel(use_buffers=False)`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class SWA:
 
     Args:
         model: the trained model (DDP / compiled models are unwrapped). Must have parameters.
-        start_step: update() calls at or before this one are not averaged (integer >= 0).
-        update_every: average every k-th update() call after start_step (integer >= 1).
+        start_steps: update() calls at or before this one are not averaged (integer >= 0; default 0).
+        start_step: the former name of start_steps (keyword only; give one of the two).
+        update_every: average every k-th update() call after start_steps (integer >= 1).
         buffers: "average" (default: floating buffers averaged uniformly, integer ones copied), "copy", "ignore".
         average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
     """
@@ -35,13 +37,21 @@ class SWA:
     def __init__(
         self,
         model: nn.Module,
-        start_step: int = 0,
+        start_steps: int | None = None,
         update_every: int = 1,
         buffers: str = "average",
         average_dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
+        *,
+        start_step: int | None = None,
     ) -> None:
-        self.start_step = check_nonnegative_int("start_step", start_step)
+        if start_step is None:
+            self.start_steps = check_nonnegative_int("start_steps", 0 if start_steps is None else start_steps)
+        elif start_steps is None:  # the former name, still accepted
+            self.start_steps = check_nonnegative_int("start_step", start_step)
+        else:
+            raise ValueError(f"start_steps={start_steps!r} and start_step={start_step!r} were both given; "
+                             "start_step is the former name of start_steps, give only start_steps")
         self.update_every = check_positive_int("update_every", update_every)
         self.buffers = check_choice("buffers", buffers, BUFFER_POLICIES)
         self.average_dtype = resolve_dtype(average_dtype)
@@ -63,7 +73,7 @@ class SWA:
         return self._epoch
 
     def config(self) -> dict[str, Any]:
-        return {"start_step": self.start_step, "update_every": self.update_every, "buffers": self.buffers,
+        return {"start_steps": self.start_steps, "update_every": self.update_every, "buffers": self.buffers,
                 "average_dtype": None if self.average_dtype is None else str(self.average_dtype)}
 
     @property
@@ -75,7 +85,7 @@ class SWA:
         self._step += 1
         if self._step == 1:
             self._plan.check()
-        since = self._step - self.start_step
+        since = self._step - self.start_steps
         if since <= 0 or since % self.update_every:
             return
         if self.n_averaged == 0:

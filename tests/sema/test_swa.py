@@ -1,5 +1,6 @@
 """SWA against torch.optim.swa_utils.AveragedModel over 50 optimizer steps."""
 
+import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
 
@@ -36,3 +37,13 @@ def test_swa_buffers_average_uniformly():
     train_steps(model, swa, 4, after_step=lambda i: means.append(model.bn.running_mean.clone()))
     torch.testing.assert_close(swa.average.bn.running_mean, torch.stack(means).mean(0))
     assert swa.average.bn.num_batches_tracked.item() == 4
+
+
+def test_start_steps_is_the_documented_name_and_start_step_still_works():
+    lin = torch.nn.Linear(1, 1, bias=False)
+    assert sema.SWA(lin, start_steps=3).start_steps == 3 == sema.SWA(lin, start_step=3).start_steps
+    assert sema.SWA(lin).start_steps == 0 and sema.SWA(lin).config()["start_steps"] == 0
+    with pytest.raises(ValueError, match=r"start_steps=3 and start_step=3 were both given"):
+        sema.SWA(lin, start_steps=3, start_step=3)
+    with pytest.raises(ValueError, match=r"start_steps=-1 must be an integer >= 0"):
+        sema.SWA(lin, start_steps=-1)
