@@ -141,17 +141,16 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
         register_all_modules(init_default_scope=True)
         _register_metric()
         size = (task.input_size, task.input_size)
-        reduce_zero = train_source.get("reduce_zero_label", False)
         train_pipeline = [
             dict(type="LoadImageFromFile"),
-            dict(type="LoadAnnotations", reduce_zero_label=reduce_zero),
+            dict(type="LoadAnnotations"),  # reduce_zero_label comes from the dataset
             dict(type="Resize", scale=size, keep_ratio=False),
             dict(type="RandomFlip", prob=0.5),
             dict(type="PackSegInputs"),
         ]
         val_pipeline = [
             dict(type="LoadImageFromFile"),
-            dict(type="LoadAnnotations", reduce_zero_label=reduce_zero),
+            dict(type="LoadAnnotations"),  # reduce_zero_label comes from the dataset
             dict(type="Resize", scale=size, keep_ratio=False),
             dict(type="PackSegInputs"),
         ]
