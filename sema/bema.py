@@ -43,7 +43,7 @@ from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema._grouped_state import GroupedState, sync_plan
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state_header, config_mismatches
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
 
 
@@ -194,11 +194,7 @@ class BEMA:
                 "ema": self._ema.state(), "theta0": self._theta0.state()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state_header(state, "BEMA")
-        if strict:
-            diffs = config_mismatches(state.get("config", {}), self.config())
-            if diffs:
-                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        check_state(state, "BEMA", self.config(), strict)
         self._plan.check()
         self._ema.load(state["ema"], "BEMA ema")
         self._theta0.load(state["theta0"], "BEMA theta0")

@@ -25,8 +25,9 @@ FORMAT_VERSION = 1  # bump when state_dict's layout changes; load_state_dict nam
 BUFFER_POLICIES = ("average", "copy", "ignore")
 
 
-def check_state_header(state: dict[str, Any], method: str) -> None:
-    """ValueError unless `state` is a sema state_dict of this format version and this method."""
+def check_state(state: dict[str, Any], method: str, config: dict[str, Any], strict: bool = True) -> None:
+    """ValueError unless `state` is a sema state_dict of this format version and this method, saved (when `strict`)
+    with the same configuration `config`; every method's load_state_dict starts with this."""
     if not isinstance(state, dict) or state.get("format") != "sema":
         raise ValueError("not a sema state_dict: expected a dict with format='sema' (from .state_dict())")
     if state.get("version") != FORMAT_VERSION:
@@ -36,6 +37,9 @@ def check_state_header(state: dict[str, Any], method: str) -> None:
         )
     if state.get("method") != method:
         raise ValueError(f"state_dict was saved by method {state.get('method')!r}; this object is {method!r}")
+    diffs = config_mismatches(state.get("config", {}), config) if strict else ""
+    if diffs:
+        raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
 
 
 def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> str:
@@ -194,11 +198,7 @@ class EMA:
         """Restore a state_dict(): the average and the counters, so training continues bit for bit. Raises
         ValueError naming every mismatch: format/version/method, tensor names and shapes, and (strict=True) any
         configuration difference."""
-        check_state_header(state, type(self).__name__)
-        if strict:
-            diffs = config_mismatches(state.get("config", {}), self.config())
-            if diffs:
-                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        check_state(state, type(self).__name__, self.config(), strict)
         self._plan.check()
         self._plan.load_average_state(state["average"])
         self._load_counters(state)

@@ -33,7 +33,7 @@ from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema._grouped_state import GroupedState, sync_plan
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state_header, config_mismatches
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
 
 SNAPSHOT_UNITS = ("epoch", "step")
@@ -168,11 +168,7 @@ class LAWA:
                 "queue": [s.state() for s in self._chronological()]}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state_header(state, "LAWA")
-        if strict:
-            diffs = config_mismatches(state.get("config", {}), self.config())
-            if diffs:
-                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        check_state(state, "LAWA", self.config(), strict)
         snapshots, queue = int(state["snapshots"]), state["queue"]
         if len(queue) != min(snapshots, self.k):
             raise ValueError(f"state_dict holds {len(queue)} snapshots but says {snapshots} were taken with k={self.k}; "

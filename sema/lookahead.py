@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state_header, config_mismatches
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_positive_int
 
 
@@ -134,11 +134,7 @@ class Lookahead:
                 "step": self._step, "epoch": self._epoch, "syncs": self.syncs, "average": self._plan.average_state()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state_header(state, "Lookahead")
-        if strict:
-            diffs = config_mismatches(state.get("config", {}), self.config())
-            if diffs:
-                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        check_state(state, "Lookahead", self.config(), strict)
         self._plan.check()
         self._plan.load_average_state(state["average"])
         self._step, self._epoch, self.syncs = int(state["step"]), int(state["epoch"]), int(state["syncs"])

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state_header, config_mismatches
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_positive_int
 
 SIGMA_REL_MAX = 1 / math.sqrt(12)  # sigma_rel at gamma = 0 (the uniform mean); larger widths need gamma < 0
@@ -165,11 +165,7 @@ class PowerEMA:
                 "average": self._plan.average_state()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state_header(state, "PowerEMA")
-        if strict:
-            diffs = config_mismatches(state.get("config", {}), self.config())
-            if diffs:
-                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        check_state(state, "PowerEMA", self.config(), strict)
         self._plan.check()
         self._plan.load_average_state(state["average"])
         self._step, self._epoch, self._updates = int(state["step"]), int(state["epoch"]), int(state["updates"])

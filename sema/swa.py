@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state_header, config_mismatches
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
 
 
@@ -112,11 +112,7 @@ class SWA:
                 "average": self._plan.average_state()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state_header(state, "SWA")
-        if strict:
-            diffs = config_mismatches(state.get("config", {}), self.config())
-            if diffs:
-                raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+        check_state(state, "SWA", self.config(), strict)
         self._plan.check()
         self._plan.load_average_state(state["average"])
         self._step, self._epoch, self.n_averaged = int(state["step"]), int(state["epoch"]), int(state["n_averaged"])
