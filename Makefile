@@ -6,7 +6,7 @@ quick: setup            ## install, then run the main job: the quick suite on th
 	$(VENV)/bin/sema-bench
 
 test: setup-test        ## install (incl. OpenMMLab), then run the whole test suite
-	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 -q --durations=15
+	SEMA_REQUIRE_OPENMMLAB=1 OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 -q --durations=15
 
 setup:
 	scripts/setup.sh

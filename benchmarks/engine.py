@@ -539,6 +539,12 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
         log.info("%s: already completed in %s, skipped", run_name, run_dir)
         progress.end({**previous, "status": "skipped"})
         return previous
+    if cfg.task.get("framework", "torchvision") != "torchvision":
+        # The task trains through another framework's own runner (task.framework=mmdet|mmseg): it writes the same
+        # result.json and weights, with the sema hook doing the averaging.
+        result = load_task(cfg.task.name).run(cfg, run_dir)
+        progress.end(result)
+        return result
 
     result = _base_result(cfg, config)
     logger: Optional[RunLogger] = None

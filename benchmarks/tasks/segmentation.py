@@ -12,11 +12,16 @@ Datasets (one reader, `benchmarks.data.segmentation_pairs`):
 Metrics on the validation split, from one confusion matrix over all its pixels at the network's input size
 (`input_size` x `input_size`, not mmseg's full-resolution sliding window): `miou` (headline, percent),
 `pixel_acc` and `macc` (mean class accuracy), both percent.
+
+`task.framework=mmseg` trains FCN / DeepLabV3 through mmseg's own Runner with the sema mmengine hook instead
+(`run()` below; benchmarks/openmmlab/mmseg_runner.py), on the same data and into the same result.json.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +44,9 @@ MODELS = {
 FPN_PREFIX = "fpn_"  # fpn_<timm model>, e.g. fpn_resnet18: a timm backbone + benchmarks.models.FPNSegmenter
 
 
+FRAMEWORKS = ("torchvision", "mmseg")
+
+
 @dataclass
 class Config(TaskConfig):
     name: str = "segmentation"
@@ -53,6 +61,8 @@ class Config(TaskConfig):
     val_images: int = 128  # procedural_coco: validation scenes generated (max_eval_samples may use fewer)
     max_objects: int = 4  # procedural_coco: objects per scene, 1..max_objects
     data_seed: int = 0  # procedural_coco: seed of the scenes, fixed: every run and method sees the same data
+    framework: str = "torchvision"  # torchvision (the engine's loop) | mmseg (mmseg's Runner + the sema hook;
+    #                                 models <head>_<backbone>, e.g. fcn_resnet18; needs scripts/install_openmmlab.sh)
 
 
 def check_model(name: str) -> None:
@@ -135,7 +145,21 @@ def make_evaluator(val_set: SegmentationPairs, num_classes: int, batch_size: int
     return evaluate
 
 
+def run(cfg: Any, run_dir: Path) -> dict:
+    """task.framework=mmseg: the engine calls this instead of its own loop (benchmarks/openmmlab/mmseg_runner.py)."""
+    if cfg.task.framework != "mmseg":
+        raise ValueError(f"run() is for task.framework=mmseg, got {cfg.task.framework!r}")
+    from benchmarks.openmmlab.mmseg_runner import run_mmseg
+
+    return run_mmseg(cfg, Path(run_dir))
+
+
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
+    if cfg.framework not in FRAMEWORKS:
+        raise ValueError(f"unknown task.framework={cfg.framework!r}; allowed: {', '.join(FRAMEWORKS)}")
+    if cfg.framework != "torchvision":
+        raise ValueError(f"task.framework={cfg.framework!r} trains through benchmarks.openmmlab (the engine calls "
+                         "benchmarks.tasks.segmentation.run), not through setup(); use framework=torchvision here")
     check_model(cfg.model)
     train_set, val_set, num_classes, dataset_name = build_datasets(cfg, ctx)
     model = build_model(cfg.model, num_classes)

@@ -36,3 +36,16 @@ def test_fcn_smoke_run_with_sema_writes_a_valid_result(tmp_path, monkeypatch):
     assert 0 <= on_disk["final"]["miou"] <= 100
     assert [h["epoch"] for h in on_disk["history"]] == [1, 2]
     assert (run_dir / "weights" / "average.safetensors").exists()
+
+
+def test_engine_hands_framework_mmseg_runs_to_the_task_runner(tmp_path, monkeypatch):
+    from benchmarks import engine
+
+    monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
+    cfg, run_dir = compose_run("segmentation", "ema", "smoke", 0, str(tmp_path / "runs"),
+                               ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.epochs=1",
+                                "task.framework=mmseg", "task.model=fcn_resnet18"])
+    result = engine.run(cfg, run_dir)
+    assert result["status"] == "completed" and result["method"] == "ema"
+    assert any("mmseg" in note for note in result["notes"])
+    assert json.loads((run_dir / "result.json").read_text())["final"] == result["final"]
