@@ -36,10 +36,10 @@ def _toy_runner(tmp_path, method: str, epochs: int = 3):
                 return {"loss": F.mse_loss(out, y)}
             return [{"pred": o, "target": t} for o, t in zip(out, y)]
 
-    if "ToyMSE" not in METRICS.module_dict:
+    if "RunnerToyMSE" not in METRICS.module_dict:
 
         @METRICS.register_module()
-        class ToyMSE(BaseMetric):
+        class RunnerToyMSE(BaseMetric):
             def process(self, data_batch, data_samples):
                 self.results.extend(float((s["pred"] - s["target"]) ** 2) for s in data_samples)
 
@@ -60,7 +60,7 @@ def _toy_runner(tmp_path, method: str, epochs: int = 3):
         model=Toy(),
         train_dataloader=dict(sampler=dict(type="DefaultSampler", shuffle=True), **loader),
         val_dataloader=dict(sampler=dict(type="DefaultSampler", shuffle=False), **loader),
-        val_evaluator=dict(type="ToyMSE"),
+        val_evaluator=dict(type="RunnerToyMSE"),
         optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),
         **common.runner_kwargs(cfg, tmp_path / "mmengine", epochs, [sema_hook, lr_hook, recorder]),
     )

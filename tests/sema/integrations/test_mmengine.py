@@ -43,7 +43,7 @@ class Points(torch.utils.data.Dataset):
 
 
 @METRICS.register_module(force=True)
-class ToyMSE(BaseMetric):
+class HookToyMSE(BaseMetric):
     def process(self, data_batch, data_samples):
         self.results += [float((o - l) ** 2) for o, l in data_samples]
 
@@ -69,7 +69,7 @@ def _runner(work_dir, epochs, resume=False):
                               collate_fn=dict(type="default_collate"), num_workers=0),
         val_dataloader=dict(dataset=Points(6), sampler=dict(type="DefaultSampler", shuffle=False), batch_size=6,
                             collate_fn=dict(type="default_collate"), num_workers=0),
-        val_cfg=dict(), val_evaluator=dict(type="ToyMSE"),
+        val_cfg=dict(), val_evaluator=dict(type="HookToyMSE"),
         optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.05, momentum=0.9)),
         train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=1),
         custom_hooks=[dict(type="SwitchEMAHook", decay=0.8, switch_every=2), dict(type="RecordSwap")],
