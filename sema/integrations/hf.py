@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 import sema
+from sema.integrations._swap import EvalSwap
 
 try:
     from transformers import TrainerCallback
@@ -44,7 +45,7 @@ class SEMACallback(TrainerCallback):
         self.method, self.kwargs = method, kwargs
         self.swap_for_eval, self.copy_at_end = swap_for_eval, copy_at_end
         self.averager = None
-        self._swap = None
+        self._swap = EvalSwap()
         self._pending_state: dict | None = None
 
     # -- lifecycle
@@ -93,11 +94,8 @@ class SEMACallback(TrainerCallback):
             self.averager.load_state_dict(state)
 
     def _maybe_swap_in(self, control) -> None:
-        if self.swap_for_eval and control.should_evaluate and self._swap is None:
-            self._swap = self.averager.swapped()
-            self._swap.__enter__()
+        if self.swap_for_eval and control.should_evaluate:
+            self._swap.enter(self.averager)
 
     def _swap_out(self) -> None:
-        if self._swap is not None:
-            swap, self._swap = self._swap, None
-            swap.__exit__(None, None, None)
+        self._swap.exit()

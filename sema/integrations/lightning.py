@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import sema
+from sema.integrations._swap import EvalSwap
 
 try:
     from lightning.pytorch import Callback
@@ -38,7 +39,7 @@ class SEMACallback(Callback):
         self.method, self.kwargs = method, kwargs
         self.swap_for_eval, self.copy_at_end = swap_for_eval, copy_at_end
         self.averager = None
-        self._swap = None
+        self._swap = EvalSwap()
         self._pending_state: dict | None = None
         self._last_step = -1
 
@@ -90,11 +91,8 @@ class SEMACallback(Callback):
             self.averager.load_state_dict(state)
 
     def _swap_in(self) -> None:
-        if self.swap_for_eval and self.averager is not None and self._swap is None:
-            self._swap = self.averager.swapped()
-            self._swap.__enter__()
+        if self.swap_for_eval:
+            self._swap.enter(self.averager)
 
     def _swap_out(self) -> None:
-        if self._swap is not None:
-            swap, self._swap = self._swap, None
-            swap.__exit__(None, None, None)
+        self._swap.exit()

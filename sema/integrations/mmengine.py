@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import sema
+from sema.integrations._swap import EvalSwap
 
 try:
     from mmengine.hooks import Hook
@@ -43,7 +44,7 @@ class SwitchEMAHook(Hook):
         self.method, self.kwargs = method, kwargs
         self.swap_for_eval, self.copy_at_end = swap_for_eval, copy_at_end
         self.averager = None
-        self._swap = None
+        self._swap = EvalSwap()
         self._pending_state: dict | None = None
 
     def before_train(self, runner) -> None:
@@ -90,11 +91,8 @@ class SwitchEMAHook(Hook):
             self.averager.load_state_dict(state)
 
     def _swap_in(self) -> None:
-        if self.swap_for_eval and self.averager is not None and self._swap is None:
-            self._swap = self.averager.swapped()
-            self._swap.__enter__()
+        if self.swap_for_eval:
+            self._swap.enter(self.averager)
 
     def _swap_out(self) -> None:
-        if self._swap is not None:
-            swap, self._swap = self._swap, None
-            swap.__exit__(None, None, None)
+        self._swap.exit()
