@@ -417,7 +417,9 @@ class TensorPlan:
         bit for bit. Groups of one dtype and device are swapped in place in chunks through a small scratch
         buffer (the average then holds the model's tensors until exit: no whole-model temporary). Staged groups
         (bf16 model, float32 average) keep a backup of the model's tensors in the model's dtype, because the
-        float32 average cannot be stored in the bf16 model without loss."""
+        float32 average cannot be stored in the bf16 model without loss. Treat the model as read-only inside:
+        what is written to it there is exchanged back into the average for unstaged groups and dropped for
+        staged ones."""
         if self.is_swapped:
             raise RuntimeError("swapped() is already active; it cannot be nested")
         self.check()

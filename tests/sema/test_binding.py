@@ -40,6 +40,24 @@ def test_swapped_restores_exactly_also_on_exception(dtype):
     _assert_same(avg.average, avg_snap)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_writes_inside_swapped_go_to_average_unless_staged(dtype):
+    # The documented contract: swapped() is an exchange for same-dtype groups (a write inside reaches the
+    # average) and a backup/restore for staged bf16 groups (the float32 average is left untouched).
+    model = BNNet().to(dtype)
+    avg = sema.EMA(model, decay=0.9)
+    train_steps(model, avg, 3)
+    snap, avg_snap = _snapshot(model), _snapshot(avg.average)
+    with avg.swapped():
+        model.bn.running_mean.fill_(7.0)
+    _assert_same(model, snap)
+    written = avg.average.bn.running_mean
+    if dtype == torch.float32:
+        assert torch.equal(written, torch.full_like(written, 7.0))
+    else:
+        assert torch.equal(written, avg_snap["bn.running_mean"])
+
+
 def test_swapped_in_small_chunks_exact():
     model = BNNet()
     avg = sema.EMA(model, decay=0.9)
