@@ -11,6 +11,7 @@ averaged and the online weights, checkpoints, logs and result.json.
 Rerunning the same command in the same run directory:
 * result.json says "completed" with the same config -> the run is skipped and its result returned;
 * a checkpoint.pt from an interrupted run -> training resumes from it (bit for bit on CPU, RNG states included);
+  task.framework=mmdet|mmseg runs do the same from mmengine/last_epoch.pth (benchmarks/openmmlab/common.py);
 * result.json says "failed" -> the run starts over;
 * the directory holds a run with a different config -> error (listing the differences), nothing is overwritten.
 
@@ -48,6 +49,7 @@ from benchmarks import checkpoint as ckpt
 from benchmarks.config import validate
 from benchmarks.logger import RunLogger
 from benchmarks.methods import bn_update_batches, build_averager
+from benchmarks.openmmlab.common import CHECKPOINT_FILE as MMENGINE_CHECKPOINT_FILE
 from benchmarks.results import RESULT_FILE, config_differences, provenance, read_result, write_json_atomic
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
@@ -509,7 +511,9 @@ def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
     if previous.get("status") == "failed":
         checkpoint.unlink(missing_ok=True)  # redo a failed run from the start
         return None
-    if previous.get("status") == "running" and not checkpoint.exists():
+    # task.framework=mmdet|mmseg runs keep mmengine's checkpoint instead (benchmarks/openmmlab/common.py)
+    framework_checkpoint = run_dir / MMENGINE_CHECKPOINT_FILE
+    if previous.get("status") == "running" and not (checkpoint.exists() or framework_checkpoint.exists()):
         return None  # interrupted before its first checkpoint: nothing to resume or to protect
     diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
     if diffs:

@@ -8,6 +8,9 @@ as the torchvision path, and return the same result.json record as the engine (d
     mmseg_runner.run_mmseg(cfg, run_dir)   # FCN / DeepLabV3 on ResNetV1c (task.model fcn_* / deeplabv3_*)
     common.py                              # optimizer + schedule mapping, the history hook, the result record
 
+An interrupted run resumes when rerun, as the engine's runs do: from <run_dir>/mmengine/last_epoch.pth, written at
+every epoch end (common.py says how); a failed run starts over, a completed one is skipped by the engine.
+
 Install OpenMMLab first (mmcv must be compiled): bash scripts/install_openmmlab.sh .venv
 Everything here imports mmengine/mmdet/mmseg inside functions, so importing this package costs nothing.
 """

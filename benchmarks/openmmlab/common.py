@@ -4,12 +4,24 @@ evaluation of both the online and the averaged weights, and the result.json reco
 The lr follows exactly the engine's per-step multiplier (`benchmarks.engine.lr_multiplier`: linear warm-up from 0,
 then cosine / constant / multistep), set by `LrScheduleHook` before every iteration, so a method compares the same
 way under both frameworks. `EpochRecorder` runs after the sema hook's `epoch_end()` (lower priority), evaluates the
-model and, inside `averager.swapped()`, the average, and fills the same history records as the engine.
+model and, inside `averager.swapped()`, the average, fills the same history records as the engine and writes
+result.json.
+
+Resume, as the engine's runs: `EpochCheckpoint` saves an mmengine checkpoint at every epoch end to
+`<run_dir>/mmengine/last_epoch.pth` (CHECKPOINT_FILE; written to a temporary file and renamed over the previous one,
+so a crash never leaves a half-written "last" checkpoint). It holds mmengine's usual content (model, optimizer,
+epoch/iter counters, and the message hub, stored as plain tensors and numbers so that the file loads with
+torch.load(weights_only=True)), the sema hook's averager under "sema", the recorder's history and sample/time
+counters under "sema_bench" and every RNG state under "sema_bench_rng". When result.json still says "running" (an
+interrupted run) and that file exists, mmengine's own resume (`Runner(resume=True, load_from=...)`) continues from
+it, bit for bit on CPU; a failed or finished run starts over (`resume_point`). The engine checks the config first
+(ConfigMismatch) and skips completed runs. Like the engine's checkpoint.pt, the file stays after the run completes.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import time
 import traceback
@@ -18,6 +30,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
+log = logging.getLogger(__name__)
+WORK_DIR = "mmengine"  # mmengine's work_dir inside the run dir (its logs and the checkpoint below)
+CHECKPOINT_FILE = f"{WORK_DIR}/last_epoch.pth"  # last epoch-end mmengine checkpoint (resume), relative to run_dir
+RECORD_KEY = "sema_bench"  # the recorder's history and counters inside that checkpoint
+RNG_KEY = "sema_bench_rng"  # the RNG states at the epoch end inside that checkpoint
 INSTALL_HINT = "build and install OpenMMLab with: bash scripts/install_openmmlab.sh .venv (about 12 min once)"
 
 
@@ -60,8 +77,10 @@ def sema_hook_kwargs(cfg_method: Any, steps_per_epoch: int) -> Optional[dict]:
                 **averager_kwargs(cfg_method, steps_per_epoch))
 
 
-def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict):
-    """(sema hook or None, lr hook, recorder hook) as mmengine Hook instances."""
+def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
+               result_path: Optional[Path] = None):
+    """(sema hook or None, lr hook, recorder hook) as mmengine Hook instances; the recorder writes `result` to
+    `result_path` (if given) after every epoch, as the engine does."""
     from mmengine.hooks import Hook
 
     from benchmarks.engine import lr_multiplier
@@ -92,6 +111,7 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict):
         def __init__(self):
             self.loss_sum, self.steps, self.samples, self.train_time = 0.0, 0, 0, 0.0
             self.epoch_start = self.run_start = 0.0
+            self.elapsed_before = 0.0  # time_s reached before a resume (the engine's time_s spans resumes)
 
         def before_train(self, runner) -> None:
             self.run_start = time.perf_counter()
@@ -125,11 +145,116 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict):
                         with averager.swapped():
                             avg = dict(runner.val_loop.run())
                 record.update(avg=avg, online=online, avg_reused_online=reused)
-            record["time_s"] = time.perf_counter() - self.run_start
+            record["time_s"] = self.elapsed_before + time.perf_counter() - self.run_start
             result["history"].append(record)
             fill_summary(result, samples=self.samples, train_time=self.train_time)
+            if result_path is not None:
+                from benchmarks.results import write_json_atomic
+
+                write_json_atomic(result_path, result)
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            checkpoint[RECORD_KEY] = {"history": result["history"], "samples": self.samples,
+                                      "train_time_s": self.train_time}
+
+        def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+            state = checkpoint[RECORD_KEY]
+            result["history"] = list(state["history"])
+            self.samples, self.train_time = state["samples"], state["train_time_s"]
+            self.elapsed_before = result["history"][-1]["time_s"] if result["history"] else 0.0
+            fill_summary(result, samples=self.samples, train_time=self.train_time)
+            if result_path is not None:
+                from benchmarks.results import write_json_atomic
+
+                write_json_atomic(result_path, result)
+            log.info("%s/%s/seed%s: resuming after epoch %d", result["task"], result["method"], result["seed"],
+                     len(result["history"]))
 
     return sema_hook, LrScheduleHook(), EpochRecorder()
+
+
+def checkpoint_hook(path: Path):
+    """The hook that saves the epoch-end checkpoint to `path` and restores the RNG states on resume."""
+    from mmengine.hooks import Hook
+
+    from benchmarks.checkpoint import rng_state, set_rng_state
+
+    class EpochCheckpoint(Hook):
+        """Saves the resume checkpoint after every epoch; on resume, puts back the RNG states it saved."""
+
+        priority = "VERY_LOW"  # last at the epoch end: after the switch, the evaluations and result.json
+
+        def __init__(self):
+            self.pending_rng: Optional[dict] = None
+
+        def after_train_epoch(self, runner) -> None:
+            # mmengine's CheckpointHook (max_keep_ckpts=1) deletes the previous file *before* it writes the new one
+            # in place, and only then rewrites `last_checkpoint`: a crash in between leaves nothing valid to
+            # resume. Here the new file is complete (and on disk) before it replaces the previous one.
+            tmp = path.with_name(path.name + ".tmp")
+            runner.save_checkpoint(str(path.parent), tmp.name, save_optimizer=True, save_param_scheduler=False)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            checkpoint[RNG_KEY] = rng_state()  # mmengine's resume only re-seeds: epoch 2 would see other draws
+            checkpoint["message_hub"] = _plain_message_hub(checkpoint["message_hub"])
+
+        def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+            # mmengine calls this inside its resume, before it loads checkpoint["message_hub"] into the runner.
+            self.pending_rng = checkpoint[RNG_KEY]
+            checkpoint["message_hub"] = _mmengine_message_hub(checkpoint["message_hub"])
+
+        def before_train(self, runner) -> None:
+            # Restored here, the last thing before the first resumed epoch (mmengine draws nothing in between).
+            if self.pending_rng is not None:
+                set_rng_state(self.pending_rng)
+                self.pending_rng = None
+
+    return EpochCheckpoint()
+
+
+# mmengine 0.10 loads checkpoints with a plain torch.load, i.e. weights_only=True since torch 2.6, yet its own
+# CheckpointHook's files hold the message hub's HistoryBuffer objects (their pickled state reaches
+# `builtins.getattr`) and numpy scalars, so they only load with weights_only=False or
+# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1. Rather than turn that safety off, the two functions below store the message
+# hub as tensors and plain values and rebuild it on load: the checkpoint is plain data, like the engine's.
+def _plain_message_hub(hub: dict) -> dict:
+    """MessageHub.state_dict() with each HistoryBuffer as {"log", "count", "max_length"} and numpy scalars as
+    Python numbers."""
+    import numpy as np
+
+    scalars = {key: {"log": torch.from_numpy(np.array(buffer._log_history)),
+                     "count": torch.from_numpy(np.array(buffer._count_history)), "max_length": buffer.max_length}
+               for key, buffer in hub["log_scalars"].items()}
+    info = {key: value.item() if isinstance(value, np.generic) else value
+            for key, value in hub["runtime_info"].items()}
+    return {**hub, "log_scalars": scalars, "runtime_info": info, "resumed_keys": dict(hub["resumed_keys"])}
+
+
+def _mmengine_message_hub(hub: dict) -> dict:
+    """The inverse of `_plain_message_hub`: what MessageHub.load_state_dict expects."""
+    from collections import OrderedDict
+
+    from mmengine.logging import HistoryBuffer
+
+    scalars = OrderedDict((key, HistoryBuffer(value["log"].numpy(), value["count"].numpy(), value["max_length"]))
+                          for key, value in hub["log_scalars"].items())
+    return {**hub, "log_scalars": scalars}
+
+
+def resume_point(run_dir: Path) -> Optional[Path]:
+    """The checkpoint to resume from: that of an interrupted run (result.json still "running"), else None. A
+    checkpoint left by a failed or a finished run is deleted: such a run starts over (the engine's rule)."""
+    from benchmarks.results import read_result
+
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE
+    previous = read_result(run_dir)
+    if previous is not None and previous.get("status") == "running" and checkpoint.exists():
+        return checkpoint
+    checkpoint.unlink(missing_ok=True)
+    return None
 
 
 def _same_weights(model: torch.nn.Module, average: torch.nn.Module) -> bool:
@@ -176,15 +301,17 @@ def fill_summary(result: dict, samples: int, train_time: float) -> None:
         result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def execute(run_dir: Path, result: dict, train: Callable[[], tuple[torch.nn.Module, Optional[torch.nn.Module]]]
-            ) -> dict:
-    """Run `train` (-> online model, average or None), save weights, and write result.json (also on failure)."""
+def execute(run_dir: Path, result: dict,
+            train: Callable[[Optional[Path]], tuple[torch.nn.Module, Optional[torch.nn.Module]]]) -> dict:
+    """Run `train(resume_from)` (-> online model, average or None), save weights, and write result.json (also on
+    failure). `resume_from` is the checkpoint of an interrupted run in `run_dir`, or None (see `resume_point`)."""
     from benchmarks.results import RESULT_FILE, write_json_atomic
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = resume_point(run_dir)  # before result.json is rewritten as "running"
     write_json_atomic(run_dir / RESULT_FILE, result)
     try:
-        model, average = train()
+        model, average = train(resume_from)
         from safetensors.torch import save_model
 
         (run_dir / "weights").mkdir(exist_ok=True)
@@ -200,19 +327,32 @@ def execute(run_dir: Path, result: dict, train: Callable[[], tuple[torch.nn.Modu
     return result
 
 
-def runner_kwargs(cfg: Any, work_dir: Path, max_epochs: int, hooks: list) -> dict:
-    """The mmengine Runner arguments both runners share (loops, logging, seeding, no checkpoint files)."""
+def fit(runner, sema_hook) -> tuple[torch.nn.Module, Optional[torch.nn.Module]]:
+    """runner.train() (resuming if the runner was built to); returns (trained model, average or None)."""
+    runner.train()
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    return model, sema_hook.averager.average if sema_hook is not None else None
+
+
+def runner_kwargs(cfg: Any, run_dir: Path, max_epochs: int, hooks: list,
+                  resume_from: Optional[Path] = None) -> dict:
+    """The mmengine Runner arguments both runners share (loops, logging, seeding, the epoch-end checkpoint when
+    trainer.checkpoint, and resuming from `resume_from`)."""
+    if cfg.trainer.checkpoint:
+        hooks = [*hooks, checkpoint_hook(Path(run_dir) / CHECKPOINT_FILE)]
     if cfg.trainer.deterministic:
         # mmengine's own `deterministic=True` is strict and refuses CPU ops without a deterministic variant.
         torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     return dict(
-        work_dir=str(work_dir),
+        work_dir=str(Path(run_dir) / WORK_DIR),
+        load_from=str(resume_from) if resume_from is not None else None,
+        resume=resume_from is not None,  # mmengine's own resume: model, optimizer, counters, hooks' state
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_begin=max_epochs + 1, val_interval=1),
         val_cfg=dict(type="ValLoop"),
         default_hooks=dict(
-            checkpoint=None,  # result.json and the weights files are the record; no per-epoch .pth files
+            checkpoint=None,  # replaced by EpochCheckpoint (atomic, one file); see checkpoint_hook
             logger=dict(type="LoggerHook", interval=50),
             param_scheduler=None,
         ),

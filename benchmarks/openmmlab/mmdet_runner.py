@@ -6,7 +6,8 @@ mmdet's three decimals), same lr schedule, method arguments and result.json. The
 `retinanet_r50_fpn`, `fcos_r50-caffe_fpn_gn-head` and `mask-rcnn_r50_fpn` configs with the backbone depth, FPN width, anchor sizes and sampling
 sizes taken from task.* (the same fields the torchvision models read). Backbones start from random weights with
 trainable BatchNorm (norm=bn) unless task.backbone_weights gives an ImageNet checkpoint (then norm=frozen_bn gives
-mmdet's usual frozen BN, norm_eval=True).
+mmdet's usual frozen BN, norm_eval=True). A rerun of an interrupted run resumes from its last epoch-end checkpoint
+(mmengine's resume; see common.py).
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def run_mmdet(cfg: Any, run_dir: Path) -> dict:
         notes.append("dataset: procedural COCO-format scenes (offline stand-in for COCO 2017)")
     result = common.base_result(cfg, "bbox_ap", True, dataset_label, notes)
 
-    def train():
+    def train(resume_from):
         import mmdet  # noqa: F401  (registers mmdet's modules)
         from mmdet.utils import register_all_modules
         from mmengine.config import ConfigDict
@@ -308,19 +309,18 @@ def run_mmdet(cfg: Any, run_dir: Path) -> dict:
             raise ValueError(f"the training set ({n_train} images) is smaller than one batch "
                              f"(task.batch_size={task.batch_size})")
         total_steps = steps_per_epoch * cfg.trainer.epochs
-        sema_hook, lr_hook, recorder = common.make_hooks(cfg, steps_per_epoch, total_steps, result)
+        sema_hook, lr_hook, recorder = common.make_hooks(cfg, steps_per_epoch, total_steps, result,
+                                                         Path(run_dir) / "result.json")
         num_classes = len(train_source["classes"]) if train_source["classes"] else 80
         runner = Runner(
             model=ConfigDict(model_cfg(task, num_classes)),  # attribute access (cfg.min_bbox_size) needs it
             train_dataloader=train_dataloader, val_dataloader=val_dataloader, val_evaluator=val_evaluator,
             optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),
             default_scope="mmdet",
-            **common.runner_kwargs(cfg, Path(run_dir) / "mmengine", cfg.trainer.epochs,
-                                   [sema_hook, lr_hook, recorder]),
+            **common.runner_kwargs(cfg, Path(run_dir), cfg.trainer.epochs, [sema_hook, lr_hook, recorder],
+                                   resume_from),
         )
-        runner.train()
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        return model, sema_hook.averager.average if sema_hook is not None else None
+        return common.fit(runner, sema_hook)
 
     return common.execute(Path(run_dir), result, train)
 

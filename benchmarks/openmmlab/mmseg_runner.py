@@ -5,7 +5,8 @@ Models (`task.model`): `fcn_<backbone>` or `deeplabv3_<backbone>` with backbone 
 (mmseg's fcn_r*-d8 / deeplabv3_r*-d8 configs, random init). Images and ground truth are resized to
 task.input_size x task.input_size for training and evaluation, as in the torchvision path, and the metrics
 (miou headline, pixel_acc, macc, percent) come from the same confusion-matrix code
-(`benchmarks.metrics.segmentation`) through `ConfusionMetric` below.
+(`benchmarks.metrics.segmentation`) through `ConfusionMetric` below. A rerun of an interrupted run resumes from its
+last epoch-end checkpoint (mmengine's resume; see common.py).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
              f"{task.model} from scratch at {task.input_size}x{task.input_size}; metrics at that size"]
     result = common.base_result(cfg, "miou", True, dataset_label, notes)
 
-    def train():
+    def train(resume_from):
         import mmseg  # noqa: F401
         from mmengine.config import ConfigDict
         from mmengine.runner import Runner
@@ -176,19 +177,17 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
             raise ValueError(f"the training set ({n_train} images) is smaller than one batch "
                              f"(task.batch_size={task.batch_size})")
         sema_hook, lr_hook, recorder = common.make_hooks(cfg, steps_per_epoch, steps_per_epoch * cfg.trainer.epochs,
-                                                         result)
+                                                         result, Path(run_dir) / "result.json")
         runner = Runner(
             model=ConfigDict(model_cfg(task, num_classes)),  # attribute access (cfg.min_bbox_size) needs it
             train_dataloader=train_dataloader, val_dataloader=val_dataloader,
             val_evaluator=dict(type="ConfusionMetric", num_classes=num_classes),
             optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),
             default_scope="mmseg",
-            **common.runner_kwargs(cfg, Path(run_dir) / "mmengine", cfg.trainer.epochs,
-                                   [sema_hook, lr_hook, recorder]),
+            **common.runner_kwargs(cfg, Path(run_dir), cfg.trainer.epochs, [sema_hook, lr_hook, recorder],
+                                   resume_from),
         )
-        runner.train()
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        return model, sema_hook.averager.average if sema_hook is not None else None
+        return common.fit(runner, sema_hook)
 
     return common.execute(Path(run_dir), result, train)
 

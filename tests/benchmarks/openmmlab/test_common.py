@@ -1,6 +1,7 @@
 """The OpenMMLab runners' shared parts on a toy mmengine model (mmengine only; no mmcv build needed): the lr
 follows the engine's schedule step by step, the sema hook averages and switches, both weights are evaluated each
-epoch, and the record has the engine's result.json shape. Plus the config translation of the mmdet/mmseg runners."""
+epoch, the record has the engine's result.json shape, and a run interrupted after epoch 1 resumes to the same end.
+Plus the config translation of the mmdet/mmseg runners."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from benchmarks.suite import compose_run
 mmengine = pytest.importorskip("mmengine")  # a base dependency of the [mmengine] extra, present in the dev venv
 
 
-def _toy_runner(tmp_path, method: str, epochs: int = 3):
+def _toy_runner(tmp_path, method: str, epochs: int = 3, resume_from=None, extra_hooks=()):
     from mmengine.evaluator import BaseMetric
     from mmengine.model import BaseModel
     from mmengine.registry import METRICS
@@ -46,6 +47,7 @@ def _toy_runner(tmp_path, method: str, epochs: int = 3):
             def compute_metrics(self, results):
                 return {"mse": sum(results) / len(results)}
 
+    torch.manual_seed(0)  # Toy() is built here, before the Runner seeds: the same initial weights in every run
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(32, 2, generator=generator)
     data = [{"inputs": xi, "targets": xi @ torch.tensor([1.5, -2.0]) + 0.5} for xi in x]
@@ -62,7 +64,7 @@ def _toy_runner(tmp_path, method: str, epochs: int = 3):
         val_dataloader=dict(sampler=dict(type="DefaultSampler", shuffle=False), **loader),
         val_evaluator=dict(type="RunnerToyMSE"),
         optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),
-        **common.runner_kwargs(cfg, tmp_path / "mmengine", epochs, [sema_hook, lr_hook, recorder]),
+        **common.runner_kwargs(cfg, tmp_path, epochs, [sema_hook, lr_hook, recorder, *extra_hooks], resume_from),
     )
     return cfg, runner, sema_hook, result, steps_per_epoch
 
@@ -83,6 +85,33 @@ def test_sema_hook_run_records_both_weights_and_switches_every_epoch(tmp_path):
     assert history[0]["train_loss"] > history[-1]["train_loss"]
     assert result["final"] == history[-1]["avg"] and result["best_epoch"] in (1, 2, 3)
     assert sema_hook.averager.step == 24
+
+
+def test_toy_run_interrupted_after_epoch_1_resumes_to_the_same_end(tmp_path):
+    from mmengine.hooks import Hook
+
+    class InterruptAfterFirstEpoch(Hook):
+        priority = "LOWEST"  # after the epoch-end checkpoint (VERY_LOW); like Ctrl-C, not recorded as failed
+
+        def after_train_epoch(self, runner):
+            raise KeyboardInterrupt
+
+    _, straight, straight_hook, straight_result, _ = _toy_runner(tmp_path / "straight", "sema")
+    straight.train()
+    _, first, _, first_result, _ = _toy_runner(tmp_path / "resumed", "sema",
+                                               extra_hooks=[InterruptAfterFirstEpoch()])
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    checkpoint = tmp_path / "resumed" / common.CHECKPOINT_FILE
+    assert torch.load(checkpoint)["meta"]["epoch"] == 1  # plain data: the default weights_only load reads it
+    _, second, hook, result, _ = _toy_runner(tmp_path / "resumed", "sema", resume_from=checkpoint)
+    second.train()
+    assert result["history"][0] == first_result["history"][0]  # restored, time_s included
+    no_time = lambda history: [{k: v for k, v in r.items() if k != "time_s"} for r in history]  # noqa: E731
+    assert no_time(result["history"]) == no_time(straight_result["history"])
+    assert hook.averager.step == straight_hook.averager.step == 24
+    for ours, theirs in ((second.model, straight.model), (hook.averager.average, straight_hook.averager.average)):
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
 
 
 def test_ema_hook_evaluates_the_average_apart_from_the_model(tmp_path):
@@ -110,12 +139,12 @@ def test_baseline_has_no_hook_and_reports_the_model(tmp_path):
 def test_execute_writes_a_completed_or_failed_record(tmp_path):
     cfg, _ = compose_run("classification", "ema", "smoke", 0, str(tmp_path / "runs"))
     result = common.base_result(cfg, "mse", False, "toy", ["a note"])
-    done = common.execute(tmp_path / "ok", result, lambda: (nn.Linear(2, 1), nn.Linear(2, 1)))
+    done = common.execute(tmp_path / "ok", result, lambda resume_from: (nn.Linear(2, 1), nn.Linear(2, 1)))
     on_disk = json.loads((tmp_path / "ok" / "result.json").read_text())
     assert done["status"] == on_disk["status"] == "completed" and on_disk["notes"] == ["a note"]
     assert (tmp_path / "ok" / "weights" / "average.safetensors").exists()
 
-    def broken():
+    def broken(resume_from):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
