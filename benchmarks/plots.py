@@ -1,6 +1,6 @@
 """PNG plots for the report: learning curves with seed bands, and final metric with error bars.
 
-The functions take plain summarised numbers (computed in report.py) and only draw. matplotlib is imported
+The functions take plain summarised numbers (computed in report/tables.py) and only draw. matplotlib is imported
 inside them with the Agg backend, so they work on machines without a display and cost nothing until called.
 """
 

@@ -1,115 +1,13 @@
-"""sema-report on hand-built result.json files: the tables' numbers are checked against hand computations."""
+"""sema-report tables on hand-built result.json files: the numbers are checked against hand computations."""
 
 import csv
-import json
 import math
-from pathlib import Path
 
 import pytest
+from report_testing import T975_2, build_sweep, read_csv, write_result
 from scipy import stats as scipy_stats
 
-from benchmarks.report import load_runs, main, summarize
-
-T975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (3 paired seeds)
-
-
-def write_result(
-    root: Path,
-    name: str,
-    method: str,
-    seed: int,
-    status: str = "completed",
-    *,
-    final=None,
-    avg=None,
-    online=None,
-    headline="top1",
-    higher_is_better=True,
-    error=None,
-    task="classification",
-    config_method=None,
-    analysis=None,
-) -> Path:
-    """A run directory with a result.json in the documented schema; avg/online: per-epoch headline values."""
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    online = online if online is not None else (avg or [])
-    history = []
-    for i, value in enumerate(online):
-        entry = {
-            "epoch": i + 1,
-            "step": 10 * (i + 1),
-            "train_loss": 1.0 / (i + 1),
-            "online": {headline: value},
-            "avg": {headline: avg[i]} if avg and method != "baseline" else {},
-            "time_s": 10.0 * (i + 1) + seed,
-        }  # elapsed seconds: 10 s per epoch, seed-dependent offset
-        history.append(entry)
-    record = {
-        "status": status,
-        "task": task,
-        "dataset": "fashion_mnist",
-        "model": "mlp",
-        "method": method,
-        "seed": seed,
-        "profile": "quick",
-        "headline": headline,
-        "higher_is_better": higher_is_better,
-        "final": {headline: final} if final is not None else {},
-        "final_online": {headline: online[-1]} if online else {},
-        "history": history,
-        "wall_time_s": 40.0,
-        "error": error,
-        "config": {
-            "task": {"name": task, "dataset": "fashion_mnist", "model": "mlp"},
-            "method": config_method or {"name": method, "decay": 0.999},
-            "optim": {"lr": 0.1},
-            "trainer": {"epochs": 4, "num_threads": seed},
-        },
-        "provenance": {
-            "git_commit": "abc1234def",
-            "git_dirty": False,
-            "hardware": {"platform": "Linux-x86_64", "cpu": "x86_64", "cpu_count": 2, "gpus": []},
-        },
-    }
-    (run_dir / "result.json").write_text(json.dumps(record))
-    if analysis is not None:
-        (run_dir / "analysis.json").write_text(json.dumps(analysis))
-    return run_dir
-
-
-# Three seeds of baseline, EMA and SEMA; each run's final value is its last averaged (baseline: online) value.
-BASELINE = {0: [0.50, 0.70, 0.78, 0.80], 1: [0.60, 0.72, 0.80, 0.82], 2: [0.70, 0.80, 0.83, 0.84]}
-EMA = {0: [0.55, 0.75, 0.80, 0.81], 1: [0.60, 0.80, 0.83, 0.84], 2: [0.70, 0.80, 0.84, 0.84]}
-SEMA = {0: [0.60, 0.82, 0.83, 0.83], 1: [0.70, 0.85, 0.86, 0.86], 2: [0.75, 0.80, 0.86, 0.86]}
-
-
-def build_sweep(root: Path) -> Path:
-    for method, curves in (("baseline", BASELINE), ("ema", EMA), ("sema", SEMA)):
-        for seed, curve in curves.items():
-            write_result(
-                root,
-                f"{method}_{seed}",
-                method,
-                seed,
-                final=curve[-1],
-                avg=curve,
-                online=[v - 0.01 for v in curve] if method != "baseline" else curve,
-            )
-    write_result(
-        root,
-        "sema_3",
-        "sema",
-        3,
-        status="failed",
-        error="Traceback (most recent call last):\n  File x\nRuntimeError: loss is nan at step 12\n",
-    )
-    return root
-
-
-def read_csv(path: Path) -> dict[str, dict[str, str]]:
-    with path.open() as fh:
-        return {row["method"]: row for row in csv.DictReader(fh)}
+from benchmarks.report import summarize
 
 
 def test_main_table_means_stds_and_paired_intervals(tmp_path):
@@ -221,39 +119,6 @@ def test_lower_is_better_metric(tmp_path):
     assert cells["sema", 1.0]["n_reached"] == "2" and float(cells["sema", 1.0]["epochs_mean"]) == 2.0
 
 
-def test_unreadable_and_partial_results_are_reported_not_fatal(tmp_path):
-    root = build_sweep(tmp_path / "sweep")
-    (root / "torn").mkdir()
-    (root / "torn" / "result.json").write_text('{"status": "compl')
-    (root / "partial").mkdir()
-    (root / "partial" / "result.json").write_text(
-        json.dumps(
-            {
-                "status": "completed",
-                "task": "classification",
-                "method": "ema",
-                "seed": 5,
-                "headline": "top1",
-                "final": {},
-            }
-        )
-    )
-    write_result(root, "no_direction", "ema", 6, final=0.8, avg=[0.8], higher_is_better=None)
-    write_result(root, "in_progress", "ema", 7, status="running", avg=[0.7])
-    runs, problems = load_runs(root)
-    assert len(runs) == 11
-    reasons = {p.path.parent.name: p.reason for p in problems}
-    assert "not valid JSON" in reasons["torn"]
-    assert "final['top1']" in reasons["partial"]
-    assert "higher_is_better" in reasons["no_direction"]
-    markdown = summarize(root, plots=False)
-    assert "## Unusable result files" in markdown and "3 unusable" in markdown
-    assert "- `torn/result.json`: not valid JSON" in markdown  # paths relative to the reported directory
-    assert "Not finished (status running, not counted): ema seed 7" in markdown
-    rows = read_csv(root / "report" / "classification_fashion_mnist_mlp_quick.csv")
-    assert rows["ema"]["n_seeds"] == "3"
-
-
 def test_method_variants_are_separate_rows(tmp_path):
     root = tmp_path / "runs"
     for seed in (0, 1):
@@ -312,51 +177,3 @@ def test_flatness_table_from_analysis_files(tmp_path):
     assert float(eig["delta_vs_baseline"]) == pytest.approx(-5.0)
     assert float(eig["delta_vs_baseline_ci_high"]) == pytest.approx(-5.0 + T975_2 / math.sqrt(3))
     assert float(rows["online.hessian_top_eig", "sema"]["delta_vs_baseline"]) == pytest.approx(-4.0)
-
-
-def test_plots_are_valid_pngs(tmp_path):
-    import matplotlib.image
-
-    sweep = build_sweep(tmp_path / "sweep")
-    markdown = summarize(sweep)
-    for name in ("curves", "final"):
-        path = sweep / "report" / f"classification_fashion_mnist_mlp_quick_{name}.png"
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        image = matplotlib.image.imread(path)
-        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-        assert path.name in markdown
-
-
-def test_cli_writes_to_out_and_exits_zero(tmp_path, capsys):
-    sweep = build_sweep(tmp_path / "sweep")
-    out = tmp_path / "results"
-    assert main([str(sweep), "--out", str(out), "--no-plots", "--fractions", "0.5"]) == 0
-    printed = capsys.readouterr().out
-    assert "baseline" in printed and "sema" in printed and str(out) in printed
-    report = (out / "report.md").read_text()
-    assert f"- command: `sema-report {sweep} --out {out} --no-plots --fractions 0.5`" in report
-    assert (out / "classification_fashion_mnist_mlp_quick.md").exists()
-    assert not (sweep / "report").exists()
-
-
-def test_cli_without_results_fails_clearly(tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    assert main([str(tmp_path / "empty")]) == 1
-    assert "no result.json files" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing")]) == 1
-    assert "is not a directory" in capsys.readouterr().err
-    assert main([str(tmp_path / "empty"), "--fractions", "1.5"]) == 1
-    assert "(0, 1]" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_wandb_offline_logs_the_table(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    sweep = build_sweep(tmp_path / "sweep")
-    out = tmp_path / "report"
-    assert main([str(sweep), "--out", str(out), "--no-plots", "--wandb-mode", "offline"]) == 0
-    [table_file] = (out / "wandb").glob("offline-run-*/files/media/table/report/*.table.json")
-    logged = json.loads(table_file.read_text())
-    assert logged["columns"][:4] == ["method", "seeds", "failed", "top1 ↑"]
-    assert [row[0] for row in logged["data"]] == ["baseline", "ema", "sema"]
-    assert logged["data"][2][3] == "0.85 ± 0.01732"

@@ -1,0 +1,40 @@
+"""sema-report loading: unreadable and partial result files are listed with the reason, never fatal."""
+
+import json
+
+from report_testing import build_sweep, read_csv, write_result
+
+from benchmarks.report import load_runs, summarize
+
+
+def test_unreadable_and_partial_results_are_reported_not_fatal(tmp_path):
+    root = build_sweep(tmp_path / "sweep")
+    (root / "torn").mkdir()
+    (root / "torn" / "result.json").write_text('{"status": "compl')
+    (root / "partial").mkdir()
+    (root / "partial" / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "task": "classification",
+                "method": "ema",
+                "seed": 5,
+                "headline": "top1",
+                "final": {},
+            }
+        )
+    )
+    write_result(root, "no_direction", "ema", 6, final=0.8, avg=[0.8], higher_is_better=None)
+    write_result(root, "in_progress", "ema", 7, status="running", avg=[0.7])
+    runs, problems = load_runs(root)
+    assert len(runs) == 11
+    reasons = {p.path.parent.name: p.reason for p in problems}
+    assert "not valid JSON" in reasons["torn"]
+    assert "final['top1']" in reasons["partial"]
+    assert "higher_is_better" in reasons["no_direction"]
+    markdown = summarize(root, plots=False)
+    assert "## Unusable result files" in markdown and "3 unusable" in markdown
+    assert "- `torn/result.json`: not valid JSON" in markdown  # paths relative to the reported directory
+    assert "Not finished (status running, not counted): ema seed 7" in markdown
+    rows = read_csv(root / "report" / "classification_fashion_mnist_mlp_quick.csv")
+    assert rows["ema"]["n_seeds"] == "3"
