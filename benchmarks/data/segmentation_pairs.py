@@ -7,6 +7,11 @@ so they share the resize, flip and normalisation below.
 Items are (image float32 [3, S, S] normalised with ImageNet statistics, mask int64 [S, S]); the image is
 resized bilinearly and the mask by nearest neighbour to S x S. Training items are flipped horizontally at
 random (torch's global generator, which the engine seeds).
+
+With `keep_ratio=True` (sliding-window evaluation) items keep their own sizes, so they batch one at a time:
+the image is rescaled bilinearly, aspect ratio kept, so that its shorter side is S and its longer side at most
+4 S (mmseg's test `Resize(scale=(2048, 512), keep_ratio=True)` for S = 512), and the mask stays at the
+annotation's full resolution, where the metric is computed.
 """
 
 from __future__ import annotations
@@ -30,8 +35,16 @@ def shift_labels(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+def keep_ratio_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """(width, height) rescaled: shorter side `short_side`, longer side at most 4x that (mmcv's rule)."""
+    width, height = size
+    factor = min(short_side / min(width, height), 4 * short_side / max(width, height))
+    return int(width * factor + 0.5), int(height * factor + 0.5)
+
+
 class SegmentationPairs(Dataset):
-    """(image, mask) pairs resized to `image_size`; `zero_is_ignore` applies ADE20K's label shift."""
+    """(image, mask) pairs resized to `image_size` (or, with `keep_ratio`, the image's shorter side to it and
+    the mask not at all); `zero_is_ignore` applies ADE20K's label shift."""
 
     def __init__(
         self,
@@ -40,11 +53,13 @@ class SegmentationPairs(Dataset):
         train: bool,
         zero_is_ignore: bool,
         max_items: Optional[int] = None,
+        keep_ratio: bool = False,
     ):
         if not pairs:
             raise ValueError("no (image, mask) pairs given")
         self.pairs = list(pairs)[:max_items] if max_items is not None else list(pairs)
         self.image_size, self.train, self.zero_is_ignore = image_size, train, zero_is_ignore
+        self.keep_ratio = keep_ratio
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -55,13 +70,18 @@ class SegmentationPairs(Dataset):
         image_path, mask_path = self.pairs[i]
         with Image.open(image_path) as img:
             image = img.convert("RGB")
-            size = (self.image_size, self.image_size)
+            if self.keep_ratio:
+                size = keep_ratio_size(image.size, self.image_size)
+            else:
+                size = (self.image_size, self.image_size)
             image = np.asarray(image.resize(size, Image.BILINEAR) if image.size != size else image)
         with Image.open(mask_path) as m:
             if m.mode not in ("L", "P"):
                 raise ValueError(
                     f"{mask_path}: class maps must be 8-bit single-channel PNGs, got mode {m.mode}"
                 )
+            if self.keep_ratio:
+                size = m.size  # the metric is computed at the annotation's own resolution
             mask = np.asarray(m.resize(size, Image.NEAREST) if m.size != size else m)
         mask = shift_labels(mask) if self.zero_is_ignore else mask.astype(np.int64)
         image_t = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255)

@@ -5,8 +5,10 @@
 * Standard FID: the TF-ported Inception-v3 "pt_inception-2015-12-05" (2048-d pool features) through
   torchmetrics, which needs the `torch-fidelity` package and the weights file on disk (nothing is ever
   downloaded). Put `weights-inception-2015-12-05-6726825d.pth` (torch-fidelity's release asset) anywhere and
-  set `task.inception_weights=/path/to/it` or `$SEMA_INCEPTION_WEIGHTS`, or leave it in torch hub's cache
-  (`$TORCH_HOME/hub/checkpoints/`, default ~/.cache/torch/hub/checkpoints/); `pip install torch-fidelity`.
+  set `task.inception_weights=` the file or the folder holding it under that name (or the same in
+  `$SEMA_INCEPTION_WEIGHTS`), or leave it in torch hub's cache (`$TORCH_HOME/hub/checkpoints/`, default
+  ~/.cache/torch/hub/checkpoints/); `pip install torch-fidelity`. Images are rounded to uint8 and resized to
+  299 with torch-fidelity's TF1-compatible resize, as the published FIDs were computed (`inception_fid`).
 * Proxy FID (offline default): the same distance on the penultimate features of a small CNN classifier that
   the project trains on the same dataset's training labels (`ProxyFeatures`, trained once, deterministically,
   and cached). Its numbers rank models on that data but are NOT comparable with published FIDs; results label
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -40,24 +41,31 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Frechet distance of two Gaussians; matrix square root by scipy, as the reference implementations."""
-    from scipy import linalg
+    """Frechet distance of two Gaussians from their means and (symmetric positive semi-definite) covariances.
 
+    Tr (S_1 S_2)^(1/2) is computed as Tr (R S_2 R)^(1/2) with R = S_1^(1/2): R S_2 R is similar to S_1 S_2 and
+    symmetric, so two symmetric eigendecompositions replace scipy's general `sqrtm` of S_1 S_2 (the reference
+    implementations' route). Same value, ~8x faster at 2048 dimensions (3 s instead of 26 s on one thread),
+    and no complex round-off when fewer samples than dimensions make S_1 S_2 singular.
+    """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(
             f"shape mismatch: means {mu1.shape} vs {mu2.shape}, covariances {sigma1.shape} vs {sigma2.shape}"
         )
-    with warnings.catch_warnings():  # fewer samples than feature dimensions make the product singular
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():  # regularise, as pytorch-fid does
-            offset = np.eye(sigma1.shape[0]) * 1e-6
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = covmean.real
+    root1 = _psd_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)  # symmetrised against round-off
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()  # round-off makes zero eigenvalues ~ -1e-17
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix."""
+    eigenvalues, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ vectors.T
 
 
 # ---------------------------------------------------------------------------------------------- proxy network
@@ -207,22 +215,40 @@ def inception_weights_path(configured: Optional[str]) -> Optional[Path]:
     return path
 
 
+def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images [N, C, H, W] -> uint8 RGB [N, 3, H, W], rounded to the nearest level.
+
+    Rounding (not truncation) gives back the exact bytes of images read from 8-bit files, as when samples are
+    saved as PNGs and scored from disk; one-channel images are repeated to three.
+    """
+    levels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return levels.repeat(1, 3, 1, 1) if levels.shape[1] == 1 else levels
+
+
 @torch.no_grad()
 def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: Path, batch_size: int = 100) -> float:
-    """Standard FID (2048-d Inception pool features) of image sets in [-1, 1], through torchmetrics."""
+    """Standard FID (2048-d Inception pool features) of image sets in [-1, 1], through torchmetrics.
+
+    The network is torch-fidelity's `FeatureExtractorInceptionV3` loaded from `weights` (torch-fidelity
+    downloads only when given no path). Images go in as uint8 and are resized to 299x299 with torch-fidelity's
+    TF1-compatible bilinear resize (`antialias=False`): torchmetrics' default antialiased resize gives other
+    numbers than the original TF / torch-fidelity / pytorch-fid FID that papers report.
+    """
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError as err:  # pragma: no cover - torchmetrics is in the bench extras
         raise ImportError(
             "standard FID needs torchmetrics and torch-fidelity: pip install torch-fidelity"
         ) from err
+    weights = Path(weights)
+    if not weights.is_file():  # torch-fidelity would fail with a bare torch.load error
+        raise FileNotFoundError(
+            f"Inception weights not found at {weights} (torch-fidelity's {INCEPTION_FILE})"
+        )
     metric = FrechetInceptionDistance(
-        feature=2048, normalize=True, feature_extractor_weights_path=str(weights)
+        feature=2048, normalize=False, antialias=False, feature_extractor_weights_path=str(weights)
     )
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch_size):
-            batch = (images[i : i + batch_size].float().clamp(-1, 1) + 1) / 2
-            if batch.shape[1] == 1:
-                batch = batch.repeat(1, 3, 1, 1)
-            metric.update(batch, real=is_real)
+            metric.update(to_uint8_rgb(images[i : i + batch_size]), real=is_real)
     return float(metric.compute())

@@ -9,9 +9,16 @@ Datasets (one reader, `benchmarks.data.segmentation_pairs`):
 * `ade20k`: ADEChallengeData2016 under `task.data_root` (150 classes, 0 = ignored; see
   `benchmarks.data.ade20k`).
 
-Metrics on the validation split, from one confusion matrix over all its pixels at the network's input size
-(`input_size` x `input_size`, not mmseg's full-resolution sliding window): `miou` (headline, percent),
-`pixel_acc` and `macc` (mean class accuracy), both percent.
+Metrics on the validation split, from one confusion matrix over all its pixels: `miou` (headline, percent),
+`pixel_acc` and `macc` (mean class accuracy), both percent, and the cross-entropy `loss`. Two evaluation
+modes:
+
+* `task.eval_mode=resize` (default): images and masks resized to `input_size` x `input_size`, one forward
+  pass, metrics at that size;
+* `task.eval_mode=slide` (the ADE20K paper config; mmseg's test mode): each image at its own aspect ratio,
+  shorter side rescaled to `eval_crop` (longer side at most 4x), class scores from `eval_crop` windows every
+  `eval_stride` pixels averaged where windows overlap (benchmarks/metrics/sliding_window.py), then upsampled
+  bilinearly to the ORIGINAL annotation size, where the metrics are computed. mmseg's ADE20K: 512 / 341.
 
 `task.framework=mmseg` trains FCN / DeepLabV3 through mmseg's own Runner with the sema mmengine hook instead
 (`run()` below; benchmarks/openmmlab/mmseg_runner.py), on the same data and into the same result.json.
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +52,7 @@ FPN_PREFIX = "fpn_"  # fpn_<timm model>, e.g. fpn_resnet18: a timm backbone + be
 
 
 FRAMEWORKS = ("torchvision", "mmseg")
+EVAL_MODES = ("resize", "slide")
 
 
 @dataclass
@@ -61,6 +69,10 @@ class Config(TaskConfig):
     val_images: int = 128  # procedural_coco: validation scenes generated (max_eval_samples may use fewer)
     max_objects: int = 4  # procedural_coco: objects per scene, 1..max_objects
     data_seed: int = 0  # procedural_coco: seed of the scenes, fixed: every run and method sees the same data
+    eval_mode: str = "resize"  # resize (input_size x input_size) | slide (mmseg's sliding window at full
+    #                            annotation resolution; see the module docstring)
+    eval_crop: Optional[int] = None  # slide: window side, and the images' shorter side; None = input_size
+    eval_stride: Optional[int] = None  # slide: window step; None = 2/3 of eval_crop (mmseg: 341 for 512)
     framework: str = "torchvision"  # torchvision (the engine's loop) | mmseg (mmseg's Runner + the sema hook;
     #                                 models <head>_<backbone>, e.g. fcn_resnet18; needs scripts/install_openmmlab.sh)
 
@@ -110,8 +122,25 @@ def build_datasets(cfg: Config, ctx: RunContext) -> tuple[SegmentationPairs, Seg
     else:
         raise ValueError(f"unknown segmentation dataset {cfg.dataset!r}; allowed: {', '.join(DATASETS)}")
     train = SegmentationPairs(train_pairs, cfg.input_size, True, zero_is_ignore, cfg.max_train_samples)
-    val = SegmentationPairs(val_pairs, cfg.input_size, False, zero_is_ignore, cfg.max_eval_samples)
+    if cfg.eval_mode == "slide":  # images at their own aspect ratio, masks at full resolution
+        crop, _ = slide_window(cfg)
+        val = SegmentationPairs(val_pairs, crop, False, zero_is_ignore, cfg.max_eval_samples, keep_ratio=True)
+    else:
+        val = SegmentationPairs(val_pairs, cfg.input_size, False, zero_is_ignore, cfg.max_eval_samples)
     return train, val, num_classes, name
+
+
+def slide_window(cfg: Config) -> tuple[int, int]:
+    """(crop, stride) of the sliding-window evaluation, defaults filled in and checked."""
+    if cfg.eval_mode not in EVAL_MODES:
+        raise ValueError(f"unknown task.eval_mode={cfg.eval_mode!r}; allowed: {', '.join(EVAL_MODES)}")
+    crop = cfg.eval_crop if cfg.eval_crop is not None else cfg.input_size
+    stride = cfg.eval_stride if cfg.eval_stride is not None else max(1, crop * 2 // 3)
+    if not 1 <= stride <= crop:
+        raise ValueError(
+            f"task.eval_stride={stride} must lie in [1, eval_crop={crop}]: larger steps skip pixels"
+        )
+    return crop, stride
 
 
 def logits_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -128,14 +157,31 @@ def segmentation_loss(model: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(logits_of(model, images), masks, ignore_index=IGNORE_INDEX)
 
 
-def make_evaluator(val_set: SegmentationPairs, num_classes: int, batch_size: int, device: torch.device):
-    loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, shuffle=False)
+def make_evaluator(
+    val_set: SegmentationPairs,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    slide: Optional[tuple[int, int]] = None,
+):
+    """Validation metrics; `slide=(crop, stride)`: sliding-window scores upsampled to each full-size mask."""
+    from benchmarks.metrics.sliding_window import sliding_window_logits
+
+    # slide: images of different sizes, one per batch (its windows are batched instead)
+    loader = torch.utils.data.DataLoader(val_set, batch_size=1 if slide else batch_size, shuffle=False)
+
+    def predict(model: nn.Module, images: torch.Tensor, label_size: torch.Size) -> torch.Tensor:
+        if slide is None:
+            return logits_of(model, images)
+        crop, stride = slide
+        logits = sliding_window_logits(lambda x: logits_of(model, x), images, crop, stride, batch_size)
+        return F.interpolate(logits, size=label_size, mode="bilinear", align_corners=False)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
         loss_sum, pixels = 0.0, 0
         for images, masks in loader:
-            logits = logits_of(model, images.to(device)).float().cpu()
+            logits = predict(model, images.to(device), masks.shape[-2:]).float().cpu()
             valid = int((masks != IGNORE_INDEX).sum())
             loss_sum += float(F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum"))
             pixels += valid
@@ -151,6 +197,11 @@ def run(cfg: Any, run_dir: Path) -> dict:
         raise ValueError(f"run() is for task.framework=mmseg, got {cfg.task.framework!r}")
     from benchmarks.openmmlab.mmseg_runner import run_mmseg
 
+    if cfg.task.get("eval_mode", "resize") != "resize":
+        import warnings
+
+        warnings.warn(f"task.eval_mode={cfg.task.eval_mode} applies to framework=torchvision; the mmseg "
+                      "runner evaluates at input_size x input_size")
     return run_mmseg(cfg, Path(run_dir))
 
 
@@ -161,6 +212,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         raise ValueError(f"task.framework={cfg.framework!r} trains through benchmarks.openmmlab (the engine calls "
                          "benchmarks.tasks.segmentation.run), not through setup(); use framework=torchvision here")
     check_model(cfg.model)
+    window = slide_window(cfg)  # checks eval_mode and the window before any data is prepared
+    slide = window if cfg.eval_mode == "slide" else None
     train_set, val_set, num_classes, dataset_name = build_datasets(cfg, ctx)
     model = build_model(cfg.model, num_classes)
 
@@ -178,13 +231,19 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         model=model,
         train_set=train_set,
         train_loss=segmentation_loss,
-        evaluate=make_evaluator(val_set, num_classes, cfg.eval_batch_size, ctx.device),
+        evaluate=make_evaluator(val_set, num_classes, cfg.eval_batch_size, ctx.device, slide),
         headline="miou",
         higher_is_better=True,
         dataset=dataset_name,
         analysis_batches=analysis_batches,
         notes=[
             f"{cfg.model} from scratch, {num_classes} classes, {len(train_set)} training / {len(val_set)} "
-            f"validation images at {cfg.input_size}x{cfg.input_size}; metrics at that size"
+            f"validation images; training at {cfg.input_size}x{cfg.input_size}; "
+            + (
+                f"evaluation by {slide[0]}-px sliding windows every {slide[1]} px (shorter side {slide[0]}), "
+                "metrics at full annotation resolution"
+                if slide
+                else f"evaluation at {cfg.input_size}x{cfg.input_size}, metrics at that size"
+            )
         ],
     )
