@@ -3,7 +3,9 @@ Runner with the sema hook, on the segmentation task's data (procedural scenes' s
 
 Models (`task.model`): `fcn_<backbone>` or `deeplabv3_<backbone>` with backbone resnet18 | resnet50 | resnet101
 (mmseg's fcn_r*-d8 / deeplabv3_r*-d8 configs, random init). Images and ground truth are resized to
-task.input_size x task.input_size for training and evaluation, as in the torchvision path, and the metrics
+task.input_size x task.input_size for training and, with task.eval_mode=resize, for evaluation; task.eval_mode=slide
+evaluates as mmseg's ADE20K configs do (shorter side to task.eval_crop, sliding windows, metrics at the annotation's
+own size), as in the torchvision path. The metrics
 (miou headline, pixel_acc, macc, percent) come from the same confusion-matrix code
 (`benchmarks.metrics.segmentation`) through `ConfusionMetric` below. A rerun of an interrupted run resumes from its
 last epoch-end checkpoint (mmengine's resume; see common.py).
@@ -33,8 +35,15 @@ def parse_model(name: str) -> tuple[str, str]:
 
 
 def model_cfg(task: Any, num_classes: int) -> dict:
-    """The mmseg EncoderDecoder config for task.model."""
+    """The mmseg EncoderDecoder config for task.model; task.eval_mode=slide gives mmseg's sliding-window test."""
+    from benchmarks.tasks.segmentation import slide_window
+
     head, backbone = parse_model(task.model)
+    if task.get("eval_mode", "resize") == "slide":
+        crop, stride = slide_window(task)
+        test_cfg = dict(mode="slide", crop_size=(crop, crop), stride=(stride, stride))
+    else:
+        test_cfg = dict(mode="whole")
     depth = DEPTHS[backbone]
     norm = dict(type="BN", requires_grad=True)
     last = 512 if depth == 18 else 2048
@@ -56,7 +65,7 @@ def model_cfg(task: Any, num_classes: int) -> dict:
                       style="pytorch", contract_dilation=True),
         decode_head=decode_head,
         train_cfg=dict(),
-        test_cfg=dict(mode="whole"),
+        test_cfg=test_cfg,
     )
 
 
@@ -128,7 +137,9 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
     parse_model(task.model)
     train_source, val_source, num_classes, dataset_label = _data_sources(cfg)
     notes = ["trained by mmseg's Runner with sema.integrations.mmengine.SwitchEMAHook (framework=mmseg)",
-             f"{task.model} from scratch at {task.input_size}x{task.input_size}; metrics at that size"]
+             f"{task.model} from scratch at {task.input_size}x{task.input_size}; metrics "
+             + ("by sliding window at the annotations' own size" if task.get("eval_mode", "resize") == "slide"
+                else "at that size")]
     result = common.base_result(cfg, "miou", True, dataset_label, notes)
 
     def train(resume_from):
@@ -137,6 +148,7 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
         from mmengine.runner import Runner
         from mmseg.utils import register_all_modules
 
+        from benchmarks.tasks.segmentation import slide_window
         import sema.integrations.mmengine  # noqa: F401  (registers SwitchEMAHook)
 
         register_all_modules(init_default_scope=True)
@@ -149,12 +161,15 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
             dict(type="RandomFlip", prob=0.5),
             dict(type="PackSegInputs"),
         ]
-        val_pipeline = [
-            dict(type="LoadImageFromFile"),
-            dict(type="LoadAnnotations"),  # reduce_zero_label comes from the dataset
-            dict(type="Resize", scale=size, keep_ratio=False),
-            dict(type="PackSegInputs"),
-        ]
+        slide = task.get("eval_mode", "resize") == "slide"
+        if slide:  # mmseg's ADE20K test: shorter side to the crop (longer side <= 4x); annotations loaded after
+            crop, _ = slide_window(task)  # the resize keep their own size, where the metric is computed
+            val_pipeline = [dict(type="LoadImageFromFile"),
+                            dict(type="Resize", scale=(4 * crop, crop), keep_ratio=True),
+                            dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+        else:
+            val_pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"),
+                            dict(type="Resize", scale=size, keep_ratio=False), dict(type="PackSegInputs")]
         max_train = task.max_train_samples
         if cfg.trainer.max_steps_per_epoch:
             cap = cfg.trainer.max_steps_per_epoch * task.batch_size
@@ -168,7 +183,8 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
         loader = dict(num_workers=task.num_workers, persistent_workers=task.num_workers > 0)
         train_dataloader = dict(batch_size=task.batch_size, drop_last=True,
                                 sampler=dict(type="DefaultSampler", shuffle=True), dataset=train_dataset, **loader)
-        val_dataloader = dict(batch_size=task.eval_batch_size, sampler=dict(type="DefaultSampler", shuffle=False),
+        # Slide mode: images of different sizes are not stacked into one batch.
+        val_dataloader = dict(batch_size=1 if slide else task.eval_batch_size, sampler=dict(type="DefaultSampler", shuffle=False),
                               dataset=val_dataset, **loader)
 
         n_train = _count_images(train_source, max_train)

@@ -197,11 +197,7 @@ def run(cfg: Any, run_dir: Path) -> dict:
         raise ValueError(f"run() is for task.framework=mmseg, got {cfg.task.framework!r}")
     from benchmarks.openmmlab.mmseg_runner import run_mmseg
 
-    if cfg.task.get("eval_mode", "resize") != "resize":
-        import warnings
-
-        warnings.warn(f"task.eval_mode={cfg.task.eval_mode} applies to framework=torchvision; the mmseg "
-                      "runner evaluates at input_size x input_size")
+    slide_window(cfg.task)  # the same checks of eval_mode / eval_crop / eval_stride as the torchvision path
     return run_mmseg(cfg, Path(run_dir))
 
 
