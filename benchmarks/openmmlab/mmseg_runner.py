@@ -39,7 +39,7 @@ def model_cfg(task: Any, num_classes: int) -> dict:
     from benchmarks.tasks.segmentation import slide_window
 
     head, backbone = parse_model(task.model)
-    if task.get("eval_mode", "resize") == "slide":
+    if getattr(task, "eval_mode", "resize") == "slide":
         crop, stride = slide_window(task)
         test_cfg = dict(mode="slide", crop_size=(crop, crop), stride=(stride, stride))
     else:
@@ -138,7 +138,7 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
     train_source, val_source, num_classes, dataset_label = _data_sources(cfg)
     notes = ["trained by mmseg's Runner with sema.integrations.mmengine.SwitchEMAHook (framework=mmseg)",
              f"{task.model} from scratch at {task.input_size}x{task.input_size}; metrics "
-             + ("by sliding window at the annotations' own size" if task.get("eval_mode", "resize") == "slide"
+             + ("by sliding window at the annotations' own size" if getattr(task, "eval_mode", "resize") == "slide"
                 else "at that size")]
     result = common.base_result(cfg, "miou", True, dataset_label, notes)
 
@@ -161,7 +161,7 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
             dict(type="RandomFlip", prob=0.5),
             dict(type="PackSegInputs"),
         ]
-        slide = task.get("eval_mode", "resize") == "slide"
+        slide = getattr(task, "eval_mode", "resize") == "slide"
         if slide:  # mmseg's ADE20K test: shorter side to the crop (longer side <= 4x); annotations loaded after
             crop, _ = slide_window(task)  # the resize keep their own size, where the metric is computed
             val_pipeline = [dict(type="LoadImageFromFile"),
