@@ -369,12 +369,17 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- evaluation
     def _evaluate(self) -> dict[str, float]:
+        # Evaluation leaves every RNG as it found it: a DataLoader draws its base seed from the global generator
+        # even unshuffled, so without this an EMA run (two evaluations per epoch) would train on other random
+        # draws than the baseline (one), and eval_every would change the trajectory.
+        saved = ckpt.rng_state()
         self.model.eval()
         try:
             with torch.no_grad(), self._autocast():
                 return {k: float(v) for k, v in self.task.evaluate(self.model).items()}
         finally:
             self.model.train()
+            ckpt.set_rng_state(saved)
 
     def evaluate(self, switched: bool) -> tuple[Optional[dict], dict, bool]:
         """(averaged metrics or None, online metrics, whether the averaged evaluation was reused)."""

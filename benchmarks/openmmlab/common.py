@@ -133,6 +133,9 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                       "lr": runner.optim_wrapper.optimizer.param_groups[0]["lr"], "switched": False,
                       "avg": None, "online": None}
             if epoch % cfg.trainer.eval_every == 0 or epoch == cfg.trainer.epochs:
+                from benchmarks.checkpoint import rng_state, set_rng_state
+
+                saved = rng_state()  # evaluations leave the training RNG untouched, as in the engine
                 online = dict(runner.val_loop.run())
                 avg, reused = None, False
                 if sema_hook is not None:
@@ -144,6 +147,7 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                     else:
                         with averager.swapped():
                             avg = dict(runner.val_loop.run())
+                set_rng_state(saved)
                 record.update(avg=avg, online=online, avg_reused_online=reused)
             record["time_s"] = self.elapsed_before + time.perf_counter() - self.run_start
             result["history"].append(record)

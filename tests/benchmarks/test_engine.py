@@ -67,6 +67,26 @@ def test_ema_evaluates_average_and_model_separately(tmp_path):
     assert result["final"] != result["final_online"]  # decay 0.9 over 16 steps: clearly different weights
 
 
+def test_averaging_does_not_change_the_online_trajectory(tmp_path):
+    # EMA evaluates twice per epoch and the baseline once; evaluation must not consume the training RNG (random
+    # augmentation here), so the online model of an EMA run is the baseline's, bit for bit.
+    extra = ("task.augment=true", "trainer.epochs=3")
+    runs = [smoke(tmp_path, method, *extra) for method in ("baseline", "ema")]
+    base, ema = (engine.run(cfg, run_dir) for cfg, run_dir in runs)
+    assert [h["train_loss"] for h in ema["history"]] == [h["train_loss"] for h in base["history"]]
+    assert [h["online"] for h in ema["history"]] == [h["online"] for h in base["history"]]
+    weights = [load_file(run_dir / "weights" / "online.safetensors") for _, run_dir in runs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_evaluation_frequency_does_not_change_training(tmp_path):
+    extra = ("task.augment=true", "trainer.epochs=3")
+    every = engine.run(*smoke(tmp_path / "a", "ema", *extra, "trainer.eval_every=1"))
+    last = engine.run(*smoke(tmp_path / "b", "ema", *extra, "trainer.eval_every=3"))
+    assert every["history"][-1]["train_loss"] == last["history"][-1]["train_loss"]
+    assert every["final"] == last["final"] and every["final_online"] == last["final_online"]
+
+
 def test_completed_run_is_skipped(tmp_path):
     cfg, run_dir = smoke(tmp_path, "baseline")
     first = engine.run(cfg, run_dir)
