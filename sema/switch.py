@@ -28,6 +28,18 @@ from sema.schedules import check_choice, check_nonnegative_int, check_open_unit,
 SWITCH_UNITS = ("epoch", "step")
 
 
+def drift_kept(decay: float, steps: int) -> float:
+    """The fraction of a steady weight drift that survives one switch cycle of `steps` updates at constant `decay`.
+
+    Right after a switch the average equals the model; if the weights then move by v per step, after n updates the
+    model has moved n*v and the average n*v * (1 - d*(1 - d**n) / (n*(1 - d))), which the next switch writes back.
+    E.g. decay 0.999 over 500 steps keeps 0.21 of the drift, 0.9 over 78 steps keeps 0.88 (docs/sema.md).
+    """
+    check_open_unit("decay", decay)
+    check_positive_int("steps", steps)
+    return 1.0 - decay * (1.0 - decay**steps) / (steps * (1.0 - decay))
+
+
 @dataclass(frozen=True)
 class SwitchCadence:
     """When to switch, counted in epochs or update() calls (see the module docstring)."""

@@ -96,3 +96,24 @@ def test_bf16_switch_equals_rounded_average():
     train_steps(model, avg, 3)
     avg.epoch_end()
     assert torch.equal(model.fc1.weight, avg.average.fc1.weight.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("decay,steps", [(0.9, 10), (0.99, 78), (0.999, 500)])
+def test_drift_kept_matches_a_sema_run_on_steadily_drifting_weights(decay, steps):
+    from sema.switch import drift_kept
+
+    # One float64 weight that starts at 0 (= the average at binding) and moves by +1 before each of the `steps`
+    # updates; SEMA switches right after the last one and writes drift_kept * steps back into the model.
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.zero_()
+    avg = sema.SEMA(model, decay=decay, switch_unit="step", switch_every=steps, switch_start=0)
+    with torch.no_grad():
+        for _ in range(steps):
+            model.weight += 1.0
+            avg.update()
+    assert avg.switches == 1
+    assert float(model.weight) / steps == pytest.approx(drift_kept(decay, steps), rel=1e-9)
+    assert drift_kept(0.999, 500) == pytest.approx(0.21355, abs=1e-5)  # 1 - 0.999 * (1 - e^-0.50025) / 0.5
+    with pytest.raises(ValueError, match="decay"):
+        drift_kept(1.0, 10)
