@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,3 +72,14 @@ def set_rng_state(state: dict[str, Any], loader_generator: Optional[torch.Genera
         torch.cuda.set_rng_state_all(state["cuda"])
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Inside: draw from any RNG freely; on exit (also on exception) every RNG is back where it was, so side
+    computations (evaluation, BN re-estimation) never shift the training run's random stream."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)

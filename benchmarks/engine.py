@@ -372,14 +372,12 @@ class Trainer:
         # Evaluation leaves every RNG as it found it: a DataLoader draws its base seed from the global generator
         # even unshuffled, so without this an EMA run (two evaluations per epoch) would train on other random
         # draws than the baseline (one), and eval_every would change the trajectory.
-        saved = ckpt.rng_state()
         self.model.eval()
         try:
-            with torch.no_grad(), self._autocast():
+            with ckpt.preserved_rng(), torch.no_grad(), self._autocast():
                 return {k: float(v) for k, v in self.task.evaluate(self.model).items()}
         finally:
             self.model.train()
-            ckpt.set_rng_state(saved)
 
     def evaluate(self, switched: bool) -> tuple[Optional[dict], dict, bool]:
         """(averaged metrics or None, online metrics, whether the averaged evaluation was reused)."""
@@ -423,13 +421,12 @@ class Trainer:
             with self._autocast():
                 self.task.train_loss(self.model, to_device(batch, self.device))
 
-        rng = ckpt.rng_state()
         try:
-            seed_everything(self.cfg.seed)
-            self.model.train()
-            update_bn(loader, bound, forward_fn=forward, max_batches=self.bn_update_batches)
+            with ckpt.preserved_rng():
+                seed_everything(self.cfg.seed)
+                self.model.train()
+                update_bn(loader, bound, forward_fn=forward, max_batches=self.bn_update_batches)
         finally:
-            ckpt.set_rng_state(rng)
             with torch.no_grad():
                 for buffer, saved in zip(outside, outside_saved):
                     buffer.copy_(saved)

@@ -133,21 +133,20 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                       "lr": runner.optim_wrapper.optimizer.param_groups[0]["lr"], "switched": False,
                       "avg": None, "online": None}
             if epoch % cfg.trainer.eval_every == 0 or epoch == cfg.trainer.epochs:
-                from benchmarks.checkpoint import rng_state, set_rng_state
+                from benchmarks.checkpoint import preserved_rng
 
-                saved = rng_state()  # evaluations leave the training RNG untouched, as in the engine
-                online = dict(runner.val_loop.run())
-                avg, reused = None, False
-                if sema_hook is not None:
-                    averager = sema_hook.averager
-                    switched = _same_weights(runner.model, averager.average)
-                    record["switched"] = switched
-                    if switched:  # the model holds the average right now: one evaluation serves both
-                        avg, reused = dict(online), True
-                    else:
-                        with averager.swapped():
-                            avg = dict(runner.val_loop.run())
-                set_rng_state(saved)
+                with preserved_rng():  # evaluations leave the training RNG untouched, as in the engine
+                    online = dict(runner.val_loop.run())
+                    avg, reused = None, False
+                    if sema_hook is not None:
+                        averager = sema_hook.averager
+                        switched = _same_weights(runner.model, averager.average)
+                        record["switched"] = switched
+                        if switched:  # the model holds the average right now: one evaluation serves both
+                            avg, reused = dict(online), True
+                        else:
+                            with averager.swapped():
+                                avg = dict(runner.val_loop.run())
                 record.update(avg=avg, online=online, avg_reused_online=reused)
             record["time_s"] = self.elapsed_before + time.perf_counter() - self.run_start
             result["history"].append(record)

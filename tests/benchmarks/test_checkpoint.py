@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from benchmarks.checkpoint import load_checkpoint, preserved_rng, rng_state, save_checkpoint, set_rng_state
 
 
 def draws(generator):
@@ -46,3 +46,19 @@ def test_loading_refuses_arbitrary_objects(tmp_path):
     torch.save({"x": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_preserved_rng_puts_every_generator_back_also_on_exception():
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    expected = draws()
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    with preserved_rng():
+        draws()
+    with pytest.raises(RuntimeError):
+        with preserved_rng():
+            draws()
+            raise RuntimeError("evaluation failed")
+    assert draws() == expected

@@ -31,6 +31,24 @@ def write_ade20k(root, n_train: int = 3, n_val: int = 2, size: int = 24):
     return base
 
 
+def write_ade20k_sizes(root, train_sizes, val_sizes):
+    """ADEChallengeData2016, images of the given (height, width); labels: bands of 1..150, 0 at the top."""
+    rng = np.random.default_rng(0)
+    base = root / "ADEChallengeData2016"
+    splits = (("training", "ADE_train", train_sizes), ("validation", "ADE_val", val_sizes))
+    for split, prefix, sizes in splits:
+        (base / "images" / split).mkdir(parents=True)
+        (base / "annotations" / split).mkdir(parents=True)
+        for i, (height, width) in enumerate(sizes, 1):
+            stem = f"{prefix}_{i:08d}"
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                base / "images" / split / f"{stem}.jpg"
+            )
+            labels = np.zeros((height, width), dtype=np.uint8)
+            labels[2:] = (np.arange(width) // 7 % 150 + 1)[None, :]  # vertical bands of classes 1, 2, ...
+            Image.fromarray(labels).save(base / "annotations" / split / f"{stem}.png")
+
+
 def test_pairs_match_images_to_annotations_by_stem(tmp_path):
     write_ade20k(tmp_path)
     pairs = ade20k.ade20k_pairs(str(tmp_path), "train")

@@ -4,6 +4,8 @@ for a per-pixel network, and slide-mode evaluation of an ADE20K fixture at full 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,9 @@ from benchmarks.metrics.segmentation import confusion_matrix, segmentation_score
 from benchmarks.metrics.sliding_window import sliding_window_logits, window_count, window_starts
 from benchmarks.tasks import segmentation
 from benchmarks.tasks.protocol import RunContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from test_ade20k import write_ade20k_sizes  # noqa: E402  (the ADE20K reader tests' fixture writers)
 
 # (height, width) of the validation images: both orientations, and one with a side shorter than the others
 VAL_SIZES = [(40, 60), (50, 36), (33, 70)]
@@ -88,24 +93,6 @@ def test_keep_ratio_resize_follows_mmsegs_ade20k_test_scale():
     assert keep_ratio_size((640, 480), 512) == (683, 512)  # 640 * 512/480 = 682.67
     assert keep_ratio_size((256, 2048), 512) == (256, 2048)  # the 2048 cap on the long side wins
     assert keep_ratio_size((60, 40), 32) == (48, 32)
-
-
-def write_ade20k_sizes(root, train_sizes, val_sizes):
-    """ADEChallengeData2016, images of the given (height, width); labels: bands of 1..150, 0 at the top."""
-    rng = np.random.default_rng(0)
-    base = root / "ADEChallengeData2016"
-    splits = (("training", "ADE_train", train_sizes), ("validation", "ADE_val", val_sizes))
-    for split, prefix, sizes in splits:
-        (base / "images" / split).mkdir(parents=True)
-        (base / "annotations" / split).mkdir(parents=True)
-        for i, (height, width) in enumerate(sizes, 1):
-            stem = f"{prefix}_{i:08d}"
-            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-                base / "images" / split / f"{stem}.jpg"
-            )
-            labels = np.zeros((height, width), dtype=np.uint8)
-            labels[2:] = (np.arange(width) // 7 % 150 + 1)[None, :]  # vertical bands of classes 1, 2, ...
-            Image.fromarray(labels).save(base / "annotations" / split / f"{stem}.png")
 
 
 def test_slide_evaluation_scores_full_resolution_masks_like_whole_image_inference(tmp_path):

@@ -7,12 +7,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
 
 from benchmarks.openmmlab.mmseg_runner import run_mmseg
 from benchmarks.suite import compose_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from test_ade20k import write_ade20k_sizes  # noqa: E402  (the ADE20K reader tests' fixture writers)
 
 if importlib.util.find_spec("mmseg") is None and os.environ.get("SEMA_REQUIRE_OPENMMLAB") == "1":
     raise ImportError("SEMA_REQUIRE_OPENMMLAB=1 but mmseg is not installed: run bash scripts/install_openmmlab.sh")
@@ -51,29 +56,12 @@ def test_engine_hands_framework_mmseg_runs_to_the_task_runner(tmp_path, monkeypa
     assert json.loads((run_dir / "result.json").read_text())["final"] == result["final"]
 
 
-def _write_ade20k(root, sizes):
-    """A tiny ADEChallengeData2016 with images of the given (height, width) in both splits; class bands 1..150."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, prefix in (("training", "ADE_train"), ("validation", "ADE_val")):
-        (root / "ADEChallengeData2016" / "images" / split).mkdir(parents=True)
-        (root / "ADEChallengeData2016" / "annotations" / split).mkdir(parents=True)
-        for i, (height, width) in enumerate(sizes, 1):
-            stem = root / "ADEChallengeData2016" / "{}" / split / f"{prefix}_{i:08d}"
-            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-                str(stem).format("images") + ".jpg")
-            labels = np.zeros((height, width), dtype=np.uint8)
-            labels[2:] = (np.arange(width) // 7 % 150 + 1)[None, :]
-            Image.fromarray(labels).save(str(stem).format("annotations") + ".png")
-
-
 def test_slide_mode_uses_mmsegs_sliding_window_test_on_ade20k_of_mixed_sizes(tmp_path, monkeypatch):
     from benchmarks.openmmlab.mmseg_runner import model_cfg
 
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    _write_ade20k(tmp_path / "data", [(40, 56), (48, 40), (36, 60), (44, 44)])
+    sizes = [(40, 56), (48, 40), (36, 60), (44, 44)]
+    write_ade20k_sizes(tmp_path / "data", sizes, sizes)
     cfg, run_dir = compose_run("segmentation", "sema", "smoke", 0, str(tmp_path / "runs"),
                                ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.epochs=1",
                                 "task.framework=mmseg", "task.model=fcn_resnet18", "task.dataset=ade20k",
