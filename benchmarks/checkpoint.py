@@ -19,7 +19,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.pt"  # the engine's epoch-end checkpoint, relative to the run directory
+FRAMEWORK_WORK_DIR = "mmengine"  # mmengine's work_dir inside the run directory (task.framework=mmdet|mmseg)
+FRAMEWORK_CHECKPOINT_FILE = f"{FRAMEWORK_WORK_DIR}/last_epoch.pth"  # its epoch-end checkpoint (resume)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -1,12 +1,14 @@
 """`sema-bench`: the benchmark's command line (a Hydra app).
 
-    sema-bench                                                   # the main job: the quick suite (suite.py)
-    sema-bench task=classification method=sema seed=0 profile=quick            # one run
-    sema-bench -m task=classification method=baseline,ema,sema seed=0,1,2      # a sweep
-    sema-bench +experiment=cifar100_resnet18 task.data_root=/data method=sema  # a paper recipe
-    torchrun --nproc_per_node=4 -m benchmarks.cli task=classification ...      # data parallel (DDP)
+    sema-bench                                                        # the main job: the quick suite (suite.py)
+    sema-bench recipe=quick/classification method=sema seed=0        # one run
+    sema-bench -m recipe=quick/classification method=baseline,ema,sema seed=0,1,2   # a sweep
+    sema-bench recipe=paper/cifar100_resnet50 task.data_root=/data method=sema     # a paper recipe
+    sema-bench --list                                                 # recipes, methods, tasks
+    sema-bench --plan recipe=quick/classification method=sema        # resolved config + schedule, no run
+    torchrun --nproc_per_node=4 -m benchmarks.cli recipe=...          # data parallel (DDP)
 
-Config groups, run directories, launchers (joblib, submitit local/Slurm): configs/config.yaml's header.
+What fills what, run directories, launchers (joblib, submitit local/Slurm): configs/config.yaml's header.
 In a sweep a failed run is recorded (status "failed" in its result.json) and the sweep goes on; a single run
 that fails exits with the error.
 """
@@ -22,8 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from benchmarks.config import register_configs
-from benchmarks.suite import CONFIG_DIR
+from benchmarks.recipes import CONFIG_DIR, register_configs
 
 log = logging.getLogger("sema-bench")
 
@@ -62,13 +63,96 @@ def run_one(cfg: DictConfig) -> dict | None:
     return result
 
 
+HELP = """sema-bench: Switch EMA and other weight-averaging methods, trained and compared.
+
+  sema-bench                        the main job: every task's quick recipe x baseline, ema, sema (seed 0), then
+                                    the comparison table (runs/quick/report/); rerun to resume
+  sema-bench recipe=R method=M [seed=S] [key=value ...]      one run, in runs/<R>/<M>/seed<S>/[overrides]
+  sema-bench -m recipe=R1,R2 method=M1,M2 seed=0,1,2 [...]   a sweep (hydra/launcher=joblib|submitit_local|slurm)
+  sema-bench --plan recipe=R method=M [...]                  print the resolved config, the steps per epoch, the
+                                                             method's arguments, warm-up end and switch epochs
+  sema-bench --list                 the recipes, methods and tasks with one line each
+  sema-bench --hydra-help           Hydra's own options (--cfg, --multirun, launchers, ...)
+
+Choices (defaults: recipe=quick/classification method=sema seed=0 out_dir=runs):
+  recipe=<profile>/<name>    {recipes}
+  method=<name>              {methods}
+  seed=<int>, out_dir=<dir>, and any key of the resolved config, e.g. optim.lr=0.05 trainer.epochs=20
+  method.<setting>=<value>   a method's own settings (sema-bench --plan ... shows them), e.g. method.decay=0.9
+  task.data_root=<dir>       the real dataset instead of the embedded offline default (docs/data.md)
+"""
+
+
+def _help() -> str:
+    from benchmarks.methods import choices
+    from benchmarks.recipes import RECIPES
+
+    return HELP.format(recipes=" ".join(RECIPES), methods=" ".join(choices(CONFIG_DIR / "method")))
+
+
+def _listing() -> str:
+    import importlib
+
+    from benchmarks.methods import choices
+    from benchmarks.recipes import RECIPES
+    from benchmarks.tasks import TASKS
+
+    lines = ["recipes (recipe=<name>; configs/recipe/<name>.yaml):"]
+    lines += [f"  {name:30s} {r.task:15s} {r.summary}" for name, r in RECIPES.items()]
+    lines += ["", "methods (method=<name>; sema.METHODS, configs/method/):"]
+    lines += [f"  {name:30s} {text}" for name, text in choices(CONFIG_DIR / "method").items()]
+    lines += ["", "tasks (benchmarks/tasks/):"]
+    for name, module_path in TASKS.items():
+        doc = (importlib.import_module(module_path).__doc__ or "").strip().splitlines()
+        lines.append(f"  {name:30s} {doc[0] if doc else ''}")
+    return "\n".join(lines)
+
+
+# The arguments of the former command line, each with what replaces it.
+_FORMER = {"task=": "recipe=<profile>/<task>, e.g. recipe=quick/classification (sema-bench --list)",
+           "profile=": "recipe=<profile>/<task>, e.g. recipe=smoke/classification (sema-bench --list)",
+           "+experiment=": "recipe=paper/<name>, e.g. recipe=paper/cifar100_resnet50 (sema-bench --list)"}
+
+
+def _check_former(args: list[str]) -> None:
+    for arg in args:
+        for former, now in _FORMER.items():
+            if arg.startswith(former) or arg.startswith("-m" + former):
+                raise SystemExit(f"sema-bench: {arg!r} is no longer an option; use {now}")
+
+
 def main() -> None:
-    """Console entry point: no arguments -> the main job; otherwise a Hydra run or sweep."""
-    if len(sys.argv) == 1:
+    """Console entry point: no arguments -> the main job; --help/--list/--plan; otherwise a Hydra run or sweep."""
+    args = sys.argv[1:]
+    if not args:
         from benchmarks.suite import main as suite_main
 
         suite_main([])
         return
+    if args[0] in ("-h", "--help"):
+        print(_help())
+        return
+    if args[0] == "--hydra-help":
+        sys.argv[1:] = ["--help", *args[1:]]
+    _check_former(args)
+    if args[0] == "--list":
+        print(_listing())
+        return
+    if args[0] == "--plan":
+        from benchmarks.plan import describe
+        from benchmarks.recipes import compose
+
+        cfg, run_dir = compose(args[1:])
+        print(describe(cfg, run_dir), end="")
+        return
+    for arg in args:
+        if arg.startswith("recipe=") and "," not in arg:
+            from benchmarks.recipes import check_recipe_name
+
+            try:
+                check_recipe_name(arg.split("=", 1)[1])
+            except ValueError as err:
+                raise SystemExit(f"sema-bench: {err}") from None
     register_configs()
     run_one()
 

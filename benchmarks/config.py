@@ -4,24 +4,26 @@ The YAML files under `configs/` fill these schemas; a key that is not in a schem
 is rejected by Hydra/OmegaConf before anything runs, and `validate()` rejects out-of-range values and unknown
 choices with the list of allowed ones.
 
-How the pieces are registered (see `register_configs`):
+How the pieces are registered (see `benchmarks.recipes.register_configs`):
 
 * the root schema `Config` as `base_config` (configs/config.yaml lists it first in its defaults);
-* each task's `Config` as `task/<name>_schema`, found by iterating `benchmarks.tasks.TASKS`
-  (configs/task/<name>.yaml starts with `defaults: [<name>_schema, _self_]`);
-* each method schema in `METHOD_SCHEMAS` as `method/<key>` (configs/method/<name>.yaml starts with
-  `defaults: [<key>, _self_]`, usually `method_schema`). A method with extra fields writes a dataclass that
-  extends `MethodConfig` and adds one line to `METHOD_SCHEMAS`.
+* each task's `Config` as `schema/task/<name>` (a recipe attaches it with `- /schema/task/<name>@task`), found
+  by iterating `benchmarks.tasks.TASKS`;
+* each method's schema as `schema/method/<key>` and a ready `method/<key>` for methods without a file of their
+  own, from `sema.METHODS` (benchmarks/methods.py).
+
+A recipe (configs/recipe/<profile>/<name>.yaml, listed in benchmarks/recipes.py) fills task, optim, trainer,
+averaging and profile; a method file fills method. No file writes into another's node:
+`benchmarks.recipes.check_recipe_files` refuses a recipe that sets method.* (it names the key and the file).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import II, MISSING
+from omegaconf import MISSING
 
 # ---------------------------------------------------------------------------------------------------------------
 # Allowed values of the enumerated string fields (checked by `validate`, listed in its error messages).
@@ -29,111 +31,19 @@ OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "constant", "multistep")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-SWITCH_UNITS = ("epoch", "step")
 WANDB_MODES = ("offline", "online", "disabled")
 PROFILES = ("smoke", "quick", "paper")
 
 
 @dataclass
-class MethodConfig:
-    """A weight-averaging method: which `sema.METHODS` entry to build and with what arguments.
+class AveragingConfig:
+    """The recipe's averaging settings: the ones that depend on the run's length and the model family. Each is the
+    default of the method field of the same meaning (`sema.settings.recipe_field`); a method file or the command
+    line may set its own value instead (method.decay=..., method.switch_start=...)."""
 
-    `benchmarks.methods.build_averager` turns this into a `sema` object without looking at `name`:
-    every field except `name`, `averager` and the `*_epochs` ones is passed to `sema.METHODS[averager](module, ...)`
-    as a keyword argument, omitting None values (so sema's own defaults apply). Epoch-based fields are converted:
-    a field `<x>_epochs` becomes the keyword `<x>_steps` (times the optimizer steps per epoch), and
-    `switch_start`/`switch_end` (always given in epochs here) become steps when `switch_unit="step"`.
-    When `switch_every` is None the method does not switch and no `switch_*` keyword is passed.
-    Issue-6 style methods extend this dataclass with their own fields (they are passed the same way).
-    """
-
-    name: str = MISSING  # the method's label in results and run directories (baseline, ema, sema, ...)
-    averager: Optional[str] = MISSING  # key in sema.METHODS to build; null = no averaging (the baseline)
-    decay: Optional[float] = II("task.ema_decay")  # weight on the old average; default: the task's paper value
-    warmup: Optional[str] = None  # decay warm-up: none | linear | exp | power | ...; null = the preset's
-    warmup_epochs: Optional[float] = None  # decay warm-up length in epochs (-> warmup_steps); null = none
-    warmup_ratio: Optional[float] = None  # linear warm-up starts at warmup_ratio * decay; null = sema's default
-    update_every: Optional[int] = None  # update the average on every k-th optimizer step; null = every step
-    buffers: Optional[str] = None  # average | copy | ignore (BatchNorm statistics etc.); null = the preset's
-    switch_every: Optional[int] = None  # SEMA: copy the average into the model every k units; null = never
-    switch_start: Optional[float] = None  # first switch only after this many epochs (converted for unit=step)
-    switch_unit: Optional[str] = None  # epoch | step: the unit of switch_every
-    switch_end: Optional[float] = None  # no switch after this many epochs; null = switch until the end
-    preset: Optional[str] = None  # sema preset (paper | openmixup | mmdet); null = sema's default (paper)
-
-
-# The comparison methods' own fields (issue 6). `decay` is null for those that have no decay; each field is passed
-# to the sema class as the keyword of the same name. Sources of the defaults: configs/method/<name>.yaml headers.
-@dataclass
-class SEMABlendConfig(MethodConfig):
-    """SEMA whose switch moves the model only part of the way to the average (sema.SEMA's switch_blend)."""
-
-    switch_blend: Optional[float] = 0.5  # model <- model + switch_blend * (average - model) at each switch; (0, 1]
-
-
-@dataclass
-class SWAConfig(MethodConfig):
-    """sema.SWA: the uniform mean of the weights from a start step, BatchNorm statistics re-estimated."""
-
-    decay: Optional[float] = None  # SWA has no decay
-    start_epochs: float = 0.0  # average only after this many epochs (-> start_steps); Izmailov: ~0.75 x epochs
-    bn_update_batches: Optional[int] = None  # engine, not sema: before each evaluation of the average (and before
-    #                                          average.safetensors is saved) re-estimate its BatchNorm statistics
-    #                                          from up to this many training batches (sema.bn.update_bn); null = off
-
-
-@dataclass
-class LAWAConfig(MethodConfig):
-    """sema.LAWA: the mean of the latest k snapshots."""
-
-    decay: Optional[float] = None  # LAWA has no decay
-    k: int = 5  # snapshots in the mean
-    every: int = 1  # a snapshot every `every` units (after `start`)
-    start: int = 0  # no snapshot at or before this epoch/step (burn-in)
-    unit: str = "epoch"  # epoch (Kaddour 2022: one per epoch) | step (Sanyal 2023, Ajroldi 2025)
-
-
-@dataclass
-class BEMAConfig(MethodConfig):
-    """sema.BEMA: bias-corrected EMA, mu = alpha_t (theta - theta_0) + EMA_t."""
-
-    decay: Optional[float] = None  # BEMA's EMA weight follows beta_t = (lag + multiplier t)^-ema_power instead
-    ema_power: float = 0.5  # kappa
-    bias_power: float = 0.2  # eta
-    lag: float = 10.0  # rho
-    multiplier: float = 1.0  # gamma
-    beta_min: float = 0.0  # floor of beta_t
-    burnin_epochs: float = 0.0  # tau in epochs (-> burnin_steps); theta_0 is the weights after it
-
-
-@dataclass
-class PowerEMAConfig(MethodConfig):
-    """sema.PowerEMA: Karras power-function EMA, decay_t = (1 - 1/t)^(gamma + 1)."""
-
-    decay: Optional[float] = None  # the decay follows the power schedule instead
-    sigma_rel: Optional[float] = 0.10  # the profile's relative width (converted to gamma); null when gamma is set
-    gamma: Optional[float] = None  # the profile exponent; set sigma_rel to null to use it
-
-
-@dataclass
-class LookaheadConfig(MethodConfig):
-    """sema.Lookahead: k fast steps, then slow <- slow + alpha (fast - slow); fast <- slow."""
-
-    decay: Optional[float] = None  # Lookahead has no decay
-    k: int = 5  # fast steps per sync
-    alpha: float = 0.5  # slow-weights step size, (0, 1]
-
-
-# Method schemas by ConfigStore name (group "method"). One line per dataclass that extends MethodConfig.
-METHOD_SCHEMAS: dict[str, type] = {
-    "method_schema": MethodConfig,
-    "sema_blend_schema": SEMABlendConfig,
-    "swa_schema": SWAConfig,
-    "lawa_schema": LAWAConfig,
-    "bema_schema": BEMAConfig,
-    "power_ema_schema": PowerEMAConfig,
-    "lookahead_schema": LookaheadConfig,
-}
+    decay: float = 0.999  # EMA-type decay (weight on the old average): 0.999 for CNNs, 0.9999 for transformers
+    warmup_epochs: float = 0.0  # length of the decay warm-up, in epochs (EMA, SEMA)
+    switch_start: float = 0.0  # SEMA: no switch before the end of this epoch (the paper: 5, its warm-up length)
 
 
 @dataclass
@@ -193,34 +103,15 @@ class LoggerConfig:
 class Config:
     """The root config. Keys other tools rely on: trainer.epochs, logger.wandb.mode (see docs/ARCHITECTURE.md)."""
 
-    task: Any = MISSING  # the task's own Config (a TaskConfig subclass), chosen by `task=<name>`
-    method: Any = MISSING  # a MethodConfig (or subclass), chosen by `method=<name>`
+    task: Any = MISSING  # the task's own Config (a TaskConfig subclass), filled by the recipe
+    method: Any = MISSING  # the method's Settings plus name/averager (benchmarks/methods.py), chosen by `method=`
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)  # the recipe's averaging defaults
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    profile: str = MISSING  # smoke | quick | paper (set by configs/profile/<name>.yaml)
+    profile: str = MISSING  # smoke | quick | paper (set by the recipe; its folder under configs/recipe/)
     seed: int = 0  # the run's seed (model init, data order, augmentation)
     out_dir: str = "runs"  # root of all run directories (see hydra.run.dir in configs/config.yaml)
-
-
-def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent; called before Hydra composes a config)."""
-    from hydra.core.config_store import ConfigStore
-
-    from benchmarks.tasks import TASKS
-
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    for key, schema in METHOD_SCHEMAS.items():
-        cs.store(group="method", name=key, node=schema)
-    for name, module_path in TASKS.items():
-        try:
-            module = importlib.import_module(module_path)
-        except ModuleNotFoundError as err:
-            if err.name == module_path:  # the task is registered but not written yet: it cannot be chosen
-                continue
-            raise
-        cs.store(group="task", name=f"{name}_schema", node=module.Config)
 
 
 def _check_choice(where: str, value: Any, allowed: tuple[str, ...], optional: bool = False) -> None:
@@ -242,11 +133,14 @@ def _check_positive(where: str, value: Any, allow_zero: bool = False, optional: 
 def validate(cfg: Any) -> None:
     """Reject unknown choices and out-of-range values in the engine-owned parts of a composed config.
 
-    Task fields (dataset, model) are checked by the task's `setup`; method arguments (warmup, buffers, preset,
-    ...) by `sema` itself, with the same kind of message.
+    Task fields (dataset, model) are checked by the task's `setup`; method settings by building the method once
+    on a one-layer model (`benchmarks.methods.check_method`: `sema` itself checks them, with the same kind of
+    message), before any data is loaded.
     """
+    from benchmarks.methods import check_method
+
     _check_choice("profile", cfg.profile, PROFILES)
-    o, t, m = cfg.optim, cfg.trainer, cfg.method
+    o, t, a = cfg.optim, cfg.trainer, cfg.averaging
     _check_choice("optim.name", o.name, OPTIMIZERS)
     _check_choice("optim.schedule", o.schedule, SCHEDULES)
     _check_positive("optim.lr", o.lr)
@@ -261,8 +155,8 @@ def validate(cfg: Any) -> None:
     _check_positive("trainer.max_steps_per_epoch", t.max_steps_per_epoch, optional=True)
     _check_positive("trainer.grad_clip", t.grad_clip, optional=True)
     _check_choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
-    _check_choice("method.switch_unit", m.switch_unit, SWITCH_UNITS, optional=True)
-    _check_positive("method.warmup_epochs", m.warmup_epochs, allow_zero=True, optional=True)
-    _check_positive("method.switch_start", m.switch_start, allow_zero=True, optional=True)
+    _check_positive("averaging.warmup_epochs", a.warmup_epochs, allow_zero=True)
+    _check_positive("averaging.switch_start", a.switch_start, allow_zero=True)
     _check_positive("task.batch_size", cfg.task.batch_size)
     _check_positive("task.eval_batch_size", cfg.task.eval_batch_size)
+    check_method(cfg.method)

@@ -22,18 +22,18 @@ run on rank 0 only. Batches are moved to the device by the engine (tensors neste
 Per epoch: train, `averager.epoch_end()` (SEMA switches here), evaluate the online weights, evaluate the averaged
 weights inside `averager.swapped()` (skipped, reusing the online numbers, only when a switch just made the model
 and the average identical, checked tensor by tensor), append to `history`, write result.json, log, checkpoint.
-With `method.bn_update_batches` set (SWA), the average's BatchNorm statistics are re-estimated right before each
-evaluation of the average and kept in it (so weights/average.safetensors holds them too); see `_reestimate_bn`.
+A method with a `prepare_for_eval` hook (`sema.protocol.PreparesForEval`, e.g. SWA re-estimating its BatchNorm
+statistics) gets it called right before each evaluation of the average, with fixed training batches and the
+task's training forward pass, every RNG untouched (`Trainer.prepare_average`). The engine holds no
+method-specific code: methods are built by benchmarks/methods.py and used through `sema`'s protocols only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
-import resource
 import time
 import traceback
 from pathlib import Path
@@ -46,13 +46,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks import checkpoint as ckpt
+from benchmarks import frameworks
 from benchmarks.config import validate
 from benchmarks.logger import RunLogger
-from benchmarks.methods import bn_update_batches, build_averager
-from benchmarks.openmmlab.common import CHECKPOINT_FILE as MMENGINE_CHECKPOINT_FILE
-from benchmarks.results import RESULT_FILE, config_differences, provenance, read_result, write_json_atomic
+from benchmarks.methods import build_averager
+from benchmarks.optim import build_optimizer, lr_multiplier
+from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
+                                write_json_atomic)
+from benchmarks.runtime import cache_dir, to_device
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
+from sema.protocol import PreparesForEval, WrapsOptimizer
 
 log = logging.getLogger(__name__)
 # Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
@@ -163,18 +167,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**63
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor in a (nested) batch to `device`."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        moved = [to_device(v, device) for v in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
-    return batch
-
-
 def batch_size_of(batch: Any) -> int:
     """Examples in a batch: the first dimension of its first tensor that has one (0 if none)."""
     if isinstance(batch, torch.Tensor):
@@ -185,39 +177,6 @@ def batch_size_of(batch: Any) -> int:
         if n:
             return n
     return 0
-
-
-def lr_multiplier(cfg_optim: Any, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
-    """Per-step factor on the peak lr: linear warm-up from 0, then cosine (to min_lr), constant or multistep."""
-    warmup = int(round(cfg_optim.warmup_epochs * steps_per_epoch))
-    floor = cfg_optim.min_lr / cfg_optim.lr
-    milestones = [int(round(m * steps_per_epoch)) for m in cfg_optim.milestones]
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg_optim.schedule == "cosine":
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        if cfg_optim.schedule == "multistep":
-            return cfg_optim.gamma ** sum(step >= m for m in milestones)
-        return 1.0
-
-    return factor
-
-
-def build_optimizer(cfg_optim: Any, groups: list[dict]) -> torch.optim.Optimizer:
-    if cfg_optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg_optim.lr, momentum=cfg_optim.momentum, nesterov=cfg_optim.nesterov,
-                               weight_decay=cfg_optim.weight_decay)
-    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg_optim.name]
-    return optimizer_class(groups, lr=cfg_optim.lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _state_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
@@ -251,9 +210,10 @@ class Trainer:
 
         task_module = load_task(cfg.task.name)
         task_cfg = OmegaConf.to_object(cfg.task)
-        ctx = RunContext(device=self.device, seed=cfg.seed, out_dir=self.run_dir,
-                         cache_dir=Path(os.environ.get("SEMA_BENCH_CACHE", Path.home() / ".cache" / "sema-bench")),
-                         rank=rank, world_size=world_size, profile=cfg.profile)
+        ctx = RunContext(device=self.device, seed=cfg.seed, out_dir=self.run_dir, cache_dir=cache_dir(),
+                         rank=rank, world_size=world_size, profile=cfg.profile, epochs=trainer.epochs,
+                         batch_size=cfg.task.batch_size, drop_last=trainer.drop_last,
+                         max_steps_per_epoch=trainer.max_steps_per_epoch)
         self.task: TaskSetup = task_module.setup(task_cfg, ctx)
         self.model = self.task.model
         # Training randomness (augmentation, dropout) gets its own stream, distinct per rank.
@@ -271,7 +231,8 @@ class Trainer:
             generator=self.generator, num_workers=cfg.task.num_workers, collate_fn=self.task.collate_fn,
             drop_last=trainer.drop_last, pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker,
         )
-        self.steps_per_epoch = min(len(self.loader), trainer.max_steps_per_epoch or len(self.loader))
+        self.steps_per_epoch = ctx.steps_per_epoch(len(self.task.train_set))
+        assert self.steps_per_epoch == min(len(self.loader), trainer.max_steps_per_epoch or len(self.loader))
         if self.steps_per_epoch == 0:
             raise ValueError(f"the training set ({len(self.task.train_set)} examples) is smaller than one batch "
                              f"(task.batch_size={cfg.task.batch_size}); lower the batch size or use more data")
@@ -280,9 +241,9 @@ class Trainer:
         groups = (self.task.param_groups(self.model) if self.task.param_groups
                   else [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
         self.optimizer = build_optimizer(cfg.optim, groups)
-        self.averager = build_averager(cfg.method, self.task.averaged_module or self.model, self.steps_per_epoch)
-        self.bn_update_batches = bn_update_batches(cfg.method, self.averager)  # None: BN statistics as averaged
-        if hasattr(self.averager, "wrap_optimizer"):  # methods acting on the optimizer (e.g. Lookahead)
+        self.averager, self.method_kwargs = build_averager(cfg.method, self.task.averaged_module or self.model,
+                                                           self.steps_per_epoch)
+        if isinstance(self.averager, WrapsOptimizer):  # methods acting on the optimizer (e.g. Lookahead)
             self.optimizer = self.averager.wrap_optimizer(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(cfg.optim, self.steps_per_epoch, self.total_steps))
@@ -386,29 +347,22 @@ class Trainer:
             return None, online, False
         bound = self.task.averaged_module or self.model
         before = [t.detach().clone() for t in bound.state_dict().values()] if switched else None
+        if isinstance(self.averager, PreparesForEval):
+            self.prepare_average(bound)
         with self.averager.swapped():
             # After a switch the model usually *is* the average; evaluate twice only if a tensor differs.
             if before is not None and _state_equal(before, list(bound.state_dict().values())):
                 return dict(online), online, True
-            bn_stats = self._reestimate_bn(bound)
             averaged = self._evaluate()
-        self._store_in_average(bn_stats)
         return averaged, online, False
 
-    def _reestimate_bn(self, bound: nn.Module) -> dict[str, torch.Tensor]:
-        """Inside `averager.swapped()`: recompute the BatchNorm statistics of `bound` (holding the averaged weights)
-        with `sema.bn.update_bn` over the first `bn_update_batches` training batches, run through the task's
-        `train_loss` (train mode, no autograd; the loss is discarded). Returns the new statistics by buffer name.
+    def prepare_average(self, bound: nn.Module) -> None:
+        """Call the method's `prepare_for_eval(batches, forward)` (e.g. SWA's BatchNorm re-estimation).
 
-        Deterministic and side-effect free for training: the batches come from a loader shuffled with a fixed
-        seed (the same examples at every call, resumed or not), the pass runs on a fixed seed, and every RNG and
-        the buffers of the model outside `bound` (a task whose averaged module is a part of the model) are
-        restored afterwards."""
-        from sema.bn import update_bn
-
-        layers = {name: m for name, m in bound.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-        if self.bn_update_batches is None or not layers:
-            return {}
+        Side-effect free for training: the batches come from a loader shuffled with a fixed seed (the same
+        examples at every call, resumed or not), `forward` is the task's `train_loss` on the whole model in train
+        mode (the loss is discarded), the call runs on a fixed seed inside `preserved_rng()`, and the buffers of
+        the model outside `bound` (a task whose averaged module is a part of the model) are restored afterwards."""
         ours = {id(b) for b in bound.buffers()}
         outside = [b for b in self.model.buffers() if id(b) not in ours]
         outside_saved = [b.detach().clone() for b in outside]
@@ -417,7 +371,7 @@ class Trainer:
                             num_workers=self.cfg.task.num_workers, collate_fn=self.task.collate_fn,
                             drop_last=self.cfg.trainer.drop_last, worker_init_fn=_seed_worker)
 
-        def forward(_bound: nn.Module, batch: Any) -> None:
+        def forward(batch: Any) -> None:
             with self._autocast():
                 self.task.train_loss(self.model, to_device(batch, self.device))
 
@@ -425,28 +379,11 @@ class Trainer:
             with ckpt.preserved_rng():
                 seed_everything(self.cfg.seed)
                 self.model.train()
-                update_bn(loader, bound, forward_fn=forward, max_batches=self.bn_update_batches)
+                self.averager.prepare_for_eval(loader, forward)
         finally:
             with torch.no_grad():
                 for buffer, saved in zip(outside, outside_saved):
                     buffer.copy_(saved)
-        return {f"{name}.{key}" if name else key: b.detach().clone()
-                for name, m in layers.items() for key, b in m.named_buffers(recurse=False)}
-
-    def _store_in_average(self, buffers: dict[str, torch.Tensor]) -> None:
-        """Write buffers computed inside `swapped()` into the average. swapped() exchanges storage for most
-        models, so they are usually there already; a staged model (e.g. bf16 model, float32 average) is instead
-        restored from a backup on exit, which drops them: this copy makes both cases keep them."""
-        if not buffers:
-            return
-        average = dict(self.averager.average.named_buffers())
-        with torch.no_grad():
-            for name, value in buffers.items():
-                average[name].copy_(value)
-
-    def reported(self, record: dict[str, Any]) -> Optional[dict]:
-        """The metrics that represent the run: the averaged weights' for averaging methods, else the model's."""
-        return record["avg"] if self.averager is not None else record["online"]
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def state_dict(self, logger_run_id: Optional[str]) -> dict[str, Any]:
@@ -483,16 +420,6 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def _base_result(cfg: DictConfig, config: dict) -> dict[str, Any]:
-    return {
-        "status": "running", "task": cfg.task.name, "dataset": cfg.task.dataset, "model": cfg.task.model,
-        "method": cfg.method.name, "seed": cfg.seed, "profile": cfg.profile, "headline": None,
-        "higher_is_better": None, "final": None, "final_online": None, "best": None, "best_epoch": None,
-        "history": [], "epochs_to_target": None, "wall_time_s": None, "throughput_samples_per_s": None,
-        "peak_memory_mb": None, "config": config, "notes": [], "error": None, "provenance": provenance(cfg.seed),
-    }
-
-
 def _comparable(config: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in config.items():
@@ -514,7 +441,7 @@ def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
         checkpoint.unlink(missing_ok=True)  # redo a failed run from the start
         return None
     # task.framework=mmdet|mmseg runs keep mmengine's checkpoint instead (benchmarks/openmmlab/common.py)
-    framework_checkpoint = run_dir / MMENGINE_CHECKPOINT_FILE
+    framework_checkpoint = run_dir / ckpt.FRAMEWORK_CHECKPOINT_FILE
     if previous.get("status") == "running" and not (checkpoint.exists() or framework_checkpoint.exists()):
         return None  # interrupted before its first checkpoint: nothing to resume or to protect
     diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
@@ -545,21 +472,22 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
         log.info("%s: already completed in %s, skipped", run_name, run_dir)
         progress.end({**previous, "status": "skipped"})
         return previous
-    if cfg.task.get("framework", "torchvision") != "torchvision":
-        # The task trains through another framework's own runner (task.framework=mmdet|mmseg): it writes the same
-        # result.json and weights, with the sema hook doing the averaging.
-        result = load_task(cfg.task.name).run(cfg, run_dir)
+    if frameworks.framework_of(cfg) != frameworks.ENGINE:
+        # The task trains through another framework's own runner (task.framework=mmdet|mmseg; benchmarks/
+        # frameworks.py): validated as every run, options it does not follow refused, the same result.json.
+        validate(cfg)
+        result = frameworks.run(cfg, run_dir)
         progress.end(result)
         return result
 
-    result = _base_result(cfg, config)
+    result = new_result(cfg)
     logger: Optional[RunLogger] = None
     try:
         validate(cfg)
         trainer = Trainer(cfg, run_dir, rank, world_size, local_rank)
         task = trainer.task
         result.update(dataset=task.dataset, headline=task.headline, higher_is_better=task.higher_is_better,
-                      notes=list(task.notes))
+                      notes=list(task.notes), method_kwargs=trainer.method_kwargs)
         checkpoint_path = run_dir / ckpt.CHECKPOINT_FILE
         state = ckpt.load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
         if state is not None:
@@ -589,7 +517,6 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
 def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logger: Optional[RunLogger],
            progress: Progress, run_name: str) -> None:
     epochs, task = cfg.trainer.epochs, trainer.task
-    sign = 1.0 if task.higher_is_better else -1.0
     progress.start(run_name, epochs, trainer.steps_per_epoch, trainer.epoch)
     while trainer.epoch < epochs:
         start = time.perf_counter()
@@ -610,7 +537,7 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
         record["time_s"] = trainer.elapsed_s
         trainer.history.append(record)
         if trainer.rank == 0:
-            _fill_summary(trainer, result, sign)
+            _fill_summary(trainer, result)
             write_json_atomic(run_dir / RESULT_FILE, result)
             logger.log_epoch(record)
             if cfg.trainer.checkpoint:
@@ -625,26 +552,17 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
     _barrier(trainer.world_size)
 
 
-def _fill_summary(trainer: Trainer, result: dict, sign: float) -> None:
-    """final / best / best_epoch / timings from the history so far."""
-    evaluated = [r for r in trainer.history if r["online"] is not None]
-    headline = trainer.task.headline
+def _fill_summary(trainer: Trainer, result: dict) -> None:
+    """final / best / median_last / timings from the history so far (benchmarks.results.summarize)."""
     result["history"] = trainer.history
-    if evaluated:
-        last = evaluated[-1]
-        result["final"], result["final_online"] = dict(trainer.reported(last)), dict(last["online"])
-        best = max(evaluated, key=lambda r: sign * trainer.reported(r)[headline])
-        result["best"], result["best_epoch"] = dict(trainer.reported(best)), best["epoch"]
-    result["wall_time_s"] = trainer.elapsed_s
-    if trainer.train_time_s > 0:
-        result["throughput_samples_per_s"] = trainer.samples_seen * trainer.world_size / trainer.train_time_s
-    result["peak_memory_mb"] = _peak_memory_mb(trainer.device)
+    summarize(result, wall_time_s=trainer.elapsed_s, samples=trainer.samples_seen * trainer.world_size,
+              train_time_s=trainer.train_time_s, peak_memory_mb=peak_memory_mb(trainer.device))
 
 
 def _finish(trainer: Trainer, run_dir: Path, result: dict) -> None:
     """End-of-training extras (task.final_evaluate on the reported weights), weights files, status."""
     task = trainer.task
-    _fill_summary(trainer, result, 1.0 if task.higher_is_better else -1.0)
+    _fill_summary(trainer, result)
     if task.final_evaluate is not None:
         trainer.model.eval()
         with torch.no_grad():

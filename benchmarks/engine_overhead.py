@@ -39,10 +39,11 @@ def measure(method: str, steps: int, reps: int, overrides: Sequence[str] = (), p
     """Median per-step times of the engine's `train_epoch` and of the hand-written loop, and the overhead ratio."""
     from benchmarks import engine
     from benchmarks.methods import build_averager
-    from benchmarks.suite import compose_run
+    from benchmarks.optim import build_optimizer, lr_multiplier
+    from benchmarks.recipes import compose_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, run_dir = compose_run("classification", method, profile, 0, tmp,
+        cfg, run_dir = compose_run(f"{profile}/classification", method, 0, tmp,
                                    ["logger.wandb.mode=disabled", f"trainer.max_steps_per_epoch={steps}",
                                     "trainer.epochs=1000", *overrides])
         trainer = engine.Trainer(cfg, run_dir)
@@ -50,10 +51,10 @@ def measure(method: str, steps: int, reps: int, overrides: Sequence[str] = (), p
         raise SystemExit("measure on CPU with an averaging method (the hand loop has no device moves or AMP)")
     task = trainer.task
     model = copy.deepcopy(trainer.model)
-    optimizer = engine.build_optimizer(cfg.optim, [{"params": list(model.parameters())}])
+    optimizer = build_optimizer(cfg.optim, [{"params": list(model.parameters())}])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, engine.lr_multiplier(cfg.optim, trainer.steps_per_epoch, trainer.total_steps))
-    averager = build_averager(cfg.method, model, trainer.steps_per_epoch)
+        optimizer, lr_multiplier(cfg.optim, trainer.steps_per_epoch, trainer.total_steps))
+    averager, _ = build_averager(cfg.method, model, trainer.steps_per_epoch)
     loader = DataLoader(task.train_set, batch_size=cfg.task.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.task.num_workers)
 

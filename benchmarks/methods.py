@@ -1,92 +1,142 @@
-"""Method config -> `sema` object. The engine never looks at a method's name; it only calls what this returns.
+"""The benchmark's methods: `baseline` (no averaging) plus every entry of `sema.METHODS`, built from their `Settings`.
 
-`build_averager(cfg.method, module, steps_per_epoch)` builds `sema.METHODS[method.averager](module, **kwargs)`,
-or returns None when `method.averager` is null (the baseline: no averaging). The keyword arguments are the method
-config's fields (see `benchmarks.config.MethodConfig` for the conversion rules):
+A method config (`cfg.method`) is the method's own `Settings` dataclass (`sema.<Class>.Settings`, next to the
+class; see `sema.settings`) plus two labels:
 
-* None values are left out, so `sema`'s own defaults apply;
-* `<x>_epochs` fields become `<x>_steps = round(epochs * steps_per_epoch)` (e.g. `warmup_epochs` -> `warmup_steps`);
-* `switch_start` / `switch_end` are in epochs; with `switch_unit="step"` they are converted to steps too;
-* without `switch_every` the method does not switch, and no `switch_*` keyword is passed;
-* with `warmup="none"` there is no decay warm-up, and no `warmup*` keyword is passed.
+    name      the label in results and run directories (sema, sema_paper, ...)
+    averager  the `sema.METHODS` key to build; null = no averaging (the baseline)
 
-Hooks a method object may expose (the engine calls them when present, for every method alike):
+Nothing else is in it: SWA's config has no `switch_unit`, EMA's no `start_epochs`. Fields that depend on the
+run's length (`decay`, `warmup_epochs`, `switch_start`, marked with `sema.settings.recipe_field`) default to the
+recipe's `averaging.<key>`; a value written in a method file or on the command line replaces that default.
 
-* `wrap_optimizer(optimizer) -> optimizer`: methods that act on the optimizer (Lookahead) wrap it here; the engine
-  trains with what this returns and checkpoints its `state_dict()`.
+    averager, kwargs = build_averager(cfg.method, module, steps_per_epoch)
+    # averager = sema.METHODS[cfg.method.averager](module, **kwargs), kwargs = Settings.kwargs(steps_per_epoch)
 
-Engine-side method fields (read by the engine, never passed to sema):
+`kwargs` is exactly what the constructor received; the engine records it in result.json as `method_kwargs`.
 
-* `bn_update_batches`: re-estimate the average's BatchNorm statistics (`sema.bn.update_bn`) from up to this many
-  training batches before each evaluation of the average; see `bn_update_batches()` below.
+Where the choices come from (`register`, called by `benchmarks.recipes.register_configs`):
+* `schema/method/<key>`: the typed schema of each `sema.METHODS` entry (and `none` for the baseline);
+* `method/<key>` and `method/baseline`: a ready config for every registered method without a file of its own;
+* `configs/method/<name>.yaml`: variants and non-default settings (e.g. `sema_paper`: `defaults:
+  [/schema/method/sema@_here_, _self_]`, then `name: sema_paper`, `preset: paper`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-_NOT_ARGUMENTS = ("name", "averager", "bn_update_batches")  # benchmark-side fields, never passed to sema
+from sema.settings import RECIPE_KEY
+
+BASELINE = "baseline"  # the method without averaging: the trained model itself is evaluated and reported
 
 
-def _as_dict(method_cfg: Any) -> dict[str, Any]:
-    if isinstance(method_cfg, DictConfig):
-        return OmegaConf.to_container(method_cfg, resolve=True)
-    if dataclasses.is_dataclass(method_cfg):
-        return dataclasses.asdict(method_cfg)
-    return dict(method_cfg)
+@dataclasses.dataclass
+class NoAveraging:
+    """The baseline: no settings."""
 
 
-def _whole(name: str, value: float) -> int:
-    if float(value) != int(value):
-        raise ValueError(f"method.{name}={value!r} must be a whole number of epochs with switch_unit=epoch")
-    return int(value)
-
-
-def averager_kwargs(method_cfg: Any, steps_per_epoch: int) -> dict[str, Any]:
-    """The keyword arguments for `sema.METHODS[averager]`, with epoch-based fields converted to steps."""
-    fields = {k: v for k, v in _as_dict(method_cfg).items() if k not in _NOT_ARGUMENTS and v is not None}
-    if "switch_every" not in fields:
-        fields = {k: v for k, v in fields.items() if not k.startswith("switch_")}
-    if fields.get("warmup") == "none":
-        fields = {k: v for k, v in fields.items() if not k.startswith("warmup")}
-    kwargs: dict[str, Any] = {}
-    step_unit = fields.get("switch_unit") == "step"
-    for key, value in fields.items():
-        if key.endswith("_epochs"):
-            kwargs[key[: -len("_epochs")] + "_steps"] = int(round(value * steps_per_epoch))
-        elif key in ("switch_start", "switch_end"):
-            kwargs[key] = int(round(value * steps_per_epoch)) if step_unit else _whole(key, value)
-        else:
-            kwargs[key] = value
-    return kwargs
-
-
-def build_averager(method_cfg: Any, module: nn.Module, steps_per_epoch: int) -> Optional[Any]:
-    """The `sema` object for this method bound to `module`, or None for no averaging."""
+def settings_class(averager: Optional[str]) -> type:
+    """The Settings dataclass of a `sema.METHODS` key (NoAveraging for None); unknown keys list the allowed."""
     import sema
 
-    averager = _as_dict(method_cfg).get("averager")
     if averager is None:
-        return None
+        return NoAveraging
     if averager not in sema.METHODS:
-        raise ValueError(f"method.averager={averager!r} is not allowed; choose one of: {', '.join(sema.METHODS)}")
-    return sema.METHODS[averager](module, **averager_kwargs(method_cfg, steps_per_epoch))
+        raise ValueError(f"method.averager={averager!r} is not allowed; choose one of: {', '.join(sema.METHODS)} "
+                         "(or null for no averaging)")
+    return sema.METHODS[averager].Settings
 
 
-def bn_update_batches(method_cfg: Any, averager: Optional[Any]) -> Optional[int]:
-    """How many training batches the engine uses to re-estimate the average's BatchNorm statistics (None: no
-    re-estimation). Only a method whose average keeps buffers of its own can hold re-estimated statistics:
-    under buffers="ignore" the average reads the model's statistics, so the update would overwrite the model's."""
-    batches = _as_dict(method_cfg).get("bn_update_batches")
-    if batches is None or averager is None:
-        return None
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"method.bn_update_batches={batches!r} is not allowed; it must be an integer >= 1 or null")
-    if getattr(averager, "buffers", None) == "ignore":
-        raise ValueError("method.bn_update_batches needs method.buffers=average or copy: with buffers=ignore the "
-                         "average has no BatchNorm statistics of its own (set bn_update_batches=null instead)")
-    return batches
+def schema(averager: Optional[str], name: str) -> DictConfig:
+    """The typed config node of a method: `name`, `averager`, then the Settings fields, recipe fields pointing at
+    `${averaging.<key>}`."""
+    settings = settings_class(averager)
+    labelled = dataclasses.make_dataclass(
+        f"{settings.__name__}Config",
+        [("name", str, dataclasses.field(default=name)),
+         ("averager", Optional[str], dataclasses.field(default=averager))],
+        bases=(settings,))
+    node = OmegaConf.structured(labelled)
+    for f in dataclasses.fields(settings):
+        if RECIPE_KEY in f.metadata:
+            node[f.name] = "${averaging." + f.metadata[RECIPE_KEY] + "}"
+    return node
+
+
+def register(cs: Any, method_dir: Path) -> None:
+    """Store the method schemas and the file-less method configs in Hydra's ConfigStore `cs`."""
+    import sema
+
+    own_files = {p.stem for p in method_dir.glob("*.yaml")}
+    cs.store(group="schema/method", name="none", node=schema(None, BASELINE))
+    if BASELINE not in own_files:
+        cs.store(group="method", name=BASELINE, node=schema(None, BASELINE))
+    for key in sema.METHODS:
+        cs.store(group="schema/method", name=key, node=schema(key, key))
+        if key not in own_files:
+            cs.store(group="method", name=key, node=schema(key, key))
+
+
+def choices(method_dir: Path) -> dict[str, str]:
+    """Every `method=<name>` choice -> a one-line description (the method class's, or the method file's header)."""
+    import sys
+
+    import sema
+
+    out = {BASELINE: "no averaging: the trained model itself"}
+    for key, cls in sema.METHODS.items():
+        out[key] = (sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()[0]
+    for path in sorted(method_dir.glob("*.yaml")):
+        header = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        out[path.stem] = header[0] if header else path.stem
+    return out
+
+
+def settings_of(method_cfg: Any) -> Any:
+    """The method's Settings object from its config node (labels dropped; unknown fields are an error)."""
+    values = OmegaConf.to_container(method_cfg, resolve=True) if isinstance(method_cfg, DictConfig) else dict(method_cfg)
+    averager = values.pop("averager", None)
+    values.pop("name", None)
+    cls = settings_class(averager)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"method fields {unknown} are not settings of averager={averager!r}; it has: "
+                         f"{', '.join(sorted(known)) or 'none'}")
+    return cls(**values)
+
+
+def method_kwargs(method_cfg: Any, steps_per_epoch: int) -> Optional[dict[str, Any]]:
+    """The constructor's keyword arguments for this method and run length; None for the baseline."""
+    settings = settings_of(method_cfg)
+    return None if isinstance(settings, NoAveraging) else settings.kwargs(steps_per_epoch)
+
+
+def build_averager(method_cfg: Any, module: nn.Module, steps_per_epoch: int) -> tuple[Optional[Any], Optional[dict]]:
+    """(the `sema` object bound to `module`, the keyword arguments it was built with); (None, None) = baseline."""
+    import sema
+
+    kwargs = method_kwargs(method_cfg, steps_per_epoch)
+    if kwargs is None:
+        return None, None
+    return sema.METHODS[method_cfg.averager](module, **kwargs), kwargs
+
+
+def check_method(method_cfg: Any) -> None:
+    """Fail early, before any data is loaded: build the method once on a one-layer model (choices, ranges and
+    combinations are checked by the method itself, with its own message)."""
+    import torch
+
+    probe = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
+    try:
+        with torch.no_grad():
+            build_averager(method_cfg, probe, steps_per_epoch=1)
+    except (TypeError, ValueError) as err:  # sema names the argument first: prefix the config node
+        message = str(err)
+        raise ValueError(message if message.startswith("method.") else f"method.{message}") from err

@@ -1,5 +1,13 @@
 """result.json: the one record per run that every other tool reads (schema in docs/ARCHITECTURE.md).
 
+The engine and the framework runners (benchmarks/frameworks.py) both start it with `new_result` and keep its
+summary with `summarize`, so the two paths cannot drift apart. Summary, over the evaluated epochs of `history`,
+of the reported weights (the average's metrics for an averaging method, else the model's):
+
+    final          the last evaluation           final_online   the online model's last evaluation
+    best           the evaluation with the best headline, best_epoch its epoch
+    median_last    per metric, the median over the last LAST_K evaluations (robust to one noisy epoch)
+
 Written atomically (temporary file in the same folder, fsync, rename), so a reader or a killed run never sees a
 half-written file. Non-finite floats (a diverged loss) are stored as null, keeping the file strict JSON.
 """
@@ -20,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 RESULT_FILE = "result.json"
+LAST_K = 3  # evaluations in `median_last`
 # Packages whose versions go into the provenance of every run.
 PROVENANCE_PACKAGES = ("sema-bench", "torch", "torchvision", "timm", "numpy", "hydra-core", "omegaconf", "wandb")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +128,57 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
             diffs += config_differences(old.get(key, "<absent>"), new.get(key, "<absent>"), where)
         return diffs
     return [] if _json_safe(old) == _json_safe(new) else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def new_result(cfg: Any, *, dataset: Any = None, headline: Optional[str] = None,
+               higher_is_better: Optional[bool] = None, notes: Optional[list] = None,
+               method_kwargs: Optional[dict] = None) -> dict[str, Any]:
+    """The record of a run that starts now (status "running"), with its resolved config and provenance."""
+    from omegaconf import OmegaConf
+
+    return {
+        "status": "running", "task": cfg.task.name, "dataset": dataset if dataset is not None else cfg.task.dataset,
+        "model": cfg.task.model, "method": cfg.method.name, "method_kwargs": method_kwargs, "seed": cfg.seed,
+        "profile": cfg.profile, "headline": headline, "higher_is_better": higher_is_better, "final": None,
+        "final_online": None, "best": None, "best_epoch": None, "median_last": None, "history": [],
+        "wall_time_s": None, "throughput_samples_per_s": None, "peak_memory_mb": None,
+        "config": OmegaConf.to_container(cfg, resolve=True), "notes": list(notes or []), "error": None,
+        "provenance": provenance(cfg.seed),
+    }
+
+
+def reported(record: dict) -> Optional[dict]:
+    """The metrics that represent an epoch: the average's when it was evaluated, else the online model's."""
+    return record["avg"] if record.get("avg") is not None else record["online"]
+
+
+def summarize(result: dict, *, wall_time_s: float, samples: int, train_time_s: float,
+              peak_memory_mb: Optional[float]) -> None:
+    """Fill final / final_online / best / best_epoch / median_last and the timings from result["history"]."""
+    import statistics
+
+    evaluated = [r for r in result["history"] if r["online"] is not None]
+    if evaluated:
+        sign = 1.0 if result["higher_is_better"] else -1.0
+        last = evaluated[-1]
+        result["final"], result["final_online"] = dict(reported(last)), dict(last["online"])
+        best = max(evaluated, key=lambda r: sign * reported(r)[result["headline"]])
+        result["best"], result["best_epoch"] = dict(reported(best)), best["epoch"]
+        tail = [reported(r) for r in evaluated[-LAST_K:]]
+        result["median_last"] = {k: statistics.median(m[k] for m in tail) for k in tail[-1]
+                                 if all(isinstance(m.get(k), (int, float)) for m in tail)}
+    result["wall_time_s"] = wall_time_s
+    if train_time_s > 0:
+        result["throughput_samples_per_s"] = samples / train_time_s
+    result["peak_memory_mb"] = peak_memory_mb
+
+
+def peak_memory_mb(device: Any = None) -> float:
+    """Peak memory of this process: CUDA's allocator peak on a CUDA device, else the resident set size."""
+    import resource
+
+    import torch
+
+    if device is not None and getattr(device, "type", device) == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -3,12 +3,12 @@
     sema-bench                                         # = python -m benchmarks.suite (quick profile, seed 0)
     python -m benchmarks.suite --profile smoke --seeds 0 1 --out-dir /tmp/runs
 
-Runs go to the same directories as `sema-bench task=... method=... profile=...` would use
+Runs go to the same directories as `sema-bench recipe=<profile>/<task> method=...` would use
 (`<out_dir>/<profile>/<task>/<method>/seed<seed>/`), so rerunning the suite skips completed runs and resumes
 interrupted ones. A failed run is recorded (result.json status "failed") and the suite goes on. At the end,
 `benchmarks.report.summarize` prints the comparison table and writes `<out_dir>/<profile>/report/`.
 
-A task joins the suite with one line in `SUITE` (once its configs/scale/<task>_quick.yaml exists).
+A task joins the suite with one line in `SUITE` (once its recipes configs/recipe/<profile>/<task>.yaml exist).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from benchmarks.recipes import compose_run, standard
 
 # (task, methods) in the order they run. One line per task.
 SUITE: list[tuple[str, tuple[str, ...]]] = [
@@ -85,24 +85,6 @@ class RichProgress:
         self.task_id = None
 
 
-def compose_run(task: str, method: str, profile: str, seed: int, out_dir: str,
-                extra: Sequence[str] = ()) -> tuple[Any, Path]:
-    """The composed config of one run (without the hydra node) and its run directory, as `sema-bench` makes them."""
-    from hydra import compose, initialize_config_dir
-
-    from benchmarks.config import register_configs
-
-    register_configs()
-    overrides = [f"task={task}", f"method={method}", f"profile={profile}", f"seed={seed}", f"out_dir={out_dir}",
-                 *extra]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    run_dir = Path(str(cfg.hydra.run.dir))
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, run_dir
-
-
 def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str = "runs",
               tasks: Optional[Sequence[str]] = None, extra: Sequence[str] = (), console=None) -> list[dict]:
     """Run the suite; returns the result dicts (failed runs included). Prints the comparison table at the end."""
@@ -120,7 +102,7 @@ def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str 
         for task, methods in chosen:
             for method in methods:
                 for seed in seeds:
-                    cfg, run_dir = compose_run(task, method, profile, seed, out_dir, extra)
+                    cfg, run_dir = compose_run(standard(task, profile), method, seed, out_dir, extra)
                     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
                     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
                     try:

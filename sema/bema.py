@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -45,6 +46,7 @@ from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema._grouped_state import GroupedState, sync_plan
 from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
+from sema.settings import epochs_to_steps
 
 
 def _check_number(name: str, value: float, low: float, low_open: bool = False, high: float | None = None) -> float:
@@ -54,6 +56,27 @@ def _check_number(name: str, value: float, low: float, low_open: bool = False, h
         rng = f"{'(' if low_open else '['}{low}, {'inf)' if high is None else f'{high}]'}"
         raise ValueError(f"{name}={value!r} is outside the allowed range {rng}")
     return float(value)
+
+
+@dataclass
+class BEMASettings:
+    """BEMA's settings in epochs (see `sema.settings`). kwargs: every field as it is, except
+    burnin_steps = round(burnin_epochs * steps_per_epoch)."""
+
+    ema_power: float = 0.5  # kappa: beta_t = (lag + multiplier t)^-ema_power
+    bias_power: float = 0.2  # eta: alpha_t = (lag + multiplier t)^-bias_power
+    lag: float = 10.0  # rho
+    multiplier: float = 1.0  # gamma
+    beta_min: float = 0.0  # floor of beta_t
+    burnin_epochs: float = 0.0  # tau in epochs (-> burnin_steps); theta_0 is the weights after it
+    update_every: int = 1  # update on every k-th optimizer step
+    buffers: str = "ignore"  # the model's BatchNorm statistics (bias-corrected running variances can go negative)
+
+    def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        return {"ema_power": self.ema_power, "bias_power": self.bias_power, "lag": self.lag,
+                "multiplier": self.multiplier, "beta_min": self.beta_min,
+                "burnin_steps": epochs_to_steps("burnin_epochs", self.burnin_epochs, steps_per_epoch),
+                "update_every": self.update_every, "buffers": self.buffers}
 
 
 class BEMA:
@@ -71,6 +94,8 @@ class BEMA:
         buffers: "ignore" (default: the model's own buffers), "copy", "average" (corrected like the weights).
         average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
     """
+
+    Settings: ClassVar[type] = BEMASettings  # the settings in epochs a recipe gives (sema.settings)
 
     def __init__(
         self,

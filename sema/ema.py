@@ -11,7 +11,8 @@ model's device unless `device` says otherwise.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from torch import nn
 from sema._binding import TensorPlan, make_average, resolve_dtype, unwrap
 from sema.presets import resolve_preset
 from sema.schedules import DecaySchedule, check_choice, check_positive_int
+from sema.settings import epochs_to_steps, recipe_field
 
 FORMAT_VERSION = 1  # bump when state_dict's layout changes; load_state_dict names the versions it reads
 
@@ -48,6 +50,32 @@ def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> str:
     return "; ".join(diffs)
 
 
+@dataclass
+class EMASettings:
+    """EMA's settings in epochs (see `sema.settings`); `kwargs()` gives `EMA(model, **kwargs)`.
+
+    kwargs: decay, warmup, warmup_steps = round(warmup_epochs * steps_per_epoch), warmup_ratio, warmup_power,
+    warmup_gamma, update_every, buffers, preset: every field, passed as it is, except the one conversion.
+    """
+
+    decay: Optional[float] = recipe_field("decay")  # weight on the old average, (0, 1); None = the preset's
+    warmup_epochs: Optional[float] = recipe_field("warmup_epochs")  # decay warm-up length (-> warmup_steps)
+    warmup: Optional[str] = None  # linear | exp | power | mmdet_linear | mmdet_exp | none; None = the preset's
+    warmup_ratio: float = 0.9  # linear/exp warm-up: decay_0 = warmup_ratio * decay
+    warmup_power: float = 2 / 3  # power warm-up: exponent
+    warmup_gamma: Optional[float] = None  # power warm-up: inverse gamma; None = reach the decay at the warm-up end
+    update_every: int = 1  # fold the weights in on every k-th optimizer step
+    buffers: Optional[str] = None  # average | copy | ignore (BatchNorm statistics); None = the preset's
+    preset: str = "paper"  # paper | openmixup | mmdet: the official variants' defaults (sema.presets)
+
+    def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        return {"decay": self.decay, "warmup": self.warmup,
+                "warmup_steps": epochs_to_steps("warmup_epochs", self.warmup_epochs, steps_per_epoch) or 0,
+                "warmup_ratio": self.warmup_ratio, "warmup_power": self.warmup_power,
+                "warmup_gamma": self.warmup_gamma, "update_every": self.update_every, "buffers": self.buffers,
+                "preset": self.preset}
+
+
 class EMA:
     """Exponential moving average of a model's parameters (and buffers, per `buffers`).
 
@@ -69,6 +97,8 @@ class EMA:
 
     Counters: `step` (update() calls so far), `epoch` (epoch_end() calls so far), `updates` (averaging updates).
     """
+
+    Settings: ClassVar[type] = EMASettings  # the settings in epochs a recipe gives (sema.settings)
 
     def __init__(
         self,

@@ -26,7 +26,8 @@ counter increment, and one foreach copy on snapshot steps; the mean is computed 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -37,6 +38,21 @@ from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
 
 SNAPSHOT_UNITS = ("epoch", "step")
+
+
+@dataclass
+class LAWASettings:
+    """LAWA's settings (see `sema.settings`). Counted in LAWA's own `unit`, so kwargs() passes every field as it
+    is: k, every, start, unit, buffers."""
+
+    k: int = 5  # snapshots in the mean
+    every: int = 1  # a snapshot every `every` units after `start`
+    start: int = 0  # no snapshot at or before this epoch/step (burn-in)
+    unit: str = "epoch"  # epoch (Kaddour 2022: one snapshot per epoch) | step (Sanyal 2023, Ajroldi 2025)
+    buffers: str = "average"  # average | copy | ignore
+
+    def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        return {"k": self.k, "every": self.every, "start": self.start, "unit": self.unit, "buffers": self.buffers}
 
 
 class LAWA:
@@ -51,6 +67,8 @@ class LAWA:
         buffers: "average" (default), "copy" (the newest snapshot's), "ignore" (the model's own at evaluation).
         average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
     """
+
+    Settings: ClassVar[type] = LAWASettings  # the settings in epochs a recipe gives (sema.settings)
 
     def __init__(
         self,

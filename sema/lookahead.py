@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -29,6 +30,18 @@ from torch import nn
 from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_positive_int
+
+
+@dataclass
+class LookaheadSettings:
+    """Lookahead's settings (see `sema.settings`); kwargs() passes every field as it is: k, alpha, buffers."""
+
+    k: int = 5  # fast steps per sync
+    alpha: float = 0.5  # slow-weights step size, (0, 1]
+    buffers: str = "ignore"  # the model's own buffers
+
+    def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        return {"k": self.k, "alpha": self.alpha, "buffers": self.buffers}
 
 
 class Lookahead:
@@ -41,6 +54,8 @@ class Lookahead:
         buffers: "ignore" (default: the model's own buffers are kept and used), "copy", "average".
         average_dtype, device: as in `sema.EMA` (the slow weights are float32 by default, next to the model).
     """
+
+    Settings: ClassVar[type] = LookaheadSettings  # the settings in epochs a recipe gives (sema.settings)
 
     def __init__(
         self,

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -70,6 +71,21 @@ def _check_gamma(gamma: float) -> float:
     return float(gamma)
 
 
+@dataclass
+class PowerEMASettings:
+    """Power EMA's settings (see `sema.settings`); kwargs() passes every field as it is: gamma, sigma_rel,
+    update_every, buffers."""
+
+    sigma_rel: Optional[float] = 0.10  # the profile's relative width (converted to gamma); None when gamma is set
+    gamma: Optional[float] = None  # the profile exponent; set sigma_rel to None to use it
+    update_every: int = 1  # update on every k-th optimizer step
+    buffers: str = "average"  # average | copy | ignore
+
+    def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        return {"gamma": self.gamma, "sigma_rel": self.sigma_rel, "update_every": self.update_every,
+                "buffers": self.buffers}
+
+
 class PowerEMA:
     """Karras power-function EMA (see the module docstring for the exact formula).
 
@@ -81,6 +97,8 @@ class PowerEMA:
         buffers: "average" (floating buffers averaged, integer ones copied), "copy", "ignore"; as in `sema.EMA`.
         average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
     """
+
+    Settings: ClassVar[type] = PowerEMASettings  # the settings in epochs a recipe gives (sema.settings)
 
     def __init__(
         self,

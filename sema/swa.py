@@ -11,8 +11,10 @@ after training with `sema.bn.update_bn` (buffers="ignore" then matches `Averaged
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -20,6 +22,25 @@ from torch import nn
 from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
+from sema.settings import epochs_to_steps
+
+
+@dataclass
+class SWASettings:
+    """SWA's settings in epochs (see `sema.settings`). kwargs: start_steps = round(start_epochs * steps_per_epoch);
+    update_every, buffers, bn_update_batches as they are."""
+
+    start_epochs: float = 0.0  # average only after this many epochs (-> start_steps); Izmailov: ~0.75 x epochs
+    update_every: int = 1  # average every k-th optimizer step after the start
+    buffers: str = "average"  # average | copy | ignore
+    bn_update_batches: Optional[int] = 50  # re-estimate the average's BatchNorm statistics from this many training
+    #                                        batches before each evaluation (prepare_for_eval); None = keep the
+    #                                        uniformly averaged ones
+
+    def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        return {"start_steps": epochs_to_steps("start_epochs", self.start_epochs, steps_per_epoch),
+                "update_every": self.update_every, "buffers": self.buffers,
+                "bn_update_batches": self.bn_update_batches}
 
 
 class SWA:
@@ -32,7 +53,11 @@ class SWA:
         update_every: average every k-th update() call after start_steps (integer >= 1).
         buffers: "average" (default: floating buffers averaged uniformly, integer ones copied), "copy", "ignore".
         average_dtype, device: as in `sema.EMA` (float32 by default, next to the model).
+        bn_update_batches: `prepare_for_eval` re-estimates the average's BatchNorm statistics from this many
+            batches (integer >= 1); None (default) keeps the uniformly averaged statistics.
     """
+
+    Settings: ClassVar[type] = SWASettings  # the settings in epochs a recipe gives (sema.settings)
 
     def __init__(
         self,
@@ -44,6 +69,7 @@ class SWA:
         device: torch.device | str | None = None,
         *,
         start_step: int | None = None,
+        bn_update_batches: int | None = None,
     ) -> None:
         if start_step is None:
             self.start_steps = check_nonnegative_int("start_steps", 0 if start_steps is None else start_steps)
@@ -54,6 +80,12 @@ class SWA:
                              "start_step is the former name of start_steps, give only start_steps")
         self.update_every = check_positive_int("update_every", update_every)
         self.buffers = check_choice("buffers", buffers, BUFFER_POLICIES)
+        if bn_update_batches is not None:
+            check_positive_int("bn_update_batches", bn_update_batches)
+            if buffers == "ignore":
+                raise ValueError("bn_update_batches needs buffers='average' or 'copy': with buffers='ignore' the "
+                                 "average has no BatchNorm statistics of its own (set bn_update_batches=None)")
+        self.bn_update_batches = bn_update_batches
         self.average_dtype = resolve_dtype(average_dtype)
         self.device = None if device is None else torch.device(device)
         average = make_average(model, self.average_dtype, self.device)
@@ -74,7 +106,8 @@ class SWA:
 
     def config(self) -> dict[str, Any]:
         return {"start_steps": self.start_steps, "update_every": self.update_every, "buffers": self.buffers,
-                "average_dtype": None if self.average_dtype is None else str(self.average_dtype)}
+                "average_dtype": None if self.average_dtype is None else str(self.average_dtype),
+                "bn_update_batches": self.bn_update_batches}
 
     @property
     def average(self) -> nn.Module:
@@ -104,6 +137,34 @@ class SWA:
 
     def swapped(self) -> AbstractContextManager[nn.Module]:
         return self._plan.swapped()
+
+    def prepare_for_eval(self, batches: Iterable[Any], forward: Callable[[Any], Any]) -> None:
+        """With `bn_update_batches`: recompute the average's BatchNorm statistics (`sema.bn.update_bn`: reset,
+        cumulative mean) from the first `bn_update_batches` of `batches`, and keep them in the average.
+
+        `forward(batch)` runs the bound model's training forward pass on one batch (e.g. the training loss); it
+        is called inside `swapped()`, so the model holds the averaged weights, in train mode, without autograd.
+        The model's own weights and statistics are restored bit for bit afterwards. A no-op without
+        `bn_update_batches` or without BatchNorm layers."""
+        from sema.bn import update_bn
+
+        module = self._plan.module
+        layers = {name: m for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        if self.bn_update_batches is None or not layers:
+            return
+        was_training = module.training
+        with self._plan.swapped():
+            update_bn(batches, module, forward_fn=lambda _module, batch: forward(batch),
+                      max_batches=self.bn_update_batches)
+            stats = {f"{name}.{key}" if name else key: b.detach().clone()
+                     for name, m in layers.items() for key, b in m.named_buffers(recurse=False)}
+        module.train(was_training)
+        # swapped() exchanges storage for most models (the new statistics are in the average already); a staged
+        # model (bf16 model, float32 average) is restored from a backup instead, which drops them: copy them in.
+        average = dict(self.average.named_buffers())
+        with torch.no_grad():
+            for name, value in stats.items():
+                average[name].copy_(value)
 
     def state_dict(self) -> dict[str, Any]:
         self._plan.check()

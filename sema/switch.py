@@ -19,11 +19,13 @@ policy ("ignore": the model keeps its own).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 from torch import nn
 
-from sema.ema import EMA
+from sema.ema import EMA, EMASettings
 from sema.schedules import check_choice, check_nonnegative_int, check_open_unit, check_positive_int
+from sema.settings import epochs_to_steps, recipe_field, whole_epochs
 
 SWITCH_UNITS = ("epoch", "step")
 
@@ -63,6 +65,32 @@ class SwitchCadence:
         return (n - self.start) % self.every == 0
 
 
+@dataclass
+class SEMASettings(EMASettings):
+    """SEMA's settings in epochs: EMA's (`sema.ema.EMASettings`) plus the switch cadence.
+
+    kwargs: EMA's, plus switch_every, switch_unit, switch_blend as they are, and switch_start / switch_end given in
+    epochs: with switch_unit="epoch" passed as whole epochs, with switch_unit="step" converted,
+    switch_start_steps = round(switch_start * steps_per_epoch) (likewise switch_end).
+    """
+
+    switch_start: Optional[float] = recipe_field("switch_start")  # no switch before the end of this epoch
+    switch_every: int = 1  # switch on every k-th epoch (or step, per switch_unit) after switch_start
+    switch_unit: str = "epoch"  # epoch | step: what switch_every counts
+    switch_end: Optional[float] = None  # no switch after this many epochs; None = switch until the end
+    switch_blend: float = 1.0  # model <- model + switch_blend * (average - model) at a switch; (0, 1]
+
+    def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        if self.switch_unit == "step":
+            start = epochs_to_steps("switch_start", self.switch_start, steps_per_epoch)
+            end = epochs_to_steps("switch_end", self.switch_end, steps_per_epoch)
+        else:
+            start, end = whole_epochs("switch_start", self.switch_start), whole_epochs("switch_end", self.switch_end)
+        return {**super().kwargs(steps_per_epoch), "switch_every": self.switch_every,
+                "switch_start": 0 if start is None else start, "switch_unit": self.switch_unit, "switch_end": end,
+                "switch_blend": self.switch_blend}
+
+
 class SEMA(EMA):
     """Switch EMA. All EMA arguments (see `sema.EMA`), plus:
 
@@ -77,6 +105,8 @@ class SEMA(EMA):
 
     `epoch_end()` returns True when it switched just now. The switch is one foreach copy per tensor group.
     """
+
+    Settings: ClassVar[type] = SEMASettings  # the settings in epochs a recipe gives (sema.settings)
 
     def __init__(
         self,

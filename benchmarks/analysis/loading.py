@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +21,8 @@ import torch
 from torch import nn
 
 from benchmarks.analysis.hessian import LossFn
+from benchmarks.runtime import cache_dir as runtime_cache_dir
+from benchmarks.runtime import to_device
 
 ONLINE_WEIGHTS = Path("weights") / "online.safetensors"
 AVERAGE_WEIGHTS = Path("weights") / "average.safetensors"
@@ -39,20 +40,6 @@ def find_run_dirs(root: Path) -> list[Path]:
     if not runs:
         raise FileNotFoundError(f"no result.json at or under {root}; pass a run directory or a sweep directory")
     return runs
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor of a (nested) batch to `device`; objects with `.to` (e.g. HF BatchEncoding) too."""
-    if torch.is_tensor(batch):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        moved = [to_device(value, device) for value in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
-    if hasattr(batch, "to") and callable(batch.to):
-        return batch.to(device)
-    return batch
 
 
 # Layers whose forward depends on train/eval mode through `self.training`.
@@ -229,8 +216,12 @@ def load_run(
         device=torch_device,
         seed=run_seed,
         out_dir=run_dir / "analysis",
-        cache_dir=Path(cache_dir or os.environ.get("SEMA_BENCH_CACHE", Path.home() / ".cache" / "sema-bench")),
+        cache_dir=Path(cache_dir) if cache_dir else runtime_cache_dir(),
         profile=str(config.get("profile", result.get("profile", "quick"))),
+        epochs=int(config.get("trainer", {}).get("epochs", 1)),
+        batch_size=int(config.get("task", {}).get("batch_size", 1)),
+        drop_last=bool(config.get("trainer", {}).get("drop_last", True)),
+        max_steps_per_epoch=config.get("trainer", {}).get("max_steps_per_epoch"),
     )
     setup = task_module.setup(task_cfg, context)
     model = setup.model.to(torch_device)

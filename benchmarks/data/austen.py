@@ -43,7 +43,9 @@ def default_dir(cache_dir: Optional[Path] = None) -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
     if cache_dir is None:
-        cache_dir = Path(os.environ.get("SEMA_BENCH_CACHE", Path.home() / ".cache" / "sema-bench"))
+        from benchmarks.runtime import cache_dir as default_cache_dir
+
+        cache_dir = default_cache_dir()
     return Path(cache_dir) / "janeaustenr"
 
 

@@ -30,9 +30,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from benchmarks.checkpoint import FRAMEWORK_CHECKPOINT_FILE as CHECKPOINT_FILE  # the resume file, in run_dir
+from benchmarks.checkpoint import FRAMEWORK_WORK_DIR as WORK_DIR  # mmengine's work_dir, in run_dir
+from benchmarks.runtime import cache_dir  # noqa: F401  (where generated datasets are kept; used by the runners)
+
 log = logging.getLogger(__name__)
-WORK_DIR = "mmengine"  # mmengine's work_dir inside the run dir (its logs and the checkpoint below)
-CHECKPOINT_FILE = f"{WORK_DIR}/last_epoch.pth"  # last epoch-end mmengine checkpoint (resume), relative to run_dir
 RECORD_KEY = "sema_bench"  # the recorder's history and counters inside that checkpoint
 RNG_KEY = "sema_bench_rng"  # the RNG states at the epoch end inside that checkpoint
 INSTALL_HINT = "build and install OpenMMLab with: bash scripts/install_openmmlab.sh .venv (about 12 min once)"
@@ -44,10 +46,6 @@ def require(*modules: str) -> None:
     if missing:
         raise ModuleNotFoundError(f"task.framework needs {', '.join(missing)}; {INSTALL_HINT}")
 
-
-def cache_dir() -> Path:
-    """Where generated datasets are kept: the engine's RunContext.cache_dir rule ($SEMA_BENCH_CACHE or ~/.cache)."""
-    return Path(os.environ.get("SEMA_BENCH_CACHE", Path.home() / ".cache" / "sema-bench"))
 
 
 def optim_wrapper_cfg(cfg_optim: Any, grad_clip: Optional[float]) -> dict:
@@ -67,14 +65,15 @@ def optim_wrapper_cfg(cfg_optim: Any, grad_clip: Optional[float]) -> dict:
 
 
 def sema_hook_kwargs(cfg_method: Any, steps_per_epoch: int) -> Optional[dict]:
-    """SwitchEMAHook arguments for method.* (epoch fields converted as the engine does); None for the baseline."""
-    from benchmarks.methods import averager_kwargs
+    """SwitchEMAHook arguments for method.* (the same keyword arguments the engine builds the method with:
+    benchmarks.methods.method_kwargs); None for the baseline."""
+    from benchmarks.methods import method_kwargs
 
-    if cfg_method.averager is None:
+    kwargs = method_kwargs(cfg_method, steps_per_epoch)
+    if kwargs is None:
         return None
     # The recorder evaluates the average itself, so the hook must not swap it in for validation.
-    return dict(method=cfg_method.averager, swap_for_eval=False, copy_at_end=False,
-                **averager_kwargs(cfg_method, steps_per_epoch))
+    return dict(method=cfg_method.averager, swap_for_eval=False, copy_at_end=False, **kwargs)
 
 
 def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
@@ -83,11 +82,14 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
     `result_path` (if given) after every epoch, as the engine does."""
     from mmengine.hooks import Hook
 
-    from benchmarks.engine import lr_multiplier
+    from benchmarks.optim import lr_multiplier
+    from sema.protocol import PreparesForEval
 
     kwargs = sema_hook_kwargs(cfg.method, steps_per_epoch)
     sema_hook = None
     if kwargs is not None:
+        result["method_kwargs"] = {k: v for k, v in kwargs.items()
+                                   if k not in ("method", "swap_for_eval", "copy_at_end")}
         from sema.integrations.mmengine import SwitchEMAHook
 
         sema_hook = SwitchEMAHook(**kwargs)
@@ -145,6 +147,8 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                         if switched:  # the model holds the average right now: one evaluation serves both
                             avg, reused = dict(online), True
                         else:
+                            if isinstance(averager, PreparesForEval):  # e.g. SWA's BatchNorm re-estimation
+                                prepare_for_eval(runner, averager)
                             with averager.swapped():
                                 avg = dict(runner.val_loop.run())
                 record.update(avg=avg, online=online, avg_reused_online=reused)
@@ -174,6 +178,20 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                      len(result["history"]))
 
     return sema_hook, LrScheduleHook(), EpochRecorder()
+
+
+def prepare_for_eval(runner: Any, averager: Any) -> None:
+    """`averager.prepare_for_eval` with mmengine's training data: the training dataloader, and the model's loss
+    forward pass (data preprocessor, then mode="loss"); the model's train/eval flag is restored afterwards."""
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    was_training = model.training
+
+    def forward(batch: Any) -> None:
+        model(**model.data_preprocessor(batch, True), mode="loss")
+
+    model.train()
+    averager.prepare_for_eval(runner.train_dataloader, forward)
+    model.train(was_training)
 
 
 def checkpoint_hook(path: Path):
@@ -266,42 +284,20 @@ def _same_weights(model: torch.nn.Module, average: torch.nn.Module) -> bool:
 
 
 def base_result(cfg: Any, headline: str, higher_is_better: bool, dataset: str, notes: list[str]) -> dict:
-    """The engine's result.json skeleton (same keys), for a run that mmengine trains."""
-    from omegaconf import OmegaConf
+    """The engine's result.json record (benchmarks.results.new_result), for a run that mmengine trains."""
+    from benchmarks.results import new_result
 
-    from benchmarks.results import provenance
-
-    return {
-        "status": "running", "task": cfg.task.name, "dataset": dataset, "model": cfg.task.model,
-        "method": cfg.method.name, "seed": cfg.seed, "profile": cfg.profile, "headline": headline,
-        "higher_is_better": higher_is_better, "final": None, "final_online": None, "best": None,
-        "best_epoch": None, "history": [], "epochs_to_target": None, "wall_time_s": None,
-        "throughput_samples_per_s": None, "peak_memory_mb": None,
-        "config": OmegaConf.to_container(cfg, resolve=True), "notes": notes, "error": None,
-        "provenance": provenance(cfg.seed),
-    }
+    return new_result(cfg, dataset=dataset, headline=headline, higher_is_better=higher_is_better, notes=notes)
 
 
 def fill_summary(result: dict, samples: int, train_time: float) -> None:
-    """final / final_online / best / best_epoch / timings from the history, as the engine computes them."""
-    import resource
+    """final / best / median_last / timings from the history (benchmarks.results.summarize, as the engine)."""
+    from benchmarks.results import peak_memory_mb, summarize
 
-    evaluated = [r for r in result["history"] if r["online"] is not None]
-    sign = 1.0 if result["higher_is_better"] else -1.0
-    reported = (lambda r: r["avg"] if r["avg"] is not None else r["online"])
-    if evaluated:
-        last = evaluated[-1]
-        result["final"], result["final_online"] = dict(reported(last)), dict(last["online"])
-        best = max(evaluated, key=lambda r: sign * reported(r)[result["headline"]])
-        result["best"], result["best_epoch"] = dict(reported(best)), best["epoch"]
-    if result["history"]:
-        result["wall_time_s"] = result["history"][-1]["time_s"]
-    if train_time > 0:
-        result["throughput_samples_per_s"] = samples / train_time
-    if torch.cuda.is_available():
-        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device = torch.device("cuda") if torch.cuda.is_available() else None
+    wall = result["history"][-1]["time_s"] if result["history"] else result["wall_time_s"]
+    summarize(result, wall_time_s=wall, samples=samples, train_time_s=train_time,
+              peak_memory_mb=peak_memory_mb(device))
 
 
 def execute(run_dir: Path, result: dict,

@@ -19,6 +19,11 @@ import numpy as np
 
 from benchmarks.openmmlab import common
 
+TASK = "detection"  # the task this runner trains (task.framework=mmdet)
+HONOURED = frozenset({"epochs", "max_steps_per_epoch", "eval_every", "checkpoint", "deterministic", "num_threads",
+                      "grad_clip"})  # trainer.* options this runner follows (benchmarks/frameworks.py); it trains
+#                                      in float32 on mmengine's device choice, so trainer.amp/device stay "auto"
+
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_STD = [58.395, 57.12, 57.375]
 RESNET_DEPTH = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
@@ -334,3 +339,11 @@ def _train_length(dataset_cfg: dict) -> int:
     annotated = {a["image_id"] for a in coco["annotations"] if not a.get("iscrowd", 0)}
     n = sum(1 for im in coco["images"] if im["id"] in annotated)
     return min(n, dataset_cfg.get("indices", n))
+
+
+def run(cfg: Any, run_dir: Path) -> dict:
+    """The framework-runner entry point (benchmarks/frameworks.py): the task's own checks, then run_mmdet."""
+    from benchmarks.tasks.detection import check_config
+
+    check_config(cfg.task)  # the same checks as the torchvision path
+    return run_mmdet(cfg, Path(run_dir))

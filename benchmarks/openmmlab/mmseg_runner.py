@@ -18,6 +18,11 @@ from typing import Any
 
 from benchmarks.openmmlab import common
 
+TASK = "segmentation"  # the task this runner trains (task.framework=mmseg)
+HONOURED = frozenset({"epochs", "max_steps_per_epoch", "eval_every", "checkpoint", "deterministic", "num_threads",
+                      "grad_clip"})  # trainer.* options this runner follows (benchmarks/frameworks.py); it trains
+#                                      in float32 on mmengine's device choice, so trainer.amp/device stay "auto"
+
 HEADS = ("fcn", "deeplabv3")
 DEPTHS = {"resnet18": 18, "resnet50": 50, "resnet101": 101}
 IGNORE_INDEX = 255
@@ -212,3 +217,11 @@ def _count_images(source: dict, cap) -> int:
     folder = Path(source["data_root"]) / source["data_prefix"]["img_path"]
     n = sum(1 for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     return n if cap is None else min(n, int(cap))
+
+
+def run(cfg: Any, run_dir: Path) -> dict:
+    """The framework-runner entry point (benchmarks/frameworks.py): the task's own checks, then run_mmseg."""
+    from benchmarks.tasks.segmentation import slide_window
+
+    slide_window(cfg.task)  # the same checks as the torchvision path
+    return run_mmseg(cfg, Path(run_dir))

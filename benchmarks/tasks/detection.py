@@ -45,7 +45,6 @@ class Config(TaskConfig):
     model: str = "retinanet_resnet18_fpn"  # <retinanet|fcos|fasterrcnn|maskrcnn>_<backbone>_fpn (see module doc)
     batch_size: int = 4  # images per training step and process (paper: 2 per GPU x 8 GPUs = 16)
     eval_batch_size: int = 8  # images per evaluation forward
-    ema_decay: float = 0.9998  # the SEMA detection hook's default momentum 2e-4 (paper code; actual config unpublished)
     framework: str = "torchvision"  # torchvision (the engine's loop) | mmdet (mmdet's Runner + the sema hook)
     image_size: int = 128  # procedural_coco: side of the generated square images
     train_images: int = 512  # procedural_coco: training scenes generated (max_train_samples may use fewer)
@@ -277,7 +276,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     if cfg.framework != "torchvision":
         raise ValueError(
             f"task.framework={cfg.framework!r} trains through benchmarks.openmmlab (the engine calls "
-            "benchmarks.tasks.detection.run), not through setup(); use framework=torchvision here"
+            "benchmarks.frameworks), not through setup(); use framework=torchvision here"
         )
     from benchmarks.data.coco import detection_collate
 
@@ -309,18 +308,3 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         param_groups=lambda m: [{"params": [p for p in m.parameters() if p.requires_grad]}],
         notes=notes,
     )
-
-
-def run(cfg: Any, run_dir: Path) -> dict:
-    """framework=mmdet: train with mmdet's Runner and the sema mmengine hook; returns the result.json record.
-
-    `cfg` is the whole composed run config (task, method, optim, trainer, seed, profile); the engine calls this
-    instead of its own loop when `cfg.task.framework != "torchvision"`.
-    """
-    check_config(cfg.task)
-    if cfg.task.framework != "mmdet":
-        raise ValueError(f"run() is for task.framework=mmdet, got {cfg.task.framework!r}")
-    from benchmarks.openmmlab.mmdet_runner import run_mmdet
-
-    return run_mmdet(cfg, Path(run_dir))
-

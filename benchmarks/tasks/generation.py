@@ -44,7 +44,6 @@ class Config(TaskConfig):
     model: str = "unet-small"  # one of UNETS; unet-ddpm is DDPM's CIFAR-10 network (35.7M parameters)
     batch_size: int = 128
     eval_batch_size: int = 256
-    ema_decay: float = 0.9999  # DDPM's own EMA decay
     image_size: int = 32  # training resolution (celeba is centre-cropped, then resized to this)
     dropout: float = 0.0  # U-Net dropout (DDPM: 0.1 on CIFAR-10)
     timesteps: int = 1000  # T of the diffusion

@@ -48,7 +48,6 @@ class Config(TaskConfig):
     text_field: str = "text"  # column holding the text in JSON/parquet corpora
     batch_size: int = 32
     eval_batch_size: int = 64
-    ema_decay: float = 0.9999  # the paper's transformer decay; CPU profiles lower it to fit their few steps
     max_eval_samples: Optional[int] = None  # cap on validation/test windows per evaluation; None = all
 
 

@@ -35,23 +35,37 @@ class TaskConfig:
     batch_size: int = 128  # training batch size per process
     eval_batch_size: int = 256  # evaluation batch size
     num_workers: int = 0  # DataLoader worker processes (0 keeps CPU runs deterministic and light)
-    ema_decay: float = 0.999  # decay the paper uses for this model family (0.999 CNNs, 0.9999 transformers);
-    #                           method configs read it through ${task.ema_decay}
     max_train_samples: Optional[int] = None  # cap on training examples (smoke/quick profiles); None = all
     max_eval_samples: Optional[int] = None  # cap on evaluation examples; None = all
 
 
 @dataclass
 class RunContext:
-    """Run-wide facts a task may need while building itself."""
+    """Run-wide facts a task may need while building itself, derived once by the engine (a task never re-derives
+    them from the config)."""
 
     device: torch.device  # where the model will train
     seed: int  # the run's seed; data generation and splits derive from it or from fixed dataset seeds
     out_dir: Path  # the run directory (sample grids, per-run artefacts)
-    cache_dir: Path  # where embedded datasets are prepared once and reused across runs
+    cache_dir: Path  # where embedded datasets are prepared once and reused (benchmarks.runtime.cache_dir)
     rank: int = 0  # process rank under torchrun
     world_size: int = 1  # number of processes under torchrun
     profile: str = "quick"  # smoke | quick | paper
+    epochs: int = 1  # trainer.epochs: the run's length
+    batch_size: int = 1  # task.batch_size: training examples per step and process
+    drop_last: bool = True  # trainer.drop_last
+    max_steps_per_epoch: Optional[int] = None  # trainer.max_steps_per_epoch: the cap on steps per epoch
+
+    def steps_per_epoch(self, num_examples: int) -> int:
+        """Optimizer steps per epoch for a training set of `num_examples`, exactly as the engine will train."""
+        from benchmarks.runtime import steps_per_epoch
+
+        return steps_per_epoch(num_examples, self.batch_size, self.world_size, self.drop_last,
+                               self.max_steps_per_epoch)
+
+    def total_steps(self, num_examples: int) -> int:
+        """Optimizer steps of the whole run."""
+        return self.epochs * self.steps_per_epoch(num_examples)
 
 
 Batch = Any

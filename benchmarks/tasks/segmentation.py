@@ -62,7 +62,6 @@ class Config(TaskConfig):
     model: str = "fpn_resnet18"  # one of MODELS (torchvision) or fpn_<timm name>; random init (no download)
     batch_size: int = 16
     eval_batch_size: int = 32
-    ema_decay: float = 0.999  # the paper's decay for CNNs
     input_size: int = 128  # images and masks are resized to input_size x input_size (training and evaluation)
     image_size: int = 128  # procedural_coco: side of the generated scenes (shared cache with task=detection)
     train_images: int = 512  # procedural_coco: training scenes generated (max_train_samples may use fewer)
@@ -191,22 +190,12 @@ def make_evaluator(
     return evaluate
 
 
-def run(cfg: Any, run_dir: Path) -> dict:
-    """task.framework=mmseg: the engine calls this instead of its own loop (benchmarks/openmmlab/mmseg_runner.py)."""
-    if cfg.task.framework != "mmseg":
-        raise ValueError(f"run() is for task.framework=mmseg, got {cfg.task.framework!r}")
-    from benchmarks.openmmlab.mmseg_runner import run_mmseg
-
-    slide_window(cfg.task)  # the same checks of eval_mode / eval_crop / eval_stride as the torchvision path
-    return run_mmseg(cfg, Path(run_dir))
-
-
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     if cfg.framework not in FRAMEWORKS:
         raise ValueError(f"unknown task.framework={cfg.framework!r}; allowed: {', '.join(FRAMEWORKS)}")
     if cfg.framework != "torchvision":
         raise ValueError(f"task.framework={cfg.framework!r} trains through benchmarks.openmmlab (the engine calls "
-                         "benchmarks.tasks.segmentation.run), not through setup(); use framework=torchvision here")
+                         "benchmarks.frameworks), not through setup(); use framework=torchvision here")
     check_model(cfg.model)
     window = slide_window(cfg)  # checks eval_mode and the window before any data is prepared
     slide = window if cfg.eval_mode == "slide" else None

@@ -62,10 +62,6 @@ class Config(TaskConfig):
     teacher_momentum: Optional[float] = None  # teacher momentum at step 0; null = 0.996 BYOL, 0.99 MoCo v3
     teacher_schedule: str = "cosine"  # cosine (to 1 at the end of training) | constant
     teacher_switch: bool = False  # a WA switch also copies the online network into the teacher (openmixup)
-    total_epochs: Optional[int] = None  # run length for the cosine teacher schedule (the task yaml sets
-    #                                     ${trainer.epochs}); null = constant momentum
-    max_steps_per_epoch: Optional[int] = None  # the engine's step cap, for the same schedule
-    #                                            (the task yaml sets ${trainer.max_steps_per_epoch})
     image_size: Optional[int] = None  # side of the training crops; null = the dataset's native size
     min_crop_scale: float = 0.2  # random-resized-crop minimum area (0.2 CIFAR recipes, 0.08 ImageNet)
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for timm ResNet/ConvNeXt; null = when image size <= 64
@@ -241,11 +237,6 @@ def _backbone_and_dim(cfg: Config, image_size: int) -> tuple[nn.Module, int]:
     return net, dim
 
 
-def _steps_per_epoch(cfg: Config, n_train: int, world_size: int) -> int:
-    steps = n_train // world_size // cfg.batch_size  # per process; the engine drops the last incomplete batch
-    return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
-
-
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     """Build the data, the SSL model (online + teacher), the loss, the teacher schedule and the probes."""
     from benchmarks.data.ssl_views import ViewConfig, augment
@@ -307,7 +298,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     after_step = on_switch = None
     if model.teacher is not None:
         base = ssl_heads.DEFAULT_MOMENTUM[cfg.algorithm] if cfg.teacher_momentum is None else cfg.teacher_momentum
-        total = cfg.total_epochs * _steps_per_epoch(cfg, len(pretrain), ctx.world_size) if cfg.total_epochs else 0
+        total = ctx.total_steps(len(pretrain))  # the run's optimizer steps: the cosine schedule reaches 1 there
         cosine = cfg.teacher_schedule == "cosine" and total > 0
 
         def after_step(step: int) -> None:

@@ -48,7 +48,6 @@ class Config(TaskConfig):
     test_sequences: int = 10000  # size of the test set (the official file has 10,000)
     test_seed: int = 4242  # seed of the generated test set (when the official file is not used)
     num_digits: int = 2  # digits per sequence
-    ema_decay: float = 0.999  # the paper's CNN decay
 
 
 # ------------------------------------------------------------------------------------------------- metrics

@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "profile=smoke"]
+FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "recipe=smoke/classification"]
 
 
 def sema_bench(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -57,6 +57,45 @@ def test_a_bad_name_exits_with_the_allowed_choices(tmp_path):
     assert proc.returncode != 0
     assert "Could not find 'method/sgdr'" in proc.stderr and "Available options in 'method'" in proc.stderr
     assert "sema" in proc.stderr.split("Available options in 'method'")[1]
+
+
+def test_help_shows_what_a_user_can_choose_and_what_a_bare_command_does():
+    from benchmarks.methods import choices
+    from benchmarks.recipes import CONFIG_DIR, RECIPES
+
+    out = sema_bench("--help").stdout
+    assert "the main job" in out and "--plan" in out and "--list" in out
+    assert all(name in out for name in RECIPES) and all(name in out for name in choices(CONFIG_DIR / "method"))
+    assert "schema" not in out and "_schema" not in out  # internal nodes are not choices
+
+
+def test_list_describes_every_recipe_method_and_task():
+    from benchmarks.recipes import RECIPES
+    from benchmarks.tasks import TASKS
+
+    out = sema_bench("--list").stdout
+    lines = out.splitlines()
+    for name, recipe in RECIPES.items():
+        assert any(line.split()[:2] == [name, recipe.task] for line in lines), name
+    for name in (*TASKS, "baseline", "ema", "sema", "swa", "sema_paper"):
+        assert any(line.split()[:1] == [name] and len(line.split()) > 2 for line in lines), name
+
+
+def test_plan_prints_the_resolved_config_and_the_schedule_without_running(tmp_path):
+    out = sema_bench("--plan", "recipe=smoke/classification", "method=sema", f"out_dir={tmp_path}").stdout
+    assert "${" not in out  # resolved
+    assert "steps per epoch: 8 (1438 training examples / batch 32, capped at 8)" in out
+    assert "total steps: 16 (2 epochs)" in out
+    assert "decay warm-up ends after step 4 (epoch 0.5)" in out  # averaging.warmup_epochs 0.5 of 8 steps
+    assert "writes into the trained model after epochs: 2" in out  # switch_start 1: the first switch ends epoch 2
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+def test_former_options_say_what_replaces_them(tmp_path):
+    proc = sema_bench("task=classification", "profile=quick", f"out_dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "recipe=<profile>/<task>" in proc.stderr
+    proc = sema_bench("recipe=quick/clasification", f"out_dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "did you mean" not in proc.stderr and "quick/classification" in proc.stderr
 
 
 @pytest.mark.slow

@@ -11,14 +11,16 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from benchmarks import engine
+from benchmarks.optim import lr_multiplier
+from benchmarks.runtime import to_device
 from benchmarks.results import read_result
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 
 
 def smoke(tmp_path, method="sema", *extra):
-    return compose_run("classification", method, "smoke", 0, str(tmp_path), [*FAST, *extra])
+    return compose_run("smoke/classification", method, 0, str(tmp_path), [*FAST, *extra])
 
 
 def test_sema_smoke_run_writes_the_documented_result(tmp_path):
@@ -128,19 +130,19 @@ def test_invalid_values_are_recorded_with_the_allowed_choices(tmp_path):
 def test_lr_schedule_matches_hand_computed_values():
     optim = OmegaConf.create({"warmup_epochs": 1, "min_lr": 0.01, "lr": 0.1, "schedule": "cosine",
                               "milestones": [2], "gamma": 0.1})
-    f = engine.lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
+    f = lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up over the first 4 steps
     assert f(4) == pytest.approx(1.0) and f(12) == pytest.approx(0.1)  # cosine from 1 down to min_lr / lr
     assert f(8) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     optim.schedule, optim.warmup_epochs = "multistep", 0
-    f = engine.lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
+    f = lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
     assert [f(7), f(8)] == [1.0, pytest.approx(0.1)]
 
 
 def test_batch_helpers():
     batch = {"x": torch.zeros(5, 2), "meta": [torch.ones(5)], "name": "a"}
     assert engine.batch_size_of(batch) == 5 and engine.batch_size_of((torch.zeros(()), torch.ones(3))) == 3
-    moved = engine.to_device(batch, torch.device("cpu"))
+    moved = to_device(batch, torch.device("cpu"))
     assert moved["name"] == "a" and torch.equal(moved["meta"][0], batch["meta"][0])
 
 
@@ -158,7 +160,7 @@ def test_grad_clip_bounds_every_update(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_offline_logs_locally_and_keeps_its_run_id(tmp_path):
-    cfg, run_dir = compose_run("classification", "ema", "smoke", 0, str(tmp_path),
+    cfg, run_dir = compose_run("smoke/classification", "ema", 0, str(tmp_path),
                                ["logger.wandb.mode=offline", "trainer.num_threads=1"])
     engine.run(cfg, run_dir)
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()

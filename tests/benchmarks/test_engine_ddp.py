@@ -14,7 +14,7 @@ import pytest
 @pytest.mark.ddp
 def test_torchrun_two_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "benchmarks.cli", "profile=smoke", "method=sema", f"out_dir={tmp_path}", "logger.wandb.mode=disabled",
+           "benchmarks.cli", "recipe=smoke/classification", "method=sema", f"out_dir={tmp_path}", "logger.wandb.mode=disabled",
            "trainer.num_threads=1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr

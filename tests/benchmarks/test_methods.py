@@ -1,68 +1,144 @@
-"""Method config -> sema object: keyword conversion rules, and the optimizer-wrapping hook used by the engine."""
+"""Method config -> sema object: every registered method is one Settings dataclass whose kwargs() are what the
+constructor receives; method files are the values in effect; the optimizer-wrapping hook used by the engine."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import types
 
 import pytest
 import sema
 import torch
+import yaml
+from hydra.errors import ConfigCompositionException
 from torch import nn
 
 from benchmarks import engine
-from benchmarks.config import MethodConfig
-from benchmarks.methods import averager_kwargs, build_averager
-from benchmarks.suite import CONFIG_DIR, compose_run
+from benchmarks.methods import BASELINE, build_averager, choices, method_kwargs, settings_of
+from benchmarks.recipes import CONFIG_DIR, RECIPES, check_recipe_files, compose_run
+
+METHOD_CHOICES = sorted(choices(CONFIG_DIR / "method"))
+METHOD_FILES = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
 
 
-def method(**fields) -> MethodConfig:
-    return MethodConfig(**{"name": "m", "averager": "sema", "decay": 0.99, **fields})
-
-
-def test_epoch_fields_become_steps():
-    cfg = method(warmup="linear", warmup_epochs=2.5, warmup_ratio=0.9, switch_every=1, switch_start=3,
-                 switch_unit="epoch")
-    assert averager_kwargs(cfg, steps_per_epoch=10) == {
-        "decay": 0.99, "warmup": "linear", "warmup_steps": 25, "warmup_ratio": 0.9, "switch_every": 1,
-        "switch_start": 3, "switch_unit": "epoch"}
+def test_sema_settings_convert_epochs_to_steps_by_hand():
+    s = sema.SEMA.Settings(decay=0.99, warmup_epochs=2.5, switch_start=3)
+    assert s.kwargs(steps_per_epoch=10) == {
+        "decay": 0.99, "warmup": None, "warmup_steps": 25, "warmup_ratio": 0.9, "warmup_power": 2 / 3,
+        "warmup_gamma": None, "update_every": 1, "buffers": None, "preset": "paper", "switch_every": 1,
+        "switch_start": 3, "switch_unit": "epoch", "switch_end": None, "switch_blend": 1.0}
 
 
 def test_step_unit_converts_switch_start_and_end_to_steps():
-    cfg = method(switch_every=50, switch_start=1, switch_end=4, switch_unit="step")
-    kwargs = averager_kwargs(cfg, steps_per_epoch=100)
+    kwargs = sema.SEMA.Settings(switch_every=50, switch_start=1, switch_end=4, switch_unit="step").kwargs(100)
     assert (kwargs["switch_every"], kwargs["switch_start"], kwargs["switch_end"]) == (50, 100, 400)
 
 
 def test_epoch_unit_needs_whole_epochs():
     with pytest.raises(ValueError, match="switch_start=1.5 must be a whole number of epochs"):
-        averager_kwargs(method(switch_every=1, switch_start=1.5, switch_unit="epoch"), 10)
+        sema.SEMA.Settings(switch_start=1.5).kwargs(10)
 
 
-def test_no_switch_every_drops_switch_fields_and_warmup_none_drops_warmup_fields():
-    cfg = method(averager="ema", warmup="none", warmup_epochs=5, warmup_ratio=0.9, switch_start=5, buffers="copy")
-    assert averager_kwargs(cfg, 10) == {"decay": 0.99, "buffers": "copy"}
+@pytest.mark.parametrize("settings, key, steps", [
+    (sema.SWA.Settings(start_epochs=6), "start_steps", 2346),  # round(6 * 391)
+    (sema.BEMA.Settings(burnin_epochs=0.5), "burnin_steps", 196),  # round(0.5 * 391) = round(195.5)
+    (sema.EMA.Settings(warmup_epochs=0.1), "warmup_steps", 39),  # round(39.1)
+])
+def test_the_epoch_fields_of_each_method_become_steps(settings, key, steps):
+    assert settings.kwargs(steps_per_epoch=391)[key] == steps
 
 
-@pytest.mark.parametrize("name, cls", [("ema", sema.EMA), ("sema", sema.SEMA), ("swa", sema.SWA)])
-def test_core_yaml_methods_build_the_sema_classes(tmp_path, name, cls):
-    cfg, _ = compose_run("classification", name, "quick", 0, str(tmp_path))
+def test_negative_epochs_are_refused_with_the_field_name():
+    with pytest.raises(ValueError, match="start_epochs=-1 is not allowed"):
+        sema.SWA.Settings(start_epochs=-1).kwargs(10)
+
+
+def test_every_registered_method_has_settings_its_constructor_accepts():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    averager = build_averager(cfg.method, model, steps_per_epoch=78)
-    assert type(averager) is cls
-    if name == "sema":
-        assert averager.cadence.start == 1 and averager.cadence.every == 1
-        assert averager.schedule.warmup_steps == 78 and averager.schedule.decay == 0.99
+    for key, cls in sema.METHODS.items():
+        settings = cls.Settings()
+        assert dataclasses.is_dataclass(settings), key
+        averager = cls(model, **settings.kwargs(steps_per_epoch=7))
+        assert isinstance(averager, sema.WeightAverager), key
+
+
+@pytest.mark.parametrize("name", METHOD_CHOICES)
+def test_every_method_choice_holds_only_its_own_settings_and_builds(tmp_path, name):
+    cfg, run_dir = compose_run("quick/classification", name, 0, str(tmp_path))
+    assert run_dir.parts[-2:] == (name, "seed0")
+    averager, kwargs = build_averager(cfg.method, nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), 78)
+    if cfg.method.averager is None:
+        assert name == BASELINE and averager is None and kwargs is None and set(cfg.method) == {"name", "averager"}
+        return
+    cls = sema.METHODS[cfg.method.averager]
+    assert set(cfg.method) == {"name", "averager"} | {f.name for f in dataclasses.fields(cls.Settings)}
+    assert type(averager) is cls and isinstance(averager, sema.WeightAverager)
+    assert kwargs == settings_of(cfg.method).kwargs(78)
+
+
+def test_swa_has_no_switch_fields(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="switch_unit"):
+        compose_run("smoke/classification", "swa", 0, str(tmp_path), ["method.switch_unit=step"])
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_a_method_files_values_are_the_values_in_effect_for_every_recipe(tmp_path, recipe):
+    for name in METHOD_FILES:
+        written = {k: v for k, v in yaml.safe_load((CONFIG_DIR / "method" / f"{name}.yaml").read_text()).items()
+                   if k != "defaults"}
+        cfg, _ = compose_run(recipe, name, 0, str(tmp_path))
+        for key, value in written.items():
+            assert cfg.method[key] == value, (recipe, name, key)
+
+
+def test_recipe_averaging_values_are_the_defaults_and_the_command_line_wins(tmp_path):
+    cfg, _ = compose_run("quick/classification", "sema", 0, str(tmp_path))
+    assert (cfg.method.decay, cfg.method.warmup_epochs, cfg.method.switch_start) == (0.99, 1, 1)
+    assert (cfg.averaging.decay, cfg.averaging.warmup_epochs, cfg.averaging.switch_start) == (0.99, 1, 1)
+    cfg, _ = compose_run("quick/classification", "sema", 0, str(tmp_path), ["method.switch_start=3"])
+    assert cfg.method.switch_start == 3 and cfg.averaging.switch_start == 1
+
+
+def test_a_new_method_file_sets_switch_start_at_every_scale(tmp_path):
+    """The new user's experiment of issue 11: a method file saying switch_start: 3 gets 3 at smoke, quick and paper."""
+    from hydra import compose, initialize_config_dir
+
+    from benchmarks.recipes import register_configs
+
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "method" / "my_sema.yaml").write_text(
+        "defaults:\n  - /schema/method/sema@_here_\n  - _self_\n\nname: my_sema\nswitch_start: 3\n")
+    register_configs()
+    got = []
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        for recipe in ("smoke/classification", "quick/classification", "paper/classification"):
+            cfg = compose(config_name="config", overrides=[f"recipe={recipe}", "method=my_sema"])
+            got.append(cfg.method.switch_start)
+            assert method_kwargs(cfg.method, 10)["switch_start"] == 3
+    assert got == [3, 3, 3]
+
+
+def test_a_recipe_that_writes_into_the_method_is_refused_naming_key_and_file(tmp_path):
+    bad = tmp_path / "quick"
+    bad.mkdir()
+    (bad / "classification.yaml").write_text("# @package _global_\nprofile: quick\nmethod:\n  switch_start: 1\n")
+    with pytest.raises(ValueError, match=r"configs/recipe/quick/classification.yaml writes method.switch_start"):
+        check_recipe_files(tmp_path)
 
 
 def test_baseline_builds_nothing_and_unknown_averagers_list_the_registry(tmp_path):
-    cfg, _ = compose_run("classification", "baseline", "smoke", 0, str(tmp_path))
-    assert build_averager(cfg.method, nn.Linear(2, 2), 10) is None
+    cfg, _ = compose_run("smoke/classification", "baseline", 0, str(tmp_path))
+    assert build_averager(cfg.method, nn.Linear(2, 2), 10) == (None, None)
     with pytest.raises(ValueError, match="method.averager='polyak' is not allowed; choose one of: ema, sema"):
-        build_averager(method(averager="polyak"), nn.Linear(2, 2), 10)
+        build_averager({"name": "x", "averager": "polyak"}, nn.Linear(2, 2), 10)
 
 
 class CountingLookahead:
     """A real (tiny) optimizer-wrapping method: plain EMA plus a wrapper counting optimizer steps."""
+
+    Settings = sema.EMA.Settings
 
     def __init__(self, model, decay=0.9, **kwargs):
         self.ema = sema.EMA(model, decay=decay)
@@ -91,22 +167,10 @@ class CountingLookahead:
 
 def test_engine_trains_with_the_optimizer_a_method_wraps(tmp_path, monkeypatch):
     monkeypatch.setitem(sema.METHODS, "counting_lookahead", CountingLookahead)
-    cfg, run_dir = compose_run("classification", "ema", "smoke", 0, str(tmp_path),
-                               ["method.averager=counting_lookahead", "method.warmup=none",
-                                "logger.wandb.mode=disabled"])
+    cfg, run_dir = compose_run("smoke/classification", "ema", 0, str(tmp_path),
+                               ["method.averager=counting_lookahead", "logger.wandb.mode=disabled"])
     trainer = engine.Trainer(cfg, run_dir)
     assert isinstance(trainer.averager, CountingLookahead)
     trainer.train_epoch()
     assert trainer.averager.steps == trainer.global_step == 8
     assert torch.is_tensor(next(iter(trainer.averager.average.state_dict().values())))
-
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.joinpath("method").glob("*.yaml")))
-def test_every_method_config_builds_its_averager(tmp_path, name):
-    cfg, _ = compose_run("classification", name, "quick", 0, str(tmp_path))
-    averager = build_averager(cfg.method, nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), steps_per_epoch=78)
-    if cfg.method.averager is None:
-        assert averager is None
-    else:
-        assert type(averager) is sema.METHODS[cfg.method.averager]
-        assert isinstance(averager, sema.WeightAverager)

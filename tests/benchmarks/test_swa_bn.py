@@ -1,5 +1,6 @@
 """SWA in the engine: start in epochs, and the average's BatchNorm statistics re-estimated before evaluation
-(method.bn_update_batches), in parity with torch.optim.swa_utils.update_bn, deterministic across a resume."""
+(method.bn_update_batches, through SWA's prepare_for_eval hook), in parity with torch.optim.swa_utils.update_bn,
+deterministic across a resume."""
 
 from __future__ import annotations
 
@@ -15,37 +16,34 @@ from torch.utils.data import DataLoader
 
 import sema
 from benchmarks import engine
-from benchmarks.methods import averager_kwargs, bn_update_batches
-from benchmarks.suite import compose_run
+from benchmarks.methods import method_kwargs
+from benchmarks.recipes import compose_run
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 
 
 def swa_smoke(tmp_path, *extra):
-    return compose_run("classification", "swa", "smoke", 0, str(tmp_path), [*FAST, *extra])
+    return compose_run("smoke/classification", "swa", 0, str(tmp_path), [*FAST, *extra])
 
 
 def bn_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items() if ".running_" in k or "num_batches" in k}
 
 
-def test_swa_config_converts_start_epochs_and_keeps_bn_field_out_of_sema(tmp_path):
+def test_swa_config_converts_start_epochs_and_passes_the_bn_setting_to_sema(tmp_path):
     cfg, _ = swa_smoke(tmp_path, "method.start_epochs=1.5")
-    assert averager_kwargs(cfg.method, 8) == {"buffers": "average", "start_steps": 12}
-    assert cfg.method.bn_update_batches == 50
-    swa = sema.SWA(torch.nn.Linear(2, 2), **averager_kwargs(cfg.method, 8))
-    assert swa.start_steps == 12
-    assert bn_update_batches(cfg.method, swa) == 50
-    assert bn_update_batches(cfg.method, None) is None  # no averager (baseline): nothing to recalibrate
+    kwargs = method_kwargs(cfg.method, 8)
+    assert kwargs == {"start_steps": 12, "update_every": 1, "buffers": "average", "bn_update_batches": 50}
+    swa = sema.SWA(torch.nn.Linear(2, 2), **kwargs)
+    assert (swa.start_steps, swa.bn_update_batches) == (12, 50)
+    assert isinstance(swa, sema.protocol.PreparesForEval)
 
 
-def test_bad_bn_update_settings_are_rejected(tmp_path):
-    cfg, _ = swa_smoke(tmp_path)
-    with pytest.raises(ValueError, match="buffers=average or copy"):
-        bn_update_batches(cfg.method, sema.SWA(torch.nn.Linear(2, 2), buffers="ignore"))
-    cfg.method.bn_update_batches = 0
-    with pytest.raises(ValueError, match=r"method.bn_update_batches=0 is not allowed; it must be an integer >= 1"):
-        bn_update_batches(cfg.method, sema.SWA(torch.nn.Linear(2, 2)))
+def test_bad_bn_update_settings_are_rejected():
+    with pytest.raises(ValueError, match="bn_update_batches needs buffers='average' or 'copy'"):
+        sema.SWA(torch.nn.Linear(2, 2), buffers="ignore", bn_update_batches=5)
+    with pytest.raises(ValueError, match=r"bn_update_batches"):
+        sema.SWA(torch.nn.Linear(2, 2), bn_update_batches=0)
 
 
 def test_engine_bn_update_matches_swa_utils_and_leaves_training_untouched(tmp_path):
@@ -79,9 +77,9 @@ def test_engine_bn_update_matches_swa_utils_and_leaves_training_untouched(tmp_pa
     # a second pass draws the same batches (same statistics) and leaves the RNG where it was (the evaluation's
     # own loaders draw from it, so this is checked around the pass alone)
     rng_before = torch.get_rng_state()
-    with trainer.averager.swapped():
-        again = trainer._reestimate_bn(trainer.model)
+    trainer.prepare_average(trainer.model)
     assert torch.equal(torch.get_rng_state(), rng_before)
+    again = bn_buffers(trainer.averager.average)
     assert again.keys() == ours.keys() and all(torch.equal(again[k], ours[k]) for k in ours)
 
 

@@ -19,9 +19,9 @@ from benchmarks.analysis.loading import load_run
 
 def engine_run(root, method: str, seed: int = 0):
     from benchmarks import engine
-    from benchmarks.suite import compose_run
+    from benchmarks.recipes import compose_run
 
-    cfg, run_dir = compose_run("classification", method, "smoke", seed, str(root),
+    cfg, run_dir = compose_run("smoke/classification", method, seed, str(root),
                                ["logger.wandb.mode=disabled", "trainer.num_threads=1"])
     engine.run(cfg, run_dir)
     if method != "ema":

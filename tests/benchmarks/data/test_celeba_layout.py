@@ -155,7 +155,7 @@ def test_malformed_attribute_rows_name_the_file_and_line(tmp_path):
 @pytest.mark.slow
 def test_generation_smoke_run_on_celeba_end_to_end(tmp_path, monkeypatch):
     from benchmarks import engine
-    from benchmarks.suite import compose_run
+    from benchmarks.recipes import compose_run
 
     write_celeba(tmp_path / "data")
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
@@ -168,7 +168,7 @@ def test_generation_smoke_run_on_celeba_end_to_end(tmp_path, monkeypatch):
         "task.image_size=16",
         "task.batch_size=4",
     ]
-    cfg, run_dir = compose_run("generation", "sema", "smoke", 0, str(tmp_path / "runs"), overrides)
+    cfg, run_dir = compose_run("smoke/generation", "sema", 0, str(tmp_path / "runs"), overrides)
     engine.run(cfg, run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed" and result["dataset"] == "celeba-16"

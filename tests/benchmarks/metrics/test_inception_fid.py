@@ -123,14 +123,14 @@ def test_standard_fid_is_symmetric_and_zero_between_a_set_and_itself(tmp_path, m
 @pytest.mark.slow
 def test_generation_reports_standard_fid_when_the_weights_are_configured(tmp_path, monkeypatch, weight_files):
     from benchmarks import engine
-    from benchmarks.suite import compose_run
+    from benchmarks.recipes import compose_run
 
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv(fid.INCEPTION_ENV, str(weight_files[0]))
     overrides = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "task.fid_samples=4",
                  "task.fid_real_samples=4", "task.grid_size=2"]
-    cfg, run_dir = compose_run("generation", "baseline", "smoke", 0, str(tmp_path / "runs"), overrides)
+    cfg, run_dir = compose_run("smoke/generation", "baseline", 0, str(tmp_path / "runs"), overrides)
     engine.run(cfg, run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed", result["error"]

@@ -137,9 +137,9 @@ def test_bad_eval_mode_and_stride_are_actionable(tmp_path):
 
 
 def test_paper_config_evaluates_ade20k_by_sliding_window(tmp_path):
-    from benchmarks.suite import compose_run
+    from benchmarks.recipes import compose_run
 
-    cfg, _ = compose_run("segmentation", "sema", "paper", 0, str(tmp_path), ["task.data_root=/data"])
+    cfg, _ = compose_run("paper/segmentation", "sema", 0, str(tmp_path), ["task.data_root=/data"])
     task = cfg.task
     assert (task.dataset, task.eval_mode, task.eval_crop, task.eval_stride) == ("ade20k", "slide", 512, 341)
     assert segmentation.slide_window(task) == (512, 341)
@@ -148,7 +148,7 @@ def test_paper_config_evaluates_ade20k_by_sliding_window(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_on_an_ade20k_fixture_of_mixed_sizes_in_slide_mode(tmp_path):
     from benchmarks import engine
-    from benchmarks.suite import compose_run
+    from benchmarks.recipes import compose_run
 
     write_ade20k_sizes(tmp_path / "data", [(40, 56), (48, 40), (36, 36), (44, 60)], VAL_SIZES)
     assert len(ade20k.ade20k_pairs(str(tmp_path / "data"), "val")) == 3
@@ -162,7 +162,7 @@ def test_smoke_run_on_an_ade20k_fixture_of_mixed_sizes_in_slide_mode(tmp_path):
         "task.eval_crop=32",
         "task.eval_stride=21",
     ]
-    cfg, run_dir = compose_run("segmentation", "sema", "smoke", 0, str(tmp_path / "runs"), overrides)
+    cfg, run_dir = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "runs"), overrides)
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed" and result["dataset"] == "ade20k", result["error"]
     assert set(result["final"]) == {"miou", "pixel_acc", "macc", "loss"}

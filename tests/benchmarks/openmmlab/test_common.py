@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.engine import lr_multiplier
+from benchmarks.optim import lr_multiplier
 from benchmarks.openmmlab import common
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 
 mmengine = pytest.importorskip("mmengine")  # a base dependency of the [mmengine] extra, present in the dev venv
 
@@ -51,7 +51,7 @@ def _toy_runner(tmp_path, method: str, epochs: int = 3, resume_from=None, extra_
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(32, 2, generator=generator)
     data = [{"inputs": xi, "targets": xi @ torch.tensor([1.5, -2.0]) + 0.5} for xi in x]
-    cfg, _ = compose_run("classification", method, "smoke", 0, str(tmp_path / "runs"),
+    cfg, _ = compose_run("smoke/classification", method, 0, str(tmp_path / "runs"),
                          ["optim.name=sgd", "optim.lr=0.05", "optim.schedule=cosine", "optim.warmup_epochs=1",
                           f"trainer.epochs={epochs}", "trainer.grad_clip=null"])
     batch_size, steps_per_epoch = 4, 8
@@ -137,7 +137,7 @@ def test_baseline_has_no_hook_and_reports_the_model(tmp_path):
 
 
 def test_execute_writes_a_completed_or_failed_record(tmp_path):
-    cfg, _ = compose_run("classification", "ema", "smoke", 0, str(tmp_path / "runs"))
+    cfg, _ = compose_run("smoke/classification", "ema", 0, str(tmp_path / "runs"))
     result = common.base_result(cfg, "mse", False, "toy", ["a note"])
     done = common.execute(tmp_path / "ok", result, lambda resume_from: (nn.Linear(2, 1), nn.Linear(2, 1)))
     on_disk = json.loads((tmp_path / "ok" / "result.json").read_text())
@@ -154,7 +154,7 @@ def test_execute_writes_a_completed_or_failed_record(tmp_path):
 
 
 def test_method_and_optimizer_translation(tmp_path):
-    cfg, _ = compose_run("classification", "sema", "smoke", 0, str(tmp_path / "runs"),
+    cfg, _ = compose_run("smoke/classification", "sema", 0, str(tmp_path / "runs"),
                          ["method.warmup_epochs=0.5", "optim.name=adamw", "optim.lr=0.001"])
     kwargs = common.sema_hook_kwargs(cfg.method, steps_per_epoch=10)
     assert kwargs["method"] == "sema" and kwargs["swap_for_eval"] is False and kwargs["warmup_steps"] == 5
@@ -162,7 +162,7 @@ def test_method_and_optimizer_translation(tmp_path):
     wrapper = common.optim_wrapper_cfg(cfg.optim, 10.0)
     assert wrapper["optimizer"]["type"] == "AdamW" and wrapper["optimizer"]["lr"] == 0.001
     assert wrapper["clip_grad"] == {"max_norm": 10.0}
-    baseline, _ = compose_run("classification", "baseline", "smoke", 0, str(tmp_path / "runs"))
+    baseline, _ = compose_run("smoke/classification", "baseline", 0, str(tmp_path / "runs"))
     assert common.sema_hook_kwargs(baseline.method, 10) is None
 
 

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from benchmarks.suite import compose_run
-from benchmarks.tasks import detection
+from benchmarks.recipes import compose_run
+from benchmarks import frameworks
 
 if importlib.util.find_spec("mmdet") is None and os.environ.get("SEMA_REQUIRE_OPENMMLAB") == "1":
     raise ImportError("SEMA_REQUIRE_OPENMMLAB=1 but mmdet is not installed: run bash scripts/install_openmmlab.sh")
@@ -25,8 +25,8 @@ FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "task.framework=m
 
 def test_retinanet_smoke_run_with_sema_writes_a_valid_result(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg, run_dir = compose_run("detection", "sema", "smoke", 0, str(tmp_path / "runs"), FAST)
-    result = detection.run(cfg, run_dir)
+    cfg, run_dir = compose_run("smoke/detection", "sema", 0, str(tmp_path / "runs"), FAST)
+    result = frameworks.run(cfg, run_dir)
     on_disk = json.loads((run_dir / "result.json").read_text())
     assert on_disk["status"] == result["status"] == "completed"
     assert on_disk["headline"] == "bbox_ap" and on_disk["model"] == "retinanet_resnet18_fpn"
@@ -41,9 +41,9 @@ def test_retinanet_smoke_run_with_sema_writes_a_valid_result(tmp_path, monkeypat
 
 def test_mask_rcnn_smoke_run_reports_mask_ap(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg, run_dir = compose_run("detection", "baseline", "smoke", 0, str(tmp_path / "runs"),
+    cfg, run_dir = compose_run("smoke/detection", "baseline", 0, str(tmp_path / "runs"),
                                [*FAST, "task.model=maskrcnn_resnet18_fpn", "trainer.epochs=1",
                                 "trainer.max_steps_per_epoch=2", "task.detections_per_image=20"])
-    result = detection.run(cfg, run_dir)
+    result = frameworks.run(cfg, run_dir)
     assert result["status"] == "completed" and result["history"][0]["avg"] is None
     assert {"bbox_ap", "mask_ap", "mask_ap50", "mask_ap75"} <= set(result["final"])

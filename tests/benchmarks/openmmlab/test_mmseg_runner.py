@@ -14,7 +14,7 @@ import pytest
 from omegaconf import open_dict
 
 from benchmarks.openmmlab.mmseg_runner import run_mmseg
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from test_ade20k import write_ade20k_sizes  # noqa: E402  (the ADE20K reader tests' fixture writers)
@@ -30,7 +30,7 @@ pytestmark = [
 
 def test_fcn_smoke_run_with_sema_writes_a_valid_result(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg, run_dir = compose_run("segmentation", "sema", "smoke", 0, str(tmp_path / "runs"),
+    cfg, run_dir = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "runs"),
                                ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.epochs=2"])
     with open_dict(cfg):
         cfg.task.model = "fcn_resnet18"  # the segmentation task's torchvision models have no mmseg twin
@@ -47,7 +47,7 @@ def test_engine_hands_framework_mmseg_runs_to_the_task_runner(tmp_path, monkeypa
     from benchmarks import engine
 
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg, run_dir = compose_run("segmentation", "ema", "smoke", 0, str(tmp_path / "runs"),
+    cfg, run_dir = compose_run("smoke/segmentation", "ema", 0, str(tmp_path / "runs"),
                                ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.epochs=1",
                                 "task.framework=mmseg", "task.model=fcn_resnet18"])
     result = engine.run(cfg, run_dir)
@@ -62,7 +62,7 @@ def test_slide_mode_uses_mmsegs_sliding_window_test_on_ade20k_of_mixed_sizes(tmp
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
     sizes = [(40, 56), (48, 40), (36, 60), (44, 44)]
     write_ade20k_sizes(tmp_path / "data", sizes, sizes)
-    cfg, run_dir = compose_run("segmentation", "sema", "smoke", 0, str(tmp_path / "runs"),
+    cfg, run_dir = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "runs"),
                                ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.epochs=1",
                                 "task.framework=mmseg", "task.model=fcn_resnet18", "task.dataset=ade20k",
                                 f"task.data_root={tmp_path / 'data'}", "task.input_size=32",
@@ -72,3 +72,35 @@ def test_slide_mode_uses_mmsegs_sliding_window_test_on_ade20k_of_mixed_sizes(tmp
     assert result["status"] == "completed" and result["dataset"] == "ade20k"
     assert 0 <= result["final"]["miou"] <= 100
     assert any("sliding window" in note for note in result["notes"])
+
+
+def test_framework_runs_refuse_trainer_options_they_do_not_follow(tmp_path):
+    from benchmarks import engine
+
+    cfg, run_dir = compose_run("smoke/segmentation", "ema", 0, str(tmp_path / "runs"),
+                               ["task.framework=mmseg", "task.model=fcn_resnet18", "trainer.nan_check_every=5"])
+    with pytest.raises(ValueError, match=r"task.framework=mmseg does not honour trainer.nan_check_every=5 .*"
+                                         r"leave it at its default 50, or use task.framework=torchvision"):
+        engine.run(cfg, run_dir)
+    assert not (run_dir / "result.json").exists()  # refused before anything was written
+    cfg, run_dir = compose_run("smoke/segmentation", "ema", 0, str(tmp_path / "runs"),
+                               ["task.framework=mmseg", "task.model=fcn_resnet18", "method.decay=2"])
+    with pytest.raises(ValueError, match=r"method.decay=2"):  # validated like every run, before the runner
+        engine.run(cfg, run_dir)
+
+
+def test_swa_through_mmseg_re_estimates_the_batchnorm_statistics_of_its_average(tmp_path, monkeypatch):
+    """method=swa task.framework=mmseg: the runner calls SWA's prepare_for_eval, as the engine does."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
+    cfg, run_dir = compose_run("smoke/segmentation", "swa", 0, str(tmp_path / "runs"),
+                               ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.epochs=1",
+                                "task.framework=mmseg", "task.model=fcn_resnet18", "method.bn_update_batches=2"])
+    from benchmarks import engine
+
+    result = engine.run(cfg, run_dir)
+    assert result["status"] == "completed" and result["method_kwargs"]["bn_update_batches"] == 2
+    average = load_file(run_dir / "weights" / "average.safetensors")
+    counts = {k: int(v) for k, v in average.items() if k.endswith("num_batches_tracked")}
+    assert counts and set(counts.values()) == {2}  # every BatchNorm layer re-estimated from exactly 2 batches

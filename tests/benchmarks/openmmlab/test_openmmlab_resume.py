@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from benchmarks.openmmlab import common
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 
 mmengine = pytest.importorskip("mmengine")  # a base dependency of the [mmengine] extra, present in the dev venv
 if os.environ.get("SEMA_REQUIRE_OPENMMLAB") == "1":
@@ -46,8 +46,8 @@ CHILD = """
 import sys
 from pathlib import Path
 from benchmarks import engine
-from benchmarks.suite import compose_run
-cfg, _ = compose_run({task!r}, {method!r}, "smoke", 0, {out!r}, {overrides!r})
+from benchmarks.recipes import compose_run
+cfg, _ = compose_run("smoke/" + {task!r}, {method!r}, 0, {out!r}, {overrides!r})
 engine.run(cfg, Path({run_dir!r}))
 """
 
@@ -97,7 +97,7 @@ def check_killed_then_resumed(tmp_path: Path, task: str, overrides: list[str], s
     flip and the FCN head's dropout draw from them; without them the final weights differ by about 3e-2)."""
     from benchmarks import engine
 
-    cfg, straight_dir = compose_run(task, "sema", "smoke", 0, str(tmp_path / "straight"), overrides)
+    cfg, straight_dir = compose_run(f"smoke/{task}", "sema", 0, str(tmp_path / "straight"), overrides)
     straight = engine.run(cfg, straight_dir)
     assert straight["status"] == "completed"
 
@@ -110,7 +110,7 @@ def check_killed_then_resumed(tmp_path: Path, task: str, overrides: list[str], s
 
     # Another config in this directory is refused and touches nothing.
     before = (run_dir / "result.json").read_bytes(), (run_dir / common.CHECKPOINT_FILE).read_bytes()
-    other, _ = compose_run(task, "sema", "smoke", 0, str(tmp_path / "other"), [*overrides, "optim.lr=0.02"])
+    other, _ = compose_run(f"smoke/{task}", "sema", 0, str(tmp_path / "other"), [*overrides, "optim.lr=0.02"])
     with pytest.raises(engine.ConfigMismatch, match="optim.lr"):
         engine.run(other, run_dir)
     assert ((run_dir / "result.json").read_bytes(), (run_dir / common.CHECKPOINT_FILE).read_bytes()) == before
@@ -140,7 +140,7 @@ def test_mmseg_run_killed_after_epoch_1_resumes_bit_for_bit(tmp_path, monkeypatc
     # A completed run is skipped: nothing trains, nothing is rewritten.
     before = (run_dir / "result.json").read_bytes()
     checkpoint_written = (run_dir / common.CHECKPOINT_FILE).stat().st_mtime_ns
-    cfg, _ = compose_run("segmentation", "sema", "smoke", 0, str(tmp_path / "killed"), SEGMENTATION)
+    cfg, _ = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "killed"), SEGMENTATION)
     assert engine.run(cfg, run_dir) == json.loads(before)
     assert (run_dir / "result.json").read_bytes() == before
     assert (run_dir / common.CHECKPOINT_FILE).stat().st_mtime_ns == checkpoint_written

@@ -14,7 +14,7 @@ from benchmarks import engine
 from benchmarks.data.coco import coco2017_split, detection_collate, procedural_split
 from benchmarks.data.paths import MissingDataset
 from benchmarks.data.procedural_coco import decode_segmentation
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 from benchmarks.tasks import detection
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
@@ -171,14 +171,14 @@ def test_setup_refuses_the_mmdet_framework_with_a_pointer_to_run(tmp_path):
     from benchmarks.tasks.protocol import RunContext
 
     ctx = RunContext(device=torch.device("cpu"), seed=0, out_dir=tmp_path, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="detection.run"):
+    with pytest.raises(ValueError, match="benchmarks.frameworks"):
         detection.setup(detection.Config(framework="mmdet"), ctx)
 
 
 @pytest.mark.slow
 def test_smoke_run_on_procedural_scenes_writes_a_valid_result(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg, run_dir = compose_run("detection", "sema", "smoke", 0, str(tmp_path / "runs"), FAST)
+    cfg, run_dir = compose_run("smoke/detection", "sema", 0, str(tmp_path / "runs"), FAST)
     result = engine.run(cfg, run_dir)
     on_disk = json.loads((run_dir / "result.json").read_text())
     assert on_disk["status"] == result["status"] == "completed"
@@ -194,7 +194,7 @@ def test_smoke_run_on_procedural_scenes_writes_a_valid_result(tmp_path, monkeypa
 def test_smoke_run_of_mask_rcnn_on_a_coco2017_fixture_reports_mask_ap(tmp_path):
     write_coco2017(tmp_path / "coco", size=64)
     cfg, run_dir = compose_run(
-        "detection", "baseline", "smoke", 0, str(tmp_path / "runs"),
+        "smoke/detection", "baseline", 0, str(tmp_path / "runs"),
         [*FAST, "task.dataset=coco2017", f"task.data_root={tmp_path / 'coco'}", "task.model=maskrcnn_resnet18_fpn",
          "task.min_size=64", "task.max_size=64", "task.batch_size=2", "task.detections_per_image=10",
          "trainer.epochs=1", "trainer.max_steps_per_epoch=1"],

@@ -10,7 +10,7 @@ from PIL import Image
 
 from benchmarks import engine
 from benchmarks.data.paths import MissingDataset
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 from benchmarks.tasks import generation
 from benchmarks.tasks.protocol import RunContext
 
@@ -21,7 +21,7 @@ FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 def test_smoke_run_writes_result_proxy_fid_and_a_sample_grid(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SEMA_INCEPTION_WEIGHTS", raising=False)
-    cfg, run_dir = compose_run("generation", "sema", "smoke", 0, str(tmp_path / "runs"), FAST)
+    cfg, run_dir = compose_run("smoke/generation", "sema", 0, str(tmp_path / "runs"), FAST)
     engine.run(cfg, run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed" and result["headline"] == "denoise_loss"

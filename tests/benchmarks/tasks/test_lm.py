@@ -14,7 +14,7 @@ from benchmarks import engine
 from benchmarks.data import austen
 from benchmarks.data.text_corpus import TokenWindows, Vocab
 from benchmarks.models.tiny_gpt import build_gpt
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 from benchmarks.tasks import lm
 from benchmarks.tasks.protocol import RunContext
 
@@ -47,9 +47,8 @@ def test_smoke_run_on_a_local_text_file_writes_a_valid_result(tmp_path, monkeypa
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(_prose(1500))  # ~70k characters: 5% validation holds 16 windows of 32
     cfg, run_dir = compose_run(
-        "lm",
+        "smoke/lm",
         "sema",
-        "smoke",
         0,
         str(tmp_path / "runs"),
         [*FAST, "task.dataset=text", f"task.data_root={corpus}"],
@@ -77,7 +76,7 @@ def test_smoke_run_on_the_austen_novels(tmp_path):
         austen.find_rdx()
     except FileNotFoundError:
         pytest.skip("r-cran-janeaustenr not fetched: run `python -m benchmarks.data.austen`")
-    cfg, run_dir = compose_run("lm", "ema", "smoke", 0, str(tmp_path), FAST)
+    cfg, run_dir = compose_run("smoke/lm", "ema", 0, str(tmp_path), FAST)
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed" and result["dataset"] == "austen-6-novels (char-level)"
     assert result["final"]["ppl"] < 82  # below the uniform guess over the 82-symbol vocabulary

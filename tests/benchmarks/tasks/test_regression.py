@@ -11,7 +11,7 @@ import torch
 
 from benchmarks import engine
 from benchmarks.data.paths import MissingDataset
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 from benchmarks.tasks import regression
 from benchmarks.tasks.protocol import RunContext
 
@@ -92,7 +92,7 @@ def test_bad_choices_and_missing_roots_are_explained(tmp_path):
 @pytest.mark.slow
 def test_sema_smoke_run_through_the_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg, run_dir = compose_run("regression", "sema", "smoke", 0, str(tmp_path), FAST)
+    cfg, run_dir = compose_run("smoke/regression", "sema", 0, str(tmp_path), FAST)
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed" and result["headline"] == "mae" and result["higher_is_better"] is False
     assert [h["switched"] for h in result["history"]] == [False, True]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from benchmarks import engine
 from benchmarks.data.paths import MissingDataset
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 from benchmarks.tasks import segmentation
 from benchmarks.tasks.protocol import RunContext
 
@@ -25,7 +25,7 @@ FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 @pytest.mark.slow
 def test_smoke_run_on_procedural_scenes_writes_a_valid_result(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg, run_dir = compose_run("segmentation", "sema", "smoke", 0, str(tmp_path / "runs"), FAST)
+    cfg, run_dir = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "runs"), FAST)
     engine.run(cfg, run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     assert (
@@ -44,9 +44,8 @@ def test_smoke_run_on_procedural_scenes_writes_a_valid_result(tmp_path, monkeypa
 def test_smoke_run_on_an_ade20k_fixture(tmp_path):
     write_ade20k(tmp_path / "data", n_train=4, n_val=2, size=40)
     cfg, run_dir = compose_run(
-        "segmentation",
+        "smoke/segmentation",
         "baseline",
-        "smoke",
         0,
         str(tmp_path / "runs"),
         [*FAST, "task.dataset=ade20k", f"task.data_root={tmp_path / 'data'}", "task.input_size=32"],

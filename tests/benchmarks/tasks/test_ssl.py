@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from benchmarks import engine
 from benchmarks.data.paths import MissingDataset
 from benchmarks.models import ssl_heads
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 from benchmarks.tasks import ssl
 from benchmarks.tasks.protocol import RunContext
 
@@ -21,12 +21,13 @@ FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 
 
 def ctx(tmp_path: Path) -> RunContext:
-    return RunContext(device=torch.device("cpu"), seed=0, out_dir=tmp_path, cache_dir=tmp_path)
+    return RunContext(device=torch.device("cpu"), seed=0, out_dir=tmp_path, cache_dir=tmp_path, epochs=1,
+                      batch_size=16)
 
 
 def tiny_cfg(**overrides) -> ssl.Config:
     base = dict(model="tiny_cnn", hidden_dim=32, out_dim=16, batch_size=16, max_train_samples=64,
-                probe_train_samples=64, max_eval_samples=32, knn_k=5, probe_max_iter=5, total_epochs=1)
+                probe_train_samples=64, max_eval_samples=32, knn_k=5, probe_max_iter=5)
     return ssl.Config(**{**base, **overrides})
 
 
@@ -128,9 +129,8 @@ def _teacher_matches_online(weights: dict) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("teacher_switch", [False, True])
 def test_sema_smoke_run_through_the_engine(tmp_path, teacher_switch):
-    cfg, run_dir = compose_run("ssl", "sema", "smoke", 0, str(tmp_path),
+    cfg, run_dir = compose_run("smoke/ssl", "sema", 0, str(tmp_path),
                                [*FAST, f"task.teacher_switch={str(teacher_switch).lower()}"])
-    assert cfg.task.total_epochs == 2 and cfg.task.max_steps_per_epoch == 4  # read from the trainer
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed" and result["headline"] == "linear_top1"
     assert result["higher_is_better"] is True and [h["switched"] for h in result["history"]] == [False, True]

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks import engine
 from benchmarks.models.simvp import build_simvp
-from benchmarks.suite import compose_run
+from benchmarks.recipes import compose_run
 from benchmarks.tasks import video
 from benchmarks.tasks.protocol import RunContext
 
@@ -77,7 +77,7 @@ def test_bad_choices_are_explained(tmp_path):
 
 @pytest.mark.slow
 def test_sema_smoke_run_through_the_engine(tmp_path):
-    cfg, run_dir = compose_run("video", "sema", "smoke", 0, str(tmp_path), FAST)
+    cfg, run_dir = compose_run("smoke/video", "sema", 0, str(tmp_path), FAST)
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed" and result["headline"] == "mse" and result["higher_is_better"] is False
     assert [h["switched"] for h in result["history"]] == [False, True]
