@@ -12,8 +12,9 @@ SGD-momentum and one AdamW step. Each timing is the median over `--reps` repetit
 repetition). It also reports the memory the average holds (and its peak on CUDA) against one float32 copy.
 
 Writes `<out>/overhead_<device>.md` and `.csv` with the command, git commit, torch version, machine and date.
-To add a method: append `(name, factory)` to `METHODS`; `factory(model)` returns a zero-argument update callable
-(or raises ImportError when its library is missing: the row is then reported as skipped).
+Every `sema.METHODS` entry gets a row by itself (built from its Settings, `sema_factory`). Another library's
+method: append `(name, factory)` to `METHODS`; `factory(model)` returns a zero-argument update callable (or raises
+ImportError when its library is missing: the row is then reported as skipped).
 """
 
 from __future__ import annotations
@@ -106,34 +107,28 @@ def raw_bound(model: nn.Module) -> Callable[[], None]:
     return update
 
 
-def sema_ema(model: nn.Module) -> Callable[[], None]:
-    return sema.EMA(model, decay=DECAY).update
+# Every sema.METHODS entry is timed with its Settings defaults (decay DECAY where it has one), except where the
+# default would not be the case worth timing: (label suffix, keyword overrides).
+TIMING_OVERRIDES: dict[str, tuple[str, dict]] = {
+    "lawa": ("(snapshot every call)", dict(unit="step", every=1)),  # the worst case; unit="epoch" only counts
+    "lookahead": ("(k=5)", dict(k=5, alpha=0.5)),  # four counting calls, then one sync: timed amortised
+}
 
 
-def sema_sema(model: nn.Module) -> Callable[[], None]:
-    return sema.SEMA(model, decay=DECAY).update
+def sema_factory(key: str) -> tuple[str, Callable[[nn.Module], Callable[[], None]]]:
+    """(row label, factory) for `sema.METHODS[key]`, built from its Settings (see TIMING_OVERRIDES)."""
+    import dataclasses
 
+    cls = sema.METHODS[key]
+    suffix, overrides = TIMING_OVERRIDES.get(key, ("", {}))
+    has_decay = "decay" in {f.name for f in dataclasses.fields(cls.Settings)}
+    settings = cls.Settings(**({"decay": DECAY} if has_decay else {}))
+    kwargs = {**settings.kwargs(steps_per_epoch=1000), **overrides}
 
-def sema_swa(model: nn.Module) -> Callable[[], None]:
-    return sema.SWA(model).update
+    def factory(model: nn.Module) -> Callable[[], None]:
+        return cls(model, **kwargs).update
 
-
-def sema_lawa(model: nn.Module) -> Callable[[], None]:
-    """The worst case: a snapshot (one foreach copy) on every call; with unit="epoch" update() only counts."""
-    return sema.LAWA(model, k=5, every=1, unit="step").update
-
-
-def sema_bema(model: nn.Module) -> Callable[[], None]:
-    return sema.BEMA(model).update
-
-
-def sema_power_ema(model: nn.Module) -> Callable[[], None]:
-    return sema.PowerEMA(model).update
-
-
-def sema_lookahead(model: nn.Module) -> Callable[[], None]:
-    """k=5: four counting calls, then one sync (a lerp and a copy back into the model); timed amortised."""
-    return sema.Lookahead(model, k=5, alpha=0.5).update
+    return f"sema {cls.__name__}" + (f" {suffix}" if suffix else ""), factory
 
 
 def timm_v3(model: nn.Module) -> Callable[[], None]:
@@ -192,13 +187,7 @@ def adamw_step(model: nn.Module) -> Callable[[], None]:
 
 METHODS: list[tuple[str, Callable[[nn.Module], Callable[[], None]]]] = [
     (BOUND, raw_bound),
-    ("sema EMA", sema_ema),
-    ("sema SEMA", sema_sema),
-    ("sema SWA", sema_swa),
-    ("sema LAWA (snapshot every call)", sema_lawa),
-    ("sema BEMA", sema_bema),
-    ("sema PowerEMA", sema_power_ema),
-    ("sema Lookahead (k=5)", sema_lookahead),
+    *(sema_factory(key) for key in sema.METHODS),
     ("timm ModelEmaV3", timm_v3),
     ("ema_pytorch EMA(use_foreach)", ema_pytorch_foreach),
     ("torch AveragedModel(multi_avg_fn)", torch_averaged_model),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch Jane Austen's six novels (Debian package r-cran-janeaustenr, ~1.6 MB) for `sema-bench task=lm`, without R:
+# Fetch Jane Austen's six novels (Debian package r-cran-janeaustenr, ~1.6 MB) for the lm recipes (`sema-bench recipe=quick/lm`), without R:
 #   scripts/fetch_austen.sh                 # into $SEMA_AUSTEN_DIR, else ${SEMA_BENCH_CACHE:-~/.cache/sema-bench}/janeaustenr
 #   scripts/fetch_austen.sh /some/folder    # elsewhere (then export SEMA_AUSTEN_DIR=/some/folder)
 # Same as `python -m benchmarks.data.austen [--dest DIR]`: apt-get download + dpkg-deb -x, nothing is installed.

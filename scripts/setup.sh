@@ -43,10 +43,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# 3. Text corpus for task=lm (Jane Austen, Debian r-cran-janeaustenr, unpacked without installing R).
+# 3. Text corpus for the lm recipes (Jane Austen, Debian r-cran-janeaustenr, unpacked without installing R).
 if ! "$VENV/bin/python" -c "from benchmarks.data import austen; austen.find_rdx()" 2>/dev/null; then
   as_root apt-get update -qq || true   # apt-get download needs the package lists
-  "$VENV/bin/python" -m benchmarks.data.austen || echo "[setup] warning: could not fetch the Austen corpus; task=lm will say how"
+  "$VENV/bin/python" -m benchmarks.data.austen || echo "[setup] warning: could not fetch the Austen corpus; the lm recipes will say how"
 fi
 
 # 4. OpenMMLab (mmcv needs a patched source build; the wheel is cached per machine).

@@ -83,7 +83,6 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
     from mmengine.hooks import Hook
 
     from benchmarks.optim import lr_multiplier
-    from sema.protocol import PreparesForEval
 
     kwargs = sema_hook_kwargs(cfg.method, steps_per_epoch)
     sema_hook = None
@@ -147,8 +146,9 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                         if switched:  # the model holds the average right now: one evaluation serves both
                             avg, reused = dict(online), True
                         else:
-                            if isinstance(averager, PreparesForEval):  # e.g. SWA's BatchNorm re-estimation
-                                prepare_for_eval(runner, averager)
+                            from sema.integrations.mmengine import prepare_for_eval
+
+                            prepare_for_eval(runner, averager)  # e.g. SWA's BatchNorm re-estimation
                             with averager.swapped():
                                 avg = dict(runner.val_loop.run())
                 record.update(avg=avg, online=online, avg_reused_online=reused)
@@ -178,20 +178,6 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                      len(result["history"]))
 
     return sema_hook, LrScheduleHook(), EpochRecorder()
-
-
-def prepare_for_eval(runner: Any, averager: Any) -> None:
-    """`averager.prepare_for_eval` with mmengine's training data: the training dataloader, and the model's loss
-    forward pass (data preprocessor, then mode="loss"); the model's train/eval flag is restored afterwards."""
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model
-    was_training = model.training
-
-    def forward(batch: Any) -> None:
-        model(**model.data_preprocessor(batch, True), mode="loss")
-
-    model.train()
-    averager.prepare_for_eval(runner.train_dataloader, forward)
-    model.train(was_training)
 
 
 def checkpoint_hook(path: Path):

@@ -1,7 +1,7 @@
 """Image classification: Fashion-MNIST (embedded default), digits, CIFAR-10/100, ImageNet; small CNNs or timm models.
 
-    sema-bench task=classification method=sema profile=quick            # Fashion-MNIST subset, small CNN, CPU
-    sema-bench +experiment=cifar100_resnet18 method=sema                # the paper's CIFAR-100 recipe (GPU)
+    sema-bench recipe=quick/classification method=sema            # Fashion-MNIST subset, small CNN, CPU
+    sema-bench recipe=paper/classification method=sema                # the paper's CIFAR-100 recipe (GPU)
 
 Datasets (`task.dataset`): `fashion_mnist` (padded to 32x32, 3 channels, so CIFAR-stem nets run unchanged),
 `digits` (sklearn, 8x8, for the fastest tests), `cifar10`, `cifar100` (torchvision layout under `task.data_root`),

@@ -1,8 +1,8 @@
 """Object detection and instance segmentation: procedural COCO scenes (embedded default) or COCO 2017.
 
-    sema-bench task=detection method=sema profile=quick           # procedural scenes, FCOS-R18-FPN, CPU
-    sema-bench task=detection method=sema profile=paper           # COCO 2017, Mask R-CNN R50-FPN, 1x schedule (GPU)
-    sema-bench task=detection task.framework=mmdet method=sema profile=quick   # the same through mmdet's Runner
+    sema-bench recipe=quick/detection method=sema           # procedural scenes, FCOS-R18-FPN, CPU
+    sema-bench recipe=paper/detection method=sema           # COCO 2017, Mask R-CNN R50-FPN, 1x schedule (GPU)
+    sema-bench recipe=quick/detection task.framework=mmdet method=sema   # the same through mmdet's Runner
 
 Datasets (`task.dataset`): `procedural_coco` (generated once into the cache: shapes and Fashion-MNIST garments on
 textured backgrounds, exact masks; see benchmarks/data/procedural_coco.py) and `coco2017` (`task.data_root` holding

@@ -1,4 +1,4 @@
-"""Image generation (`task=generation`): DDPM with the project's U-Net (benchmarks/models/{unet,ddpm}.py).
+"""Image generation (recipes `*/generation`): DDPM with the project's U-Net (benchmarks/models/{unet,ddpm}.py).
 
 Datasets: `fashion_mnist` (embedded default; Debian's files, padded to 32x32, one channel), `cifar10`
 (`<data_root>/cifar-10-batches-py`) and `celeba` (`<data_root>/celeba`, 64x64), all scaled to [-1, 1].

@@ -1,4 +1,4 @@
-"""Language modelling (`task=lm`): a GPT-2-style model trained from scratch on a character/byte corpus.
+"""Language modelling (recipes `*/lm`): a GPT-2-style model trained from scratch on a character/byte corpus.
 
 Embedded default: Jane Austen's six novels (about 4.0M characters, 81 distinct) from the Debian package
 `r-cran-janeaustenr`, fetched once with `python -m benchmarks.data.austen`. Any local text/JSON/parquet

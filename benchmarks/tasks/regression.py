@@ -1,8 +1,8 @@
 """Image regression: RCF-MNIST angles (embedded default), AgeDB and IMDB-WIKI ages; L1 (or MSE) loss.
 
-    sema-bench task=regression method=sema profile=quick                  # RCF-MNIST, offline backgrounds, CPU
-    sema-bench task=regression method=sema profile=paper task.data_root=/data/cifar   # RCF-MNIST, CIFAR-10 backgrounds
-    sema-bench task=regression method=sema profile=paper task.dataset=agedb task.data_root=/data/dir   # AgeDB
+    sema-bench recipe=quick/regression method=sema                  # RCF-MNIST, offline backgrounds, CPU
+    sema-bench recipe=paper/regression method=sema task.data_root=/data/cifar   # RCF-MNIST, CIFAR-10 backgrounds
+    sema-bench recipe=paper/regression method=sema task.dataset=agedb task.data_root=/data/dir   # AgeDB
 
 Datasets (`task.dataset`):
 * `rcf_mnist`: rotated Fashion-MNIST silhouettes on backgrounds, target = angle in degrees (benchmarks/data/rcf_mnist.py;

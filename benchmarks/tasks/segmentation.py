@@ -1,4 +1,4 @@
-"""Semantic segmentation (`task=segmentation`): torchvision LRASPP / DeepLabV3 / FCN, or a timm backbone
+"""Semantic segmentation (recipes `*/segmentation`): torchvision LRASPP / DeepLabV3 / FCN, or a timm backbone
 with a light FPN head (`fpn_<timm name>`, benchmarks/models/fpn_segmenter.py), all trained from scratch.
 
 Datasets (one reader, `benchmarks.data.segmentation_pairs`):
@@ -63,7 +63,7 @@ class Config(TaskConfig):
     batch_size: int = 16
     eval_batch_size: int = 32
     input_size: int = 128  # images and masks are resized to input_size x input_size (training and evaluation)
-    image_size: int = 128  # procedural_coco: side of the generated scenes (shared cache with task=detection)
+    image_size: int = 128  # procedural_coco: side of the generated scenes (shared cache with the detection task)
     train_images: int = 512  # procedural_coco: training scenes generated (max_train_samples may use fewer)
     val_images: int = 128  # procedural_coco: validation scenes generated (max_eval_samples may use fewer)
     max_objects: int = 4  # procedural_coco: objects per scene, 1..max_objects

@@ -1,7 +1,7 @@
 """Self-supervised learning: BYOL, MoCo v3 or SimSiam pre-training; k-NN and linear-probe accuracy on frozen features.
 
-    sema-bench task=ssl method=sema profile=quick                     # Fashion-MNIST without labels, small CNN, CPU
-    sema-bench task=ssl method=sema profile=paper task.data_root=/data   # CIFAR-100, ResNet-18 (CIFAR stem), GPU
+    sema-bench recipe=quick/ssl method=sema                     # Fashion-MNIST without labels, small CNN, CPU
+    sema-bench recipe=paper/ssl method=sema task.data_root=/data   # CIFAR-100, ResNet-18 (CIFAR stem), GPU
 
 Datasets (`task.dataset`): `fashion_mnist` (embedded default: the 60k training images without labels for
 pre-training; labels only for the probes), `cifar10`, `cifar100` (torchvision layout), `stl10` (unlabelled + train

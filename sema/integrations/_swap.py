@@ -1,4 +1,4 @@
-"""Evaluation on the averaged weights across two framework callbacks.
+"""Evaluation on the averaged weights across two framework callbacks, and the method's preparation for it.
 
 Frameworks announce the start and the end of an evaluation in separate callbacks, so a `with averager.swapped():`
 block cannot span them; `EvalSwap` enters the context in one callback and leaves it in the other.
@@ -6,10 +6,14 @@ block cannot span them; `EvalSwap` enters the context in one callback and leaves
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Optional
+from typing import Any, Optional
 
-from sema.protocol import WeightAverager
+import torch
+from torch import nn
+
+from sema.protocol import PreparesForEval, WeightAverager
 
 
 class EvalSwap:
@@ -29,3 +33,31 @@ class EvalSwap:
         if self._context is not None:
             context, self._context = self._context, None
             context.__exit__(None, None, None)
+
+
+def prepare_for_eval(averager: object, batches: Iterable[Any], forward: Callable[[Any], Any], module: nn.Module) -> bool:
+    """Call the method's `prepare_for_eval(batches, forward)` hook (`sema.protocol.PreparesForEval`, e.g. SWA's
+    BatchNorm re-estimation) before an evaluation of the average; a no-op for a method without it.
+
+    The torch random state (CPU and the module's CUDA devices) is restored afterwards and `module` gets its
+    train/eval flag back, so training goes on as if nothing happened. Returns whether the hook ran."""
+    if not isinstance(averager, PreparesForEval) or batches is None:
+        return False
+    devices = sorted({p.device.index for p in module.parameters() if p.device.type == "cuda"})
+    was_training = module.training
+    with torch.random.fork_rng(devices=devices):
+        module.train()
+        averager.prepare_for_eval(batches, forward)
+    module.train(was_training)
+    return True
+
+
+def batch_to(batch: Any, device: torch.device) -> Any:
+    """Every tensor of a (nested) batch on `device`."""
+    if torch.is_tensor(batch):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return type(batch)({k: batch_to(v, device) for k, v in batch.items()})
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(batch_to(v, device) for v in batch)
+    return batch

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 import sema
-from sema.integrations._swap import EvalSwap
+from sema.integrations._swap import EvalSwap, batch_to, prepare_for_eval
 
 try:
     from transformers import TrainerCallback
@@ -36,14 +36,18 @@ class SEMACallback(TrainerCallback):
         method: a name in `sema.METHODS` ("sema" by default; "ema", "swa", ...).
         swap_for_eval: evaluate the average (swapped into the model during evaluation).
         copy_at_end: write the average into the model at the end of training.
+        prepare_forward: `prepare_forward(model, batch)` runs the training forward pass for a method's
+            `prepare_for_eval` hook (SWA's BatchNorm re-estimation); default `model(**batch)`.
         **kwargs: the method's own arguments (decay=..., switch_every=..., ...).
     """
 
-    def __init__(self, method: str = "sema", swap_for_eval: bool = True, copy_at_end: bool = True, **kwargs: Any):
+    def __init__(self, method: str = "sema", swap_for_eval: bool = True, copy_at_end: bool = True,
+                 prepare_forward: Any = None, **kwargs: Any):
         if method not in sema.METHODS:
             raise ValueError(f"method={method!r} is not a sema method; allowed: {', '.join(sema.METHODS)}")
         self.method, self.kwargs = method, kwargs
         self.swap_for_eval, self.copy_at_end = swap_for_eval, copy_at_end
+        self.prepare_forward = prepare_forward
         self.averager = None
         self._swap = EvalSwap()
         self._pending_state: dict | None = None
@@ -63,12 +67,12 @@ class SEMACallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.averager.update()
-        self._maybe_swap_in(control)
+        self._maybe_swap_in(control, kwargs)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self._swap_out()
         self.averager.epoch_end()
-        self._maybe_swap_in(control)
+        self._maybe_swap_in(control, kwargs)
 
     def on_evaluate(self, args, state, control, **kwargs):
         self._swap_out()
@@ -93,9 +97,19 @@ class SEMACallback(TrainerCallback):
         else:
             self.averager.load_state_dict(state)
 
-    def _maybe_swap_in(self, control) -> None:
+    def _maybe_swap_in(self, control, event: dict) -> None:
         if self.swap_for_eval and control.should_evaluate:
+            self._prepare(event.get("model"), event.get("train_dataloader"))
             self._swap.enter(self.averager)
+
+    def _prepare(self, model, batches) -> None:
+        """The method's prepare_for_eval hook (SWA's BatchNorm re-estimation) on the Trainer's training batches,
+        forward = `model(**batch)` on the model's device (or `prepare_forward(model, batch)` when given)."""
+        if model is None:
+            return
+        device = next(model.parameters()).device
+        forward = self.prepare_forward or (lambda m, batch: m(**batch))
+        prepare_for_eval(self.averager, batches, lambda batch: forward(model, batch_to(batch, device)), model)
 
     def _swap_out(self) -> None:
         self._swap.exit()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import sema
-from sema.integrations._swap import EvalSwap
+from sema.integrations._swap import EvalSwap, batch_to, prepare_for_eval
 
 try:
     from lightning.pytorch import Callback
@@ -33,11 +33,13 @@ class SEMACallback(Callback):
     """Args: method (a name in sema.METHODS, default "sema"), swap_for_eval (validate/test the average),
     copy_at_end (write the average into the module when fit ends), and the method's own arguments."""
 
-    def __init__(self, method: str = "sema", swap_for_eval: bool = True, copy_at_end: bool = True, **kwargs: Any):
+    def __init__(self, method: str = "sema", swap_for_eval: bool = True, copy_at_end: bool = True,
+                 prepare_forward: Any = None, **kwargs: Any):
         if method not in sema.METHODS:
             raise ValueError(f"method={method!r} is not a sema method; allowed: {', '.join(sema.METHODS)}")
         self.method, self.kwargs = method, kwargs
         self.swap_for_eval, self.copy_at_end = swap_for_eval, copy_at_end
+        self.prepare_forward = prepare_forward
         self.averager = None
         self._swap = EvalSwap()
         self._pending_state: dict | None = None
@@ -62,12 +64,14 @@ class SEMACallback(Callback):
         self.averager.epoch_end()
 
     def on_validation_start(self, trainer, pl_module) -> None:
+        self._prepare(trainer, pl_module)
         self._swap_in()
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._swap_out()
 
     def on_test_start(self, trainer, pl_module) -> None:
+        self._prepare(trainer, pl_module)
         self._swap_in()
 
     def on_test_end(self, trainer, pl_module) -> None:
@@ -89,6 +93,18 @@ class SEMACallback(Callback):
             self._pending_state = state
         else:
             self.averager.load_state_dict(state)
+
+    def _prepare(self, trainer, pl_module) -> None:
+        """The method's prepare_for_eval hook (SWA's BatchNorm re-estimation) on the training batches; forward
+        = `pl_module(batch[0])` for a tuple/list batch, else `pl_module(batch)` (torch's update_bn convention),
+        or `prepare_forward(pl_module, batch)` when given."""
+        if not self.swap_for_eval or self.averager is None:
+            return
+        default = (lambda m, b: m(b[0] if isinstance(b, (list, tuple)) else b))
+        forward = self.prepare_forward or default
+        batches = getattr(trainer, "train_dataloader", None)
+        prepare_for_eval(self.averager, batches, lambda b: forward(pl_module, batch_to(b, pl_module.device)),
+                         pl_module)
 
     def _swap_in(self) -> None:
         if self.swap_for_eval:

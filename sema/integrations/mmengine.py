@@ -8,7 +8,8 @@ In a config:
 `method="sema"` by default (any name in `sema.METHODS` works; the other keys are its arguments, e.g.
 `preset="mmdet", momentum=2e-4` for the detection hook's convention). The averager is bound in `before_train`
 (after mmengine initialised or loaded the weights), updated in `after_train_iter`, given `epoch_end()` in
-`after_train_epoch`, swapped into the model for validation and test epochs, and saved in / resumed from
+`after_train_epoch`, prepared (`prepare_for_eval`, e.g. SWA's BatchNorm re-estimation on the training data) and
+swapped into the model for validation and test epochs, and saved in / resumed from
 checkpoints under the key "sema". Unlike mmengine's EMAHook, checkpoints keep the model's own weights as
 `state_dict`; the average is in `checkpoint["sema"]["average"]`.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import sema
 from sema.integrations._swap import EvalSwap
+from sema.integrations._swap import prepare_for_eval as _prepare
 
 try:
     from mmengine.hooks import Hook
@@ -61,12 +63,16 @@ class SwitchEMAHook(Hook):
         self.averager.epoch_end()
 
     def before_val_epoch(self, runner) -> None:
+        if self.swap_for_eval:
+            prepare_for_eval(runner, self.averager)
         self._swap_in()
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self._swap_out()
 
     def before_test_epoch(self, runner) -> None:
+        if self.swap_for_eval:
+            prepare_for_eval(runner, self.averager)
         self._swap_in()
 
     def after_test_epoch(self, runner, metrics=None) -> None:
@@ -96,3 +102,15 @@ class SwitchEMAHook(Hook):
 
     def _swap_out(self) -> None:
         self._swap.exit()
+
+
+def prepare_for_eval(runner: Any, averager: Any) -> bool:
+    """The method's `prepare_for_eval` hook with mmengine's training data (e.g. SWA's BatchNorm re-estimation):
+    batches from `runner.train_dataloader`, forward = the model's loss pass (data preprocessor, mode="loss").
+    Returns whether the method has the hook."""
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+
+    def forward(batch: Any) -> None:
+        model(**model.data_preprocessor(batch, True), mode="loss")
+
+    return _prepare(averager, getattr(runner, "train_dataloader", None), forward, model)

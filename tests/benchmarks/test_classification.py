@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from benchmarks.tasks import classification as cls
 from benchmarks.tasks.protocol import RunContext
-
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-from test_cifar_reader import write_cifar100  # noqa: E402  (writers of tiny real-format files)
-from test_imagenet_reader import write_imagenet  # noqa: E402
+from fixture_writers import write_cifar100, write_imagenet
 
 
 def ctx(tmp_path) -> RunContext:

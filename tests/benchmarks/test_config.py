@@ -24,8 +24,9 @@ def test_the_core_methods_are_there():
 def test_every_recipe_file_is_registered_and_every_registered_recipe_has_a_file():
     files = {p.relative_to(RECIPE_DIR).with_suffix("").as_posix() for p in RECIPE_DIR.rglob("*.yaml")}
     assert files == set(RECIPES)
-    for task in TASKS:  # every task has its standard recipe at every scale
-        assert all(f"{profile}/{task}" in RECIPES for profile in PROFILES), task
+    for task in TASKS:  # every task has a smoke recipe (its tests) and a quick one (the main job)
+        assert f"smoke/{task}" in RECIPES and f"quick/{task}" in RECIPES, task
+    assert {r.split("/")[0] for r in RECIPES} <= set(PROFILES)
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))

@@ -1,20 +1,8 @@
 """Tiny real models and a training loop shared by the sema tests (imported by name: `from sema_testing import ...`)."""
 
 import torch
-from torch import nn
 
-
-class BNNet(nn.Module):
-    """Linear -> BatchNorm -> Linear: parameters, floating buffers and an integer buffer."""
-
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(4, width)
-        self.bn = nn.BatchNorm1d(width)
-        self.fc2 = nn.Linear(width, 3)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+from sema.testing import BNNet  # noqa: F401  (re-exported: the tests import it from here)
 
 
 def train_steps(model, averager, steps, lr=0.1, seed=1, after_step=None):

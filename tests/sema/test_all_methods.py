@@ -1,13 +1,15 @@
-"""Every method in `sema.METHODS` passes the method template (tests/sema/method_template.py).
+"""Every method in `sema.METHODS` passes the method template (sema/testing.py), without an entry of its own:
+it is built with `template_kwargs(cls)` (its Settings defaults, an epoch every 3 steps, decay 0.9).
 
-A new method adds one entry to each dict below: keyword arguments that make it act within ~10 steps (so the
-checks see snapshots, switches, syncs), and arguments it must reject with ValueError.
+Optional entries below: FAST_KWARGS adds arguments that make a method act within ~10 steps where its defaults
+would not; BAD_KWARGS lists arguments it must reject (a method without an entry is checked with its Settings'
+fields set to values no method accepts: a negative count).
 """
 
 import pytest
 
 import sema
-from method_template import (
+from sema.testing import (
     check_bad_arguments,
     check_bf16_model,
     check_copy_to,
@@ -15,22 +17,22 @@ from method_template import (
     check_protocol,
     check_round_trip,
     check_swapped_restores,
+    template_kwargs,
 )
 
 FAST_KWARGS = {
-    "ema": dict(decay=0.9),
-    "sema": dict(decay=0.9, switch_every=2, switch_unit="step"),
-    "swa": dict(start_step=2),
+    "sema": dict(switch_every=2, switch_unit="step"),
+    "swa": dict(start_steps=2),
     "lawa": dict(k=3, every=2, unit="step"),
     "bema": dict(burnin_steps=2),
-    "power_ema": dict(gamma=2.0),
+    "power_ema": dict(gamma=2.0, sigma_rel=None),
     "lookahead": dict(k=3, alpha=0.5),
 }
 
 BAD_KWARGS = {
     "ema": [dict(decay=1.0), dict(update_every=0), dict(buffers="mean")],
     "sema": [dict(switch_every=0), dict(switch_blend=0.0), dict(switch_unit="iter")],
-    "swa": [dict(start_step=-1), dict(update_every=0)],
+    "swa": [dict(start_steps=-1), dict(update_every=0), dict(bn_update_batches=0)],
     "lawa": [dict(k=0), dict(every=0), dict(start=-1), dict(unit="iter"), dict(buffers="mean")],
     "bema": [dict(ema_power=-0.1), dict(bias_power=float("nan")), dict(lag=0.5), dict(multiplier=0.0),
              dict(beta_min=1.5), dict(burnin_steps=-1), dict(update_every=0)],
@@ -43,24 +45,38 @@ CHECKS = [check_protocol, check_round_trip, check_swapped_restores, check_copy_t
           check_no_host_sync]
 
 
-def test_every_method_has_template_entries():
-    assert set(FAST_KWARGS) == set(sema.METHODS), "add FAST_KWARGS for every sema.METHODS entry"
-    assert set(BAD_KWARGS) == set(sema.METHODS), "add BAD_KWARGS for every sema.METHODS entry"
+def _negative_counts(cls: type) -> list[dict]:
+    """A bad value for every integer setting with a default (no method accepts a negative count)."""
+    kwargs = template_kwargs(cls)
+    return [{key: -1} for key, value in kwargs.items() if isinstance(value, int) and not isinstance(value, bool)]
+
+
+def test_template_entries_name_registered_methods():
+    assert set(FAST_KWARGS) <= set(sema.METHODS) and set(BAD_KWARGS) <= set(sema.METHODS)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("name", sorted(sema.METHODS))
 def test_template(name, check):
     cls = sema.METHODS[name]
-    check(lambda model: cls(model, **FAST_KWARGS[name]))
+    kwargs = template_kwargs(cls, **FAST_KWARGS.get(name, {}))
+    check(lambda model: cls(model, **kwargs))
 
 
 @pytest.mark.parametrize("name", sorted(sema.METHODS))
 def test_bad_arguments(name):
-    check_bad_arguments(sema.METHODS[name], BAD_KWARGS[name])
+    cls = sema.METHODS[name]
+    check_bad_arguments(cls, BAD_KWARGS.get(name) or _negative_counts(cls))
 
 
 # The template is not vacuous: a method that breaks a rule fails the matching check.
+def test_the_negative_count_fallback_finds_bad_values_for_every_method():
+    for name, cls in sema.METHODS.items():
+        bad = _negative_counts(cls)
+        assert bad, name
+        check_bad_arguments(cls, bad)
+
+
 class _SyncingEMA(sema.EMA):
     def update(self):
         super().update()

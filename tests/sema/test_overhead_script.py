@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import torch
 
 from benchmarks import overhead
 
@@ -23,7 +24,12 @@ def test_overhead_tiny_mlp_writes_results(tmp_path, capsys):
     assert "ratio" in capsys.readouterr().out
 
 
-def test_method_list_is_extensible():
+def test_every_registered_method_gets_a_row_and_the_list_is_extensible():
+    import sema
+
     names = [n for n, _ in overhead.METHODS]
     assert names[0] == overhead.BOUND and {"sema EMA", "sema SEMA", "timm ModelEmaV3"} <= set(names)
+    for cls in sema.METHODS.values():  # from the registry: a new method is timed without an edit here
+        assert any(n == f"sema {cls.__name__}" or n.startswith(f"sema {cls.__name__} (") for n in names), cls
     assert all(callable(f) for _, f in overhead.METHODS)
+    assert overhead.sema_factory("ema")[1](torch.nn.Linear(2, 2)).__self__.schedule.decay == overhead.DECAY

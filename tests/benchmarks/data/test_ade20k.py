@@ -5,48 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from benchmarks.data import ade20k
 from benchmarks.data.paths import MissingDataset
 from benchmarks.data.segmentation_pairs import IGNORE_INDEX, SegmentationPairs, shift_labels
-
-
-def write_ade20k(root, n_train: int = 3, n_val: int = 2, size: int = 24):
-    """ADEChallengeData2016 with JPEG images and uint8 PNG annotations (0 = unlabelled, 1..150 = classes)."""
-    rng = np.random.default_rng(0)
-    base = root / "ADEChallengeData2016"
-    for split, prefix, n in (("training", "ADE_train", n_train), ("validation", "ADE_val", n_val)):
-        (base / "images" / split).mkdir(parents=True)
-        (base / "annotations" / split).mkdir(parents=True)
-        for i in range(1, n + 1):
-            stem = f"{prefix}_{i:08d}"
-            Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(
-                base / "images" / split / f"{stem}.jpg"
-            )
-            labels = np.zeros((size, size + 8), dtype=np.uint8)
-            labels[:, : size // 2] = 150  # left: class 150 -> 149; right: unlabelled -> ignored
-            labels[0, 0] = 1
-            Image.fromarray(labels).save(base / "annotations" / split / f"{stem}.png")
-    return base
-
-
-def write_ade20k_sizes(root, train_sizes, val_sizes):
-    """ADEChallengeData2016, images of the given (height, width); labels: bands of 1..150, 0 at the top."""
-    rng = np.random.default_rng(0)
-    base = root / "ADEChallengeData2016"
-    splits = (("training", "ADE_train", train_sizes), ("validation", "ADE_val", val_sizes))
-    for split, prefix, sizes in splits:
-        (base / "images" / split).mkdir(parents=True)
-        (base / "annotations" / split).mkdir(parents=True)
-        for i, (height, width) in enumerate(sizes, 1):
-            stem = f"{prefix}_{i:08d}"
-            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-                base / "images" / split / f"{stem}.jpg"
-            )
-            labels = np.zeros((height, width), dtype=np.uint8)
-            labels[2:] = (np.arange(width) // 7 % 150 + 1)[None, :]  # vertical bands of classes 1, 2, ...
-            Image.fromarray(labels).save(base / "annotations" / split / f"{stem}.png")
+from fixture_writers import write_ade20k
 
 
 def test_pairs_match_images_to_annotations_by_stem(tmp_path):

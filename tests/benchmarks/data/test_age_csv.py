@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from benchmarks.data.age_csv import AgeImages, find_csv, read_age_csv
 from benchmarks.data.paths import MissingDataset
-
-
-def write_age_fixture(root, rows, name="agedb.csv", size=16):
-    """rows: (relative path, age, split); writes the CSV (columns in DIR's order age,path,split) and PNG faces."""
-    root.mkdir(parents=True, exist_ok=True)
-    lines = ["age,path,split"]
-    for i, (path, age, split) in enumerate(rows):
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((size, size, 3), (i * 20) % 256, dtype=np.uint8)).save(root / path)
-        lines.append(f"{age},{path},{split}")
-    (root / name).write_text("\n".join(lines) + "\n")
-    return root / name
+from fixture_writers import write_age_csv
 
 
 ROWS = [("agedb/a.png", 23, "train"), ("agedb/b.png", 31.5, "train"), ("agedb/c.png", 47, "test"),
@@ -27,14 +14,14 @@ ROWS = [("agedb/a.png", 23, "train"), ("agedb/b.png", 31.5, "train"), ("agedb/c.
 
 
 def test_rows_are_split_and_ages_parsed(tmp_path):
-    csv_path = write_age_fixture(tmp_path, ROWS)
+    csv_path = write_age_csv(tmp_path, ROWS)
     paths, ages = read_age_csv(csv_path, "train")
     assert paths == ["agedb/a.png", "agedb/b.png"] and ages.tolist() == [23.0, 31.5]
     assert read_age_csv(csv_path, "val")[1].tolist() == [8.0]
 
 
 def test_images_load_as_transformed_rgb_with_float_age(tmp_path):
-    csv_path = write_age_fixture(tmp_path, ROWS)
+    csv_path = write_age_csv(tmp_path, ROWS)
     ds = AgeImages(csv_path, "test", transform=lambda im: np.asarray(im))
     image, age = ds[0]
     assert len(ds) == 1 and image.shape == (16, 16, 3) and (image == 40).all() and age == pytest.approx(47.0)

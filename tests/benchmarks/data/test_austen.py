@@ -2,57 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
-import zlib
-
 import pytest
 
 from benchmarks.data import austen
-
-# R XDR serialisation, written independently of the reader: flags = type | attr bit 9 | tag bit 10.
-HEADER = b"X\n" + struct.pack(">iii", 3, 0x040201, 0x030500) + struct.pack(">i", 5) + b"UTF-8"
-
-
-def _int(v: int) -> bytes:
-    return struct.pack(">i", v)
-
-
-def _charsxp(s):
-    if s is None:
-        return _int(9) + _int(-1)
-    data = s.encode("utf-8")
-    return _int(0x40009) + _int(len(data)) + data
-
-
-def _strsxp(strings) -> bytes:
-    return _int(16) + _int(len(strings)) + b"".join(_charsxp(s) for s in strings)
-
-
-def _named_list(names, payloads) -> bytes:
-    """VECSXP with a names attribute (pairlist with tag symbol 'names')."""
-    body = _int(19 | (1 << 9)) + _int(len(payloads)) + b"".join(payloads)
-    attributes = _int(2 | (1 << 10)) + _int(1) + _charsxp("names") + _strsxp(names) + _int(254)
-    return body + attributes
-
-
-def write_rdata(folder, objects: dict) -> None:
-    """Rdata.rdb (length-prefixed zlib records) + Rdata.rdx (gzip index: variables -> (offset, length))."""
-    folder.mkdir(parents=True, exist_ok=True)
-    blob, index = b"", {}
-    for name, lines in objects.items():
-        payload = HEADER + _strsxp(lines)
-        record = struct.pack(">i", len(payload)) + zlib.compress(payload)
-        index[name] = (len(blob), len(record))
-        blob += record
-    (folder / "Rdata.rdb").write_bytes(blob)
-    variables = _named_list(list(index), [_int(13) + _int(2) + _int(o) + _int(n) for o, n in index.values()])
-    rdx = HEADER + _named_list(
-        ["variables", "references", "compressed"],
-        [variables, _named_list([], []), _int(10) + _int(1) + _int(1)],
-    )
-    (folder / "Rdata.rdx").write_bytes(gzip.compress(rdx))
-
+from fixture_writers import write_rdata
 
 NOVEL_LINES = {
     name: [f"{name.upper()}", "", f"Chapter 1 of {name}, with \u00e9 and \u2014.", None]

@@ -8,57 +8,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from benchmarks.data import celeba
 from benchmarks.data.paths import MissingDataset
-
-ATTRIBUTE_NAMES = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
-    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
-    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
-    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
-).split()
-LEFT_COLOUR = (200, 100, 50)  # the crop's left half; the right half is DARK
-DARK = (20, 20, 20)
-# 0 train, 1 valid, 2 test, as in list_eval_partition.txt
-PARTITION = [0] * 10 + [1] * 2 + [2] * 4
-
-
-def attribute_row(i: int) -> list[int]:
-    """Image i's 40 attributes in {-1, 1}: bit k of (i * 2654435761) decides attribute k (varied, known)."""
-    code = (i * 2654435761) & ((1 << 40) - 1)
-    return [1 if code >> k & 1 else -1 for k in range(40)]
-
-
-def write_celeba(root, partition=PARTITION):
-    """<root>/celeba with JPEGs and the five list files in the formats of the CelebA release."""
-    folder = root / "celeba"
-    (folder / "img_align_celeba").mkdir(parents=True)
-    names = [f"{i:06d}.jpg" for i in range(1, len(partition) + 1)]
-    for name in names:
-        pixels = np.zeros((218, 178, 3), dtype=np.uint8)
-        pixels[...] = (255, 0, 0)
-        pixels[39:179, 19:89] = LEFT_COLOUR  # the centre crop is rows 39..178, columns 19..158
-        pixels[39:179, 89:159] = DARK
-        Image.fromarray(pixels).save(folder / "img_align_celeba" / name, quality=95, subsampling=0)
-    n = len(names)
-    (folder / "list_eval_partition.txt").write_text("".join(f"{m} {p}\n" for m, p in zip(names, partition)))
-    rows = [f"{m} " + " ".join(f"{v:2d}" for v in attribute_row(i)) for i, m in enumerate(names, 1)]
-    header = " ".join(ATTRIBUTE_NAMES) + " "  # the release's header line ends with a space
-    (folder / "list_attr_celeba.txt").write_text(f"{n}\n{header}\n" + "\n".join(rows) + "\n")
-    (folder / "identity_CelebA.txt").write_text("".join(f"{m} {100 + i}\n" for i, m in enumerate(names)))
-    bbox = "".join(f"{m}    95  71 226 313\n" for m in names)
-    (folder / "list_bbox_celeba.txt").write_text(f"{n}\nimage_id x_1 y_1 width height\n{bbox}")
-    marks = "".join(f"{m}  69  109  106  113   77  142   73  152  108  154\n" for m in names)
-    header = " ".join(f"{part}_{axis}" for part in ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
-                      for axis in "xy")
-    (folder / "list_landmarks_align_celeba.txt").write_text(f"{n}\n{header}\n{marks}")
-    return folder
+from fixture_writers import ATTRIBUTE_NAMES, DARK, LEFT_COLOUR, attribute_row, write_celeba
 
 
 def unit(colour):

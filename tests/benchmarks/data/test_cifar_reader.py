@@ -2,44 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 
 from benchmarks.data.cifar import load_cifar
 from benchmarks.data.paths import MissingDataset
-
-
-def cifar_images(n: int, offset: int) -> np.ndarray:
-    """[N, 3072] rows in CIFAR's CHW order: channel c of image i is filled with 10*c + i + offset."""
-    rows = np.zeros((n, 3, 32, 32), dtype=np.uint8)
-    for i in range(n):
-        for c in range(3):
-            rows[i, c] = 10 * c + i + offset
-    return rows.reshape(n, 3072)
-
-
-def write_cifar100(root, n_train=4, n_test=2):
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    for name, n, offset in (("train", n_train, 0), ("test", n_test, 100)):
-        entry = {"filenames": [f"{i}.png" for i in range(n)], "batch_label": name,
-                 "fine_labels": [(7 * i) % 100 for i in range(n)], "coarse_labels": [i % 20 for i in range(n)],
-                 "data": cifar_images(n, offset)}
-        (folder / name).write_bytes(pickle.dumps(entry))
-    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
-
-
-def write_cifar10(root, per_batch=2):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for b, name in enumerate(names):
-        entry = {"batch_label": name, "labels": [(b + i) % 10 for i in range(per_batch)],
-                 "data": cifar_images(per_batch, 20 * b), "filenames": ["x.png"] * per_batch}
-        (folder / name).write_bytes(pickle.dumps(entry))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+from fixture_writers import write_cifar10, write_cifar100
 
 
 def test_cifar100_layout_and_pixel_order(tmp_path):

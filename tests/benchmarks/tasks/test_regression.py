@@ -14,20 +14,9 @@ from benchmarks.data.paths import MissingDataset
 from benchmarks.recipes import compose_run
 from benchmarks.tasks import regression
 from benchmarks.tasks.protocol import RunContext
+from fixture_writers import write_age_csv
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
-
-
-def write_age_fixture(root: Path, rows) -> None:
-    """A tiny AgeDB in the DIR layout: agedb.csv (age,path,split) and 16x16 PNG faces."""
-    from PIL import Image
-
-    lines = ["age,path,split"]
-    for i, (path, age, split) in enumerate(rows):
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((16, 16, 3), 10 * i, dtype=np.uint8)).save(root / path)
-        lines.append(f"{age},{path},{split}")
-    (root / "agedb.csv").write_text("\n".join(lines) + "\n")
 
 
 def ctx(tmp_path: Path) -> RunContext:
@@ -65,7 +54,7 @@ def test_rcf_setup_predicts_in_degrees(tmp_path):
 def test_agedb_fixture_trains_and_reports_buckets(tmp_path):
     rows = [(f"agedb/{i}.png", age, "train") for i, age in enumerate([20, 22, 35, 36, 51, 52, 60, 61])]
     rows += [(f"agedb/t{i}.png", age, "test") for i, age in enumerate([21, 37, 55, 90])]
-    write_age_fixture(tmp_path / "dir", rows)
+    write_age_csv(tmp_path / "dir", rows, shade_step=10)
     cfg = regression.Config(dataset="agedb", data_root=str(tmp_path / "dir"), model="tiny_cnn", image_size=16,
                             batch_size=4)
     setup = regression.setup(cfg, ctx(tmp_path))

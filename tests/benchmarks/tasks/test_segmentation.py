@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +13,7 @@ from benchmarks.data.paths import MissingDataset
 from benchmarks.recipes import compose_run
 from benchmarks.tasks import segmentation
 from benchmarks.tasks.protocol import RunContext
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from test_ade20k import write_ade20k  # noqa: E402  (the fixture writer of the ADE20K reader's tests)
+from fixture_writers import write_ade20k
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 

@@ -52,3 +52,45 @@ def test_trainer_runs_sema_and_evaluates_the_average(tmp_path):
         assert torch.equal(v, avg.average.state_dict()[k]), k
     saved = torch.load(tmp_path / "checkpoint-8" / STATE_FILE, weights_only=True)
     assert saved["method"] == "SEMA" and saved["step"] == 8
+
+
+class BNRegressor(torch.nn.Module):
+    """A tiny model with BatchNorm that the Trainer can train: forward(x, labels) -> {"loss", "logits"}."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn, self.head = torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1)
+
+    def forward(self, x, labels=None):
+        out = self.head(torch.relu(self.bn(self.fc(x)))).squeeze(-1)
+        return {"loss": ((out - labels) ** 2).mean(), "logits": out}
+
+
+class Points(torch.utils.data.Dataset):
+    def __init__(self, n=16):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 3, generator=g), torch.randn(n, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+def test_swa_re_estimates_the_average_batchnorm_before_evaluation(tmp_path):
+    """The callback calls the method's prepare_for_eval hook (sema.protocol.PreparesForEval) before evaluating."""
+    torch.manual_seed(0)
+    model = BNRegressor()
+    cb = SEMACallback(method="swa", bn_update_batches=2, copy_at_end=False)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], num_train_epochs=1, per_device_train_batch_size=4,
+        per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="no", logging_strategy="no",
+        learning_rate=1e-2, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Points(), eval_dataset=Points(8),
+                                   callbacks=[cb])
+    trainer.train()
+    assert cb.averager.n_averaged == 4  # 16 samples / 4 per step
+    assert int(cb.averager.average.bn.num_batches_tracked) == 2  # re-estimated from exactly 2 training batches
+    assert int(model.bn.num_batches_tracked) == 4  # the model's own statistics are its training's

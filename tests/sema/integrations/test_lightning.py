@@ -61,3 +61,17 @@ def test_lightning_fit_switch_validate_resume(tmp_path):
     trainer2 = _trainer(tmp_path, cb2, epochs=3)
     trainer2.fit(Toy(), _loader(16), _loader(4), ckpt_path=ckpt_path)
     assert (cb2.averager.step, cb2.averager.epoch, cb2.averager.switches) == (6, 3, 3)
+
+
+def test_swa_re_estimates_the_average_batchnorm_before_validation(tmp_path):
+    """The callback calls the method's prepare_for_eval hook (sema.protocol.PreparesForEval) before validating."""
+    torch.manual_seed(0)
+    model = Toy()
+    cb = SEMACallback(method="swa", bn_update_batches=3)
+    trainer = _trainer(tmp_path, cb, epochs=1)
+    state = torch.get_rng_state()
+    trainer.fit(model, _loader(16), _loader(4))
+    assert model.val_swapped == [True]
+    # the average's statistics come from exactly 3 training batches (reset, then a cumulative mean)
+    assert int(cb.averager.average.bn.num_batches_tracked) == 3
+    assert not torch.equal(torch.get_rng_state(), state)  # training drew from the RNG (the check is not vacuous)

@@ -1,12 +1,12 @@
-"""The test template every weight-averaging method passes (any `sema.protocol.WeightAverager`).
+"""The test template every weight-averaging method passes (any `sema.protocol.WeightAverager`), importable from
+anywhere `sema` is installed (it needs pytest at call time):
 
-Use it for a new method in two lines: add the method to `sema.METHODS` and give it an entry in
-`tests/sema/test_all_methods.py` (keyword arguments that make it act within ~10 steps, and bad arguments it must
-reject). Or call the checks directly from your own test file:
-
-    from method_template import check_all
+    from sema.testing import check_all, template_kwargs
     def test_my_method_template():
         check_all(lambda model: MyMethod(model, k=2), MyMethod, bad_kwargs=[dict(k=0)])
+
+Inside this repository every entry of `sema.METHODS` runs through it automatically (tests/sema/test_all_methods.py),
+built with `template_kwargs(cls)`: its `Settings` defaults at 3 steps per epoch, with a fast decay.
 
 What is checked, on a small real model with BatchNorm (parameters, floating and integer buffers):
 
@@ -31,15 +31,48 @@ import copy
 import io
 from typing import Any, Callable
 
-import pytest
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from conftest import BNNet
 from sema.protocol import WeightAverager
 
 Factory = Callable[[nn.Module], Any]
+
+
+class BNNet(nn.Module):
+    """Linear -> BatchNorm -> Linear: parameters, floating buffers and an integer buffer."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, width)
+        self.bn = nn.BatchNorm1d(width)
+        self.fc2 = nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+
+
+# The recipe values a template run uses for the recipe-dependent settings (sema.settings.recipe_field).
+TEMPLATE_RECIPE = {"decay": 0.9, "warmup_epochs": 0.0, "switch_start": 0.0}
+
+
+def template_kwargs(cls: type, steps_per_epoch: int = 3, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for `cls(model, ...)` in a template run: `cls.Settings` defaults (recipe fields from
+    TEMPLATE_RECIPE), converted at `steps_per_epoch` (the template ends an epoch every 3 steps), then `overrides`."""
+    import dataclasses
+
+    from sema.settings import RECIPE_KEY
+
+    fields = {f.name: TEMPLATE_RECIPE[f.metadata[RECIPE_KEY]]
+              for f in dataclasses.fields(cls.Settings) if RECIPE_KEY in f.metadata}
+    return {**cls.Settings(**fields).kwargs(steps_per_epoch), **overrides}
+
+
+def _pytest():
+    import pytest  # only the checks need it: importing sema.testing does not
+
+    return pytest
 
 # Tensor methods that copy a value to the host (a device synchronisation on CUDA) or return Python numbers.
 SYNCING = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "__complex__", "numpy", "cpu",
@@ -124,7 +157,7 @@ def check_swapped_restores(make: Factory) -> None:
     avg = make(model)
     _train(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), avg, 0, 7)
     before_model, before_avg = _state(model), _state(avg.average)
-    with pytest.raises(RuntimeError, match="raised inside swapped"):
+    with _pytest().raises(RuntimeError, match="raised inside swapped"):
         with avg.swapped() as inside:
             _assert_equal(_params(inside), _params_of_state(before_avg, model), "model inside swapped()")
             raise RuntimeError("raised inside swapped")
@@ -199,7 +232,7 @@ def check_no_host_sync(make: Factory, steps: int = 12) -> None:
 def check_bad_arguments(cls: type, bad_kwargs: list[dict[str, Any]]) -> None:
     assert bad_kwargs, f"{cls.__name__}: list at least one bad argument it must reject"
     for kwargs in bad_kwargs:
-        with pytest.raises(ValueError):
+        with _pytest().raises(ValueError):
             cls(BNNet(), **kwargs)
 
 
