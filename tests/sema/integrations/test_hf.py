@@ -20,6 +20,14 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
+def training_args(tmp_path, **overrides):
+    """CPU, no reporting, batch 4, evaluation every epoch."""
+    return transformers.TrainingArguments(**{
+        "output_dir": str(tmp_path), "use_cpu": True, "report_to": [], "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8, "eval_strategy": "epoch", "logging_strategy": "no",
+        "learning_rate": 1e-2, "seed": 0, "disable_tqdm": True, "dataloader_num_workers": 0, **overrides})
+
+
 @pytest.mark.slow
 def test_trainer_runs_sema_and_evaluates_the_average(tmp_path):
     torch.manual_seed(0)
@@ -28,11 +36,7 @@ def test_trainer_runs_sema_and_evaluates_the_average(tmp_path):
     cb = SEMACallback(decay=0.9, switch_every=1)
     seen = []
 
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, report_to=[], num_train_epochs=2, per_device_train_batch_size=4,
-        per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="epoch", logging_strategy="no",
-        learning_rate=1e-2, seed=0, disable_tqdm=True, dataloader_num_workers=0,
-    )
+    args = training_args(tmp_path, num_train_epochs=2, save_strategy="epoch")
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens(), eval_dataset=Tokens(8),
                                    callbacks=[cb])
     original_evaluate = trainer.evaluation_loop
@@ -83,11 +87,7 @@ def test_swa_re_estimates_the_average_batchnorm_before_evaluation(tmp_path):
     torch.manual_seed(0)
     model = BNRegressor()
     cb = SEMACallback(method="swa", bn_update_batches=2, copy_at_end=False)
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, report_to=[], num_train_epochs=1, per_device_train_batch_size=4,
-        per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="no", logging_strategy="no",
-        learning_rate=1e-2, seed=0, disable_tqdm=True, dataloader_num_workers=0,
-    )
+    args = training_args(tmp_path, num_train_epochs=1, save_strategy="no")
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Points(), eval_dataset=Points(8),
                                    callbacks=[cb])
     trainer.train()
