@@ -137,3 +137,15 @@ def test_slurm_launcher_config_composes_with_its_documented_keys(tmp_path):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.max_num_timeout) == ("gpu", 4, 5)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_a_recipe_header_that_names_the_first_switch_names_the_right_one(recipe):
+    """'SEMA switches ... from epoch N on' in a header must be the first epoch that ends with a switch."""
+    import re
+
+    text = (RECIPE_DIR / f"{recipe}.yaml").read_text()
+    header = " ".join(line.lstrip("# ") for line in text.split("defaults:")[0].splitlines())
+    start = yaml.safe_load(text)["averaging"]["switch_start"]
+    for claimed in re.findall(r"SEMA switches[^.]*? from epoch (\d+)", header):
+        assert int(claimed) == start + 1, (recipe, claimed, start)  # due(n) iff n > switch_start
