@@ -80,6 +80,11 @@ def test_cifar100_recipes(tmp_path, recipe, model, optim, decay):
     assert run_dir == tmp_path / recipe / "sema" / "seed0"
 
 
+def test_a_sweep_over_recipes_gives_each_recipe_its_own_directory(tmp_path):
+    dirs = {compose_run(recipe, "ema", 0, str(tmp_path))[1] for recipe in RECIPES}
+    assert len(dirs) == len(RECIPES)  # no two recipes share a run directory (a sweep over recipes is safe)
+
+
 def test_overrides_that_change_results_get_their_own_directory(tmp_path):
     _, plain = compose_run("smoke/classification", "ema", 0, str(tmp_path), ["logger.wandb.mode=disabled"])
     _, changed = compose_run("smoke/classification", "ema", 0, str(tmp_path), ["optim.lr=0.2"])
