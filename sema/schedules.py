@@ -44,6 +44,14 @@ def check_open_unit(name: str, value: float, *, closed_right: bool = False) -> f
     return float(value)
 
 
+def check_positive(name: str, value: float) -> float:
+    """A finite number > 0 (a rate, a scale); ValueError naming the argument otherwise."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"{name}={value!r} must be a finite number > 0")
+    return float(value)
+
+
 def check_positive_int(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} must be an integer >= 1")

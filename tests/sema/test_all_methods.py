@@ -3,12 +3,13 @@ it is built with `template_kwargs(cls)` (its Settings defaults, an epoch every 3
 
 Optional entries below: FAST_KWARGS adds arguments that make a method act within ~10 steps where its defaults
 would not; BAD_KWARGS lists arguments it must reject (a method without an entry is checked with its Settings'
-fields set to values no method accepts: a negative count).
+fields set to values no method accepts: -1 for an integer setting, NaN for a number).
 """
 
 import pytest
 
 import sema
+import sema.testing
 from sema.testing import (
     check_bad_arguments,
     check_bf16_model,
@@ -45,10 +46,16 @@ CHECKS = [check_protocol, check_round_trip, check_swapped_restores, check_copy_t
           check_no_host_sync]
 
 
-def _negative_counts(cls: type) -> list[dict]:
-    """A bad value for every integer setting with a default (no method accepts a negative count)."""
-    kwargs = template_kwargs(cls)
-    return [{key: -1} for key, value in kwargs.items() if isinstance(value, int) and not isinstance(value, bool)]
+def _bad_values(cls: type) -> list[dict]:
+    """A bad value for every numeric setting with a default: -1 for an integer (no method accepts a negative
+    count), NaN for a float."""
+    bad = []
+    for key, value in template_kwargs(cls).items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            bad.append({key: -1})
+        elif isinstance(value, float):
+            bad.append({key: float("nan")})
+    return bad
 
 
 def test_template_entries_name_registered_methods():
@@ -66,15 +73,17 @@ def test_template(name, check):
 @pytest.mark.parametrize("name", sorted(sema.METHODS))
 def test_bad_arguments(name):
     cls = sema.METHODS[name]
-    check_bad_arguments(cls, BAD_KWARGS.get(name) or _negative_counts(cls))
+    check_bad_arguments(cls, BAD_KWARGS.get(name) or _bad_values(cls))
 
 
 # The template is not vacuous: a method that breaks a rule fails the matching check.
-def test_the_negative_count_fallback_finds_bad_values_for_every_method():
-    for name, cls in sema.METHODS.items():
-        bad = _negative_counts(cls)
-        assert bad, name
-        check_bad_arguments(cls, bad)
+@pytest.mark.parametrize("name", sorted(sema.METHODS))
+def test_every_method_rejects_the_fallback_bad_values(name):
+    """The fallback a method without a BAD_KWARGS entry gets is rejected by every registered method."""
+    cls = sema.METHODS[name]
+    for kwargs in _bad_values(cls):
+        with pytest.raises(ValueError):
+            cls(sema.testing.BNNet(), **template_kwargs(cls, **kwargs))
 
 
 class _SyncingEMA(sema.EMA):
