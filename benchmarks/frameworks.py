@@ -14,6 +14,7 @@ A runner module defines:
     TASK: str                    the task it trains (a benchmarks.tasks.TASKS key)
     HONOURED: frozenset[str]     the trainer.* options it follows; every other trainer option must keep its
                                  default, or `check_options` refuses the run naming the option
+    ACCEPTED: dict[str, tuple]   (optional) trainer.* options it follows only for some values: those values
     run(cfg, run_dir) -> dict    train, evaluate, write result.json; return it
 """
 
@@ -54,11 +55,17 @@ def check_options(cfg: Any, runner: ModuleType) -> None:
     from benchmarks.config import TrainerConfig
 
     name = framework_of(cfg)
+    accepted = getattr(runner, "ACCEPTED", {})
     for f in dataclasses.fields(TrainerConfig):
         if f.name in runner.HONOURED:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         value = cfg.trainer[f.name]
+        if f.name in accepted:
+            if value not in accepted[f.name]:
+                raise ValueError(f"task.framework={name} does not honour trainer.{f.name}={value!r}; it accepts "
+                                 f"{', '.join(map(repr, accepted[f.name]))}, or use task.framework={ENGINE}")
+            continue
         if value != default:
             raise ValueError(
                 f"task.framework={name} does not honour trainer.{f.name}={value!r} (it trains through the "

@@ -35,6 +35,11 @@ from benchmarks.checkpoint import FRAMEWORK_WORK_DIR as WORK_DIR  # mmengine's w
 from benchmarks.runtime import cache_dir  # noqa: F401  (where generated datasets are kept; used by the runners)
 
 log = logging.getLogger(__name__)
+# The trainer.* options the mmengine runners follow (benchmarks/frameworks.py): these, and for amp/device only the
+# listed values (they train in float32 on mmengine's device choice).
+HONOURED = frozenset({"epochs", "max_steps_per_epoch", "eval_every", "checkpoint", "deterministic", "num_threads",
+                      "grad_clip"})
+ACCEPTED = {"amp": ("auto", "off"), "device": ("auto",)}
 RECORD_KEY = "sema_bench"  # the recorder's history and counters inside that checkpoint
 RNG_KEY = "sema_bench_rng"  # the RNG states at the epoch end inside that checkpoint
 INSTALL_HINT = "build and install OpenMMLab with: bash scripts/install_openmmlab.sh .venv (about 12 min once)"

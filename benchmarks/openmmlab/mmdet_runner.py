@@ -20,9 +20,7 @@ import numpy as np
 from benchmarks.openmmlab import common
 
 TASK = "detection"  # the task this runner trains (task.framework=mmdet)
-HONOURED = frozenset({"epochs", "max_steps_per_epoch", "eval_every", "checkpoint", "deterministic", "num_threads",
-                      "grad_clip"})  # trainer.* options this runner follows (benchmarks/frameworks.py); it trains
-#                                      in float32 on mmengine's device choice, so trainer.amp/device stay "auto"
+HONOURED, ACCEPTED = common.HONOURED, common.ACCEPTED  # the trainer options it follows (frameworks.py)
 
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_STD = [58.395, 57.12, 57.375]

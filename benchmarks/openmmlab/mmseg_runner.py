@@ -19,9 +19,7 @@ from typing import Any
 from benchmarks.openmmlab import common
 
 TASK = "segmentation"  # the task this runner trains (task.framework=mmseg)
-HONOURED = frozenset({"epochs", "max_steps_per_epoch", "eval_every", "checkpoint", "deterministic", "num_threads",
-                      "grad_clip"})  # trainer.* options this runner follows (benchmarks/frameworks.py); it trains
-#                                      in float32 on mmengine's device choice, so trainer.amp/device stay "auto"
+HONOURED, ACCEPTED = common.HONOURED, common.ACCEPTED  # the trainer options it follows (frameworks.py)
 
 HEADS = ("fcn", "deeplabv3")
 DEPTHS = {"resnet18": 18, "resnet50": 50, "resnet101": 101}

@@ -80,6 +80,10 @@ def test_framework_runs_refuse_trainer_options_they_do_not_follow(tmp_path):
         engine.run(cfg, run_dir)
     assert not (run_dir / "result.json").exists()  # refused before anything was written
     cfg, run_dir = compose_run("smoke/segmentation", "ema", 0, str(tmp_path / "runs"),
+                               ["task.framework=mmseg", "task.model=fcn_resnet18", "trainer.amp=bf16"])
+    with pytest.raises(ValueError, match=r"does not honour trainer.amp='bf16'; it accepts 'auto', 'off'"):
+        engine.run(cfg, run_dir)
+    cfg, run_dir = compose_run("smoke/segmentation", "ema", 0, str(tmp_path / "runs"),
                                ["task.framework=mmseg", "task.model=fcn_resnet18", "method.decay=2"])
     with pytest.raises(ValueError, match=r"method.decay=2"):  # validated like every run, before the runner
         engine.run(cfg, run_dir)
