@@ -215,7 +215,7 @@ class Trainer:
                          batch_size=cfg.task.batch_size, drop_last=trainer.drop_last,
                          max_steps_per_epoch=trainer.max_steps_per_epoch)
         self.task: TaskSetup = task_module.setup(task_cfg, ctx)
-        self.model = self.task.model
+        self.model = self.task.model.to(self.device)  # the engine owns placement: the model, then its average
         # Training randomness (augmentation, dropout) gets its own stream, distinct per rank.
         seed_everything(cfg.seed + 1_000_003 * (rank + 1))
 
@@ -280,37 +280,16 @@ class Trainer:
         self.train_model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         report_every = max(1, self.steps_per_epoch // 20)
-        clip, check_every = trainer.grad_clip, trainer.nan_check_every
+        check_every = trainer.nan_check_every
         start = time.perf_counter()
         steps = 0
         for batch in self.loader:
             if steps == self.steps_per_epoch:
                 break
             self.samples_seen += batch_size_of(batch)
-            batch = to_device(batch, self.device)
-            with self._autocast():
-                loss = self.task.train_loss(self.train_model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                if clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                if clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-                self.optimizer.step()
-            self.scheduler.step()
-            if self.averager is not None:
-                self.averager.update()
+            loss = self.train_step(batch)
             steps += 1
-            self.global_step += 1
-            if self.task.after_step is not None:
-                self.task.after_step(self.global_step)
-            loss_sum += loss.detach()
+            loss_sum += loss
             if steps % check_every == 0:
                 self._check_finite(loss_sum, epoch, steps)
             if on_steps is not None and steps % report_every == 0:
@@ -322,6 +301,34 @@ class Trainer:
             torch.distributed.all_reduce(mean_loss)
             mean_loss /= self.world_size
         return float(mean_loss)
+
+    def train_step(self, batch: Any) -> torch.Tensor:
+        """One optimizer step on `batch` (moved to the device here): forward, backward, clip, step, schedule, the
+        WA update and the task's after_step. Returns the detached loss; no host synchronisation."""
+        clip = self.cfg.trainer.grad_clip
+        batch = to_device(batch, self.device)
+        with self._autocast():
+            loss = self.task.train_loss(self.train_model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.averager is not None:
+            self.averager.update()
+        self.global_step += 1
+        if self.task.after_step is not None:
+            self.task.after_step(self.global_step)
+        return loss.detach()
 
     def _check_finite(self, loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
         if not torch.isfinite(loss_sum).item():

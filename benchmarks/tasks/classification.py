@@ -191,7 +191,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     num_classes, native_size = DATASETS[cfg.dataset][:2]
     image_size = cfg.image_size or native_size
     train_set, eval_set = build_datasets(cfg)
-    model = build_model(cfg, num_classes, image_size).to(ctx.device)
+    model = build_model(cfg, num_classes, image_size)  # the engine moves it to the device
     resize = cfg.image_size is not None and cfg.dataset != "imagenet"  # imagenet transforms already resize
 
     def prepare(x: torch.Tensor) -> torch.Tensor:

@@ -281,7 +281,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     from benchmarks.data.coco import detection_collate
 
     train_set, eval_set = build_datasets(cfg, ctx.cache_dir)
-    model = build_model(cfg, train_set.num_classes).to(ctx.device)
+    model = build_model(cfg, train_set.num_classes)  # the engine moves it to the device
     device = ctx.device
 
     def train_loss(model: nn.Module, batch) -> torch.Tensor:

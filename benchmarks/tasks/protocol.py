@@ -77,7 +77,8 @@ EvalFn = Callable[[nn.Module], dict[str, float]]
 class TaskSetup:
     """Everything the engine needs to train and evaluate one task."""
 
-    model: nn.Module  # the module the optimizer trains (all trainable parameters)
+    model: nn.Module  # the module the optimizer trains (all trainable parameters), built on the CPU: the engine
+    #                   moves it (and so its average) to the run's device; batches arrive there too
     train_set: Dataset  # training examples; the engine builds the loader (sampler, seed, DDP)
     train_loss: LossFn  # (model, batch on device) -> scalar loss; the model is in train mode
     evaluate: EvalFn  # metrics of `model` as it is now; the engine sets eval mode and no_grad

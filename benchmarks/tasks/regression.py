@@ -150,7 +150,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     center, scale = 0.0, 1.0
     if cfg.standardize_target:
         center, scale = float(train_targets.mean()), float(train_targets.std()) or 1.0
-    model = build_model(cfg, 1, size).to(ctx.device)
+    model = build_model(cfg, 1, size)  # the engine moves it to the device
     loss_fn = F.l1_loss if cfg.loss == "l1" else F.mse_loss
 
     def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -258,7 +258,6 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
 
     backbone, feature_dim = _backbone_and_dim(cfg, image_size)
     model = ssl_heads.SSLModel(backbone, feature_dim, cfg.algorithm, cfg.hidden_dim, cfg.out_dim, cfg.temperature)
-    model = model.to(ctx.device)
     mean_t = torch.tensor(mean, device=ctx.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=ctx.device).view(1, -1, 1, 1)
     views = (ViewConfig(image_size, cfg.min_crop_scale),

@@ -89,7 +89,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     source = load_moving(cfg.dataset, cfg.data_root, n_test, cfg.test_seed, cfg.num_digits)
     train_set = MovingDigits(source.train_images, n_train, N_INPUT, N_OUTPUT, cfg.num_digits)
     test_set = SequenceSet(source.test_sequences, N_INPUT)
-    model = build_simvp(cfg.model, N_INPUT, 1).to(ctx.device)
+    model = build_simvp(cfg.model, N_INPUT, 1)  # the engine moves it to the device
 
     def train_loss(model: nn.Module, batch) -> torch.Tensor:
         inputs, targets = batch
