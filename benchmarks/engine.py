@@ -53,7 +53,7 @@ from benchmarks.methods import build_averager
 from benchmarks.optim import build_optimizer, lr_multiplier
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
                                 write_json_atomic)
-from benchmarks.runtime import cache_dir, to_device
+from benchmarks.runtime import cache_dir, choose_device, describe_runtime, to_device
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
 from sema.protocol import PreparesForEval, WrapsOptimizer
@@ -133,12 +133,8 @@ def _barrier(world: int) -> None:
         torch.distributed.barrier()
 
 
-def _device(choice: str, local_rank: int) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+def _device(choice: str, local_rank: int, profile: str = "quick") -> torch.device:
+    return choose_device(choice, local_rank, profile)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
@@ -204,8 +200,9 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        self.device = _device(trainer.device, local_rank)
+        self.device = _device(trainer.device, local_rank, cfg.profile)
         self.amp_dtype = _amp_dtype(trainer.amp, self.device)
+        self.precision = {None: "float32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         seed_everything(cfg.seed)
 
         task_module = load_task(cfg.task.name)
@@ -494,7 +491,8 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
         trainer = Trainer(cfg, run_dir, rank, world_size, local_rank)
         task = trainer.task
         result.update(dataset=task.dataset, headline=task.headline, higher_is_better=task.higher_is_better,
-                      notes=list(task.notes), method_kwargs=trainer.method_kwargs)
+                      notes=list(task.notes), method_kwargs=trainer.method_kwargs,
+                      runtime=describe_runtime(trainer.device, world_size, trainer.precision))
         checkpoint_path = run_dir / ckpt.CHECKPOINT_FILE
         state = ckpt.load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
         if state is not None:

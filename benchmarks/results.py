@@ -141,7 +141,7 @@ def new_result(cfg: Any, *, dataset: Any = None, headline: Optional[str] = None,
         "model": cfg.task.model, "method": cfg.method.name, "method_kwargs": method_kwargs, "seed": cfg.seed,
         "profile": cfg.profile, "headline": headline, "higher_is_better": higher_is_better, "final": None,
         "final_online": None, "best": None, "best_epoch": None, "median_last": None, "history": [],
-        "wall_time_s": None, "throughput_samples_per_s": None, "peak_memory_mb": None,
+        "wall_time_s": None, "throughput_samples_per_s": None, "peak_memory_mb": None, "runtime": None,
         "config": OmegaConf.to_container(cfg, resolve=True), "notes": list(notes or []), "error": None,
         "provenance": provenance(cfg.seed),
     }

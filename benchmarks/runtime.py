@@ -49,3 +49,58 @@ def steps_per_epoch(num_examples: int, batch_size: int, world_size: int = 1, dro
         per_rank = num_examples
     steps = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
     return min(steps, cap) if cap else steps
+
+
+# Environment variables that say a job was given GPUs (Slurm's --gpus / --gres, or an explicit device list).
+GPU_REQUEST_VARS = ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS", "CUDA_VISIBLE_DEVICES")
+
+
+class CudaUnavailable(RuntimeError):
+    """A GPU was expected for this run, but CUDA is not usable."""
+
+
+def gpu_requested(profile: str) -> Optional[str]:
+    """Why this run expects a GPU (a paper recipe, a job given GPUs), or None."""
+    if profile == "paper":
+        return "a paper recipe (profile=paper) trains on GPUs"
+    for var in GPU_REQUEST_VARS:
+        value = os.environ.get(var, "").strip()
+        if value and value not in ("-1", "0", "NoDevFiles"):
+            return f"the job was given GPUs ({var}={value})"
+    return None
+
+
+def cuda_diagnosis() -> str:
+    """What torch sees: its build, CUDA availability and, when CUDA fails to initialise, why."""
+    found = (f"torch {torch.__version__} (built for CUDA {torch.version.cuda or 'none'}), "
+             f"torch.cuda.is_available()={torch.cuda.is_available()}, devices={torch.cuda.device_count()}")
+    try:
+        torch.cuda.init()
+    except Exception as err:  # noqa: BLE001  (the reason is the message, whatever its type)
+        found += f", CUDA initialisation failed: {err}"
+    return found
+
+
+def choose_device(choice: str, local_rank: int, profile: str) -> torch.device:
+    """The run's device for trainer.device=auto|cpu|cuda. Never falls back to the CPU silently: when CUDA is asked
+    for, or a GPU is expected (gpu_requested) with `auto`, and CUDA is not usable, raises CudaUnavailable with what
+    was found and how to run on the CPU on purpose."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)  # each rank on its own GPU, not a context on GPU 0 for every rank
+        return torch.device("cuda", local_rank)
+    reason = "trainer.device=cuda" if choice == "cuda" else gpu_requested(profile)
+    if reason is None:
+        return torch.device("cpu")
+    raise CudaUnavailable(f"a GPU is expected ({reason}) but CUDA is not usable: {cuda_diagnosis()}. Fix the "
+                          "driver/torch build, or run on the CPU on purpose with trainer.device=cpu")
+
+
+def describe_runtime(device: torch.device, world_size: int, precision: str) -> dict[str, Any]:
+    """What result.json records about where the run trained."""
+    cuda = device.type == "cuda"
+    return {"device": str(device), "gpu": torch.cuda.get_device_name(device) if cuda else None,
+            "cuda": torch.version.cuda if cuda else None,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "world_size": world_size, "precision": precision}

@@ -277,8 +277,12 @@ def _same_weights(model: torch.nn.Module, average: torch.nn.Module) -> bool:
 def base_result(cfg: Any, headline: str, higher_is_better: bool, dataset: str, notes: list[str]) -> dict:
     """The engine's result.json record (benchmarks.results.new_result), for a run that mmengine trains."""
     from benchmarks.results import new_result
+    from benchmarks.runtime import describe_runtime
 
-    return new_result(cfg, dataset=dataset, headline=headline, higher_is_better=higher_is_better, notes=notes)
+    result = new_result(cfg, dataset=dataset, headline=headline, higher_is_better=higher_is_better, notes=notes)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    result["runtime"] = describe_runtime(device, world_size=1, precision="float32")  # mmengine's Runner, fp32
+    return result
 
 
 def fill_summary(result: dict, samples: int, train_time: float) -> None:

@@ -19,7 +19,7 @@ HOST_READS = {"detection": "torchvision's detection models check for degenerate 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_a_training_step_runs_entirely_on_the_engines_device(task, tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "_device", lambda choice, local_rank: META)
+    monkeypatch.setattr(engine, "_device", lambda choice, local_rank, profile="quick": META)
     cfg, run_dir = compose_run(f"smoke/{task}", "sema", 0, str(tmp_path), ["logger.wandb.mode=disabled"])
     trainer = engine.Trainer(cfg, run_dir)
     on_cpu = [name for name, t in trainer.model.state_dict().items() if t.device != META]

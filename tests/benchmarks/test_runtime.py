@@ -54,3 +54,56 @@ def test_to_device_moves_nested_batches_and_keeps_their_types():
     moved = to_device(batch, torch.device("meta"))
     assert moved["a"][0].device.type == "meta" and moved["a"][1][1] == "label"
     assert isinstance(moved["b"], Pair) and moved["b"].x.device.type == "meta" and moved["b"].y == 3
+
+
+# ------------------------------------------------------------------------------------------ device choice
+from benchmarks.runtime import CudaUnavailable, choose_device, describe_runtime, gpu_requested  # noqa: E402
+
+
+@pytest.fixture
+def no_gpu_env(monkeypatch):
+    for var in ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_auto_uses_the_cpu_only_when_no_gpu_is_expected(no_gpu_env):
+    assert choose_device("auto", 0, "quick") == torch.device("cpu")
+    assert choose_device("cpu", 0, "paper") == torch.device("cpu")  # on purpose: allowed
+
+
+@pytest.mark.parametrize("choice, profile, env, reason", [
+    ("cuda", "quick", {}, "trainer.device=cuda"),
+    ("auto", "paper", {}, "a paper recipe"),
+    ("auto", "quick", {"SLURM_GPUS_ON_NODE": "4"}, "SLURM_GPUS_ON_NODE=4"),
+    ("auto", "smoke", {"CUDA_VISIBLE_DEVICES": "0,1"}, "CUDA_VISIBLE_DEVICES=0,1"),
+])
+def test_no_silent_fallback_when_a_gpu_is_expected(no_gpu_env, monkeypatch, choice, profile, env, reason):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(CudaUnavailable) as err:
+        choose_device(choice, 0, profile)
+    message = str(err.value)
+    assert reason in message and "torch.cuda.is_available()=False" in message and "trainer.device=cpu" in message
+    assert f"torch {torch.__version__}" in message
+
+
+def test_a_job_without_gpus_expects_none(no_gpu_env, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "")
+    assert gpu_requested("quick") is None
+
+
+def test_the_runtime_record_of_a_cpu_run():
+    assert describe_runtime(torch.device("cpu"), 1, "float32") == {
+        "device": "cpu", "gpu": None, "cuda": None, "cudnn": None, "world_size": 1, "precision": "float32"}
+
+
+def test_a_paper_recipe_on_a_cpu_machine_fails_at_once_with_the_reason(no_gpu_env, tmp_path):
+    from benchmarks import engine
+    from benchmarks.recipes import compose_run
+
+    cfg, run_dir = compose_run("paper/classification", "sema", 0, str(tmp_path))
+    with pytest.raises(CudaUnavailable, match="a paper recipe"):
+        engine.run(cfg, run_dir)
+    assert engine.read_result(run_dir)["status"] == "failed"  # recorded, not left "running"

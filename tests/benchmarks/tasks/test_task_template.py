@@ -81,6 +81,8 @@ def test_smoke_run_through_the_engine_is_pinned(task, tmp_path):
     cfg, run_dir = compose_run(f"smoke/{task}", "sema", 0, str(tmp_path / "runs"), FAST)
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed"
+    assert result["runtime"] == {"device": "cpu", "gpu": None, "cuda": None, "cudnn": None, "world_size": 1,
+                                 "precision": "float32"}
     got = (result["final"][result["headline"]], result["history"][-1]["train_loss"])
     assert task in PINNED, f'pin it: "{task}": {got!r},'
     assert got == pytest.approx(PINNED[task], rel=1e-6, abs=1e-9), f'trajectory changed: now "{task}": {got!r},'
