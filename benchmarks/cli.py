@@ -121,6 +121,24 @@ def _check_former(args: list[str]) -> None:
                 raise SystemExit(f"sema-bench: {arg!r} is no longer an option; use {now}")
 
 
+def _absolute_out_dir(args: list[str]) -> list[str]:
+    """out_dir as an absolute path, resolved where the command was typed: a Slurm job, whatever its working
+    directory, then writes into the same run directories (and a resubmitted sweep finds them)."""
+    given = [a for a in args if a.startswith("out_dir=")]
+    if not given:
+        return [*args, f"out_dir={Path('runs').absolute()}"]
+    return [f"out_dir={Path(a.split('=', 1)[1]).expanduser().absolute()}" if a.startswith("out_dir=") else a
+            for a in args]
+
+
+def _check_launcher(args: list[str]) -> None:
+    """The Slurm launcher needs a partition: say so before sbatch does."""
+    if "hydra/launcher=slurm" in args and not any(a.startswith("hydra.launcher.partition=") for a in args):
+        raise SystemExit("sema-bench: hydra/launcher=slurm needs hydra.launcher.partition=<partition> (and "
+                         "hydra.launcher.account=/qos= where your cluster requires them); see "
+                         "configs/hydra/launcher/slurm.yaml for every key")
+
+
 def main() -> None:
     """Console entry point: no arguments -> the main job; --help/--list/--plan; otherwise a Hydra run or sweep."""
     args = sys.argv[1:]
@@ -145,6 +163,8 @@ def main() -> None:
         cfg, run_dir = compose(args[1:])
         print(describe(cfg, run_dir), end="")
         return
+    _check_launcher(args)
+    sys.argv[1:] = args = _absolute_out_dir(args)
     for arg in args:
         if arg.startswith("recipe=") and "," not in arg:
             from benchmarks.recipes import check_recipe_name

@@ -13,7 +13,9 @@ Rerunning the same command in the same run directory:
 * a checkpoint.pt from an interrupted run -> training resumes from it (bit for bit on CPU, RNG states included);
   task.framework=mmdet|mmseg runs do the same from mmengine/last_epoch.pth (benchmarks/openmmlab/common.py);
 * result.json says "failed" -> the run starts over;
-* the directory holds a run with a different config -> error (listing the differences), nothing is overwritten.
+* the directory holds a run with a different config -> error (listing the differences), nothing is overwritten;
+* another live process is writing the directory -> `benchmarks.runlock.RunLocked`, naming it (host, pid, job);
+  a lock left by a dead process (or an earlier attempt of the same Slurm job) is taken over.
 
 Notes for task authors: under torchrun, `train_loss` receives the DistributedDataParallel-wrapped model (call it,
 do not reach into its submodules for the forward pass), while `evaluate`/`final_evaluate` get the plain model and
@@ -53,6 +55,7 @@ from benchmarks.methods import build_averager
 from benchmarks.optim import build_optimizer, lr_multiplier
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
                                 write_json_atomic)
+from benchmarks.runlock import RunLock
 from benchmarks.runtime import cache_dir, choose_device, describe_runtime, to_device
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
@@ -464,9 +467,17 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     A failure (exception, NaN/inf loss) is recorded in result.json as status "failed" with the traceback, then
     re-raised; callers that sweep catch it and go on.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()
     progress = progress or LogProgress()
     rank, world_size, local_rank = _distributed()
+    if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
+        return _run(cfg, run_dir, progress, rank, world_size, local_rank)
+    with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
+        return _run(cfg, run_dir, progress, rank, world_size, local_rank)
+
+
+def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_size: int,
+         local_rank: int) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     run_name = f"{cfg.task.name}/{cfg.method.name}/seed{cfg.seed}"
     if rank == 0:

@@ -135,7 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    results = run_suite(args.profile, args.seeds, args.out_dir, args.tasks, args.overrides)
+    out_dir = str(Path(args.out_dir).expanduser().absolute())  # the run directories, whatever the cwd later
+    results = run_suite(args.profile, args.seeds, out_dir, args.tasks, args.overrides)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         raise SystemExit(f"{len(failed)} of {len(results)} runs failed (see their result.json)")

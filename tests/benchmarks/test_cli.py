@@ -142,3 +142,12 @@ def test_main_job_runs_the_suite_and_prints_the_table(tmp_path):
         run_dir = tmp_path / "smoke" / "classification" / method / "seed0"  # logger.* is not part of the path
         assert result_of(run_dir)["status"] == "completed"
     assert "suite finished" in proc.stdout and str(tmp_path / "smoke") in proc.stdout.replace("\n", "")
+
+
+def test_slurm_needs_a_partition_and_out_dir_becomes_absolute(tmp_path):
+    proc = sema_bench("-m", "hydra/launcher=slurm", "recipe=smoke/classification", check=False)
+    assert proc.returncode != 0 and "hydra/launcher=slurm needs hydra.launcher.partition=" in proc.stderr
+    from benchmarks.cli import _absolute_out_dir
+
+    assert _absolute_out_dir(["method=sema"]) == ["method=sema", f"out_dir={Path('runs').absolute()}"]
+    assert _absolute_out_dir(["out_dir=x/y"]) == [f"out_dir={Path('x/y').absolute()}"]
