@@ -29,6 +29,7 @@ from omegaconf import MISSING
 # Allowed values of the enumerated string fields (checked by `validate`, listed in its error messages).
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "constant", "multistep")
+LR_SCALINGS = ("linear", "none")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -61,6 +62,9 @@ class OptimConfig:
     min_lr: float = 0.0  # cosine floor
     milestones: list[float] = field(default_factory=list)  # multistep: epochs where the lr is multiplied by gamma
     gamma: float = 0.1  # multistep factor
+    reference_batch: Optional[int] = None  # the global batch (task.batch_size x processes) at which `lr` is the
+    #                                        recipe's; null = task.batch_size (one process)
+    lr_scaling: str = "linear"  # at another global batch: linear (lr x global / reference) | none (refuse to run)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class TrainerConfig:
     num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
     nan_check_every: int = 50  # check the loss for NaN/inf every n steps (and at every epoch end)
     drop_last: bool = True  # drop the last incomplete training batch (keeps steps/epoch and BN batches fixed)
+    dist_timeout_min: float = 30.0  # torch.distributed timeout: ranks wait this long for rank 0's evaluation
 
 
 @dataclass
@@ -147,6 +152,9 @@ def validate(cfg: Any) -> None:
     _check_positive("optim.weight_decay", o.weight_decay, allow_zero=True)
     _check_positive("optim.warmup_epochs", o.warmup_epochs, allow_zero=True)
     _check_positive("optim.min_lr", o.min_lr, allow_zero=True)
+    _check_choice("optim.lr_scaling", o.lr_scaling, LR_SCALINGS)
+    _check_positive("optim.reference_batch", o.reference_batch, optional=True)
+    _check_positive("trainer.dist_timeout_min", t.dist_timeout_min)
     _check_choice("trainer.amp", t.amp, AMP_MODES)
     _check_choice("trainer.device", t.device, DEVICES)
     _check_positive("trainer.epochs", t.epochs)

@@ -33,6 +33,7 @@ method-specific code: methods are built by benchmarks/methods.py and used throug
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import random
@@ -52,7 +53,7 @@ from benchmarks import frameworks
 from benchmarks.config import validate
 from benchmarks.logger import RunLogger
 from benchmarks.methods import build_averager
-from benchmarks.optim import build_optimizer, lr_multiplier
+from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
                                 write_json_atomic)
 from benchmarks.runlock import RunLock
@@ -64,7 +65,8 @@ from sema.protocol import PreparesForEval, WrapsOptimizer
 log = logging.getLogger(__name__)
 # Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
 # or loader workers, where the data lives): they are also left out of the run directory's name.
-IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers")  # may change on a rerun
+IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers",
+                      "trainer.dist_timeout_min")  # may change on a rerun
 # A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
 ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 
@@ -114,7 +116,7 @@ def describe(record: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- small helpers
-def _distributed() -> tuple[int, int, int]:
+def _distributed(timeout_min: float = 30.0) -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's (or a multi-task Slurm job's) environment; initialises the
     process group when there is more than one process."""
     if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
@@ -127,7 +129,7 @@ def _distributed() -> tuple[int, int, int]:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_min))
     return rank, world, local_rank
 
 
@@ -161,9 +163,11 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    # The shuffle of each epoch depends only on (seed, epoch): identical whether or not the run was resumed.
-    return (seed * 1_000_003 + epoch) % 2**63
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    # The shuffle of each epoch depends only on (seed, epoch): identical whether or not the run was resumed. Under
+    # torchrun the loader's generator also seeds its workers, so each rank gets its own (rank 0 keeps the
+    # single-process value, so one-process runs are unchanged).
+    return (seed * 1_000_003 + epoch + rank * 7_919_000_017) % 2**63
 
 
 def batch_size_of(batch: Any) -> int:
@@ -240,7 +244,8 @@ class Trainer:
 
         groups = (self.task.param_groups(self.model) if self.task.param_groups
                   else [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
-        self.optimizer = build_optimizer(cfg.optim, groups)
+        self.peak_lr, self.global_batch = peak_lr(cfg.optim, cfg.task.batch_size, world_size)
+        self.optimizer = build_optimizer(cfg.optim, groups, lr=self.peak_lr)
         self.averager, self.method_kwargs = build_averager(cfg.method, self.task.averaged_module or self.model,
                                                            self.steps_per_epoch)
         if isinstance(self.averager, WrapsOptimizer):  # methods acting on the optimizer (e.g. Lookahead)
@@ -274,7 +279,7 @@ class Trainer:
     def train_epoch(self, on_steps: Optional[Callable[[int], None]] = None) -> float:
         """One epoch of optimizer steps (at most trainer.max_steps_per_epoch); returns the mean training loss."""
         trainer, epoch = self.cfg.trainer, self.epoch + 1
-        self.generator.manual_seed(_epoch_seed(self.cfg.seed, epoch))
+        self.generator.manual_seed(_epoch_seed(self.cfg.seed, epoch, self.rank))
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.train_model.train()
@@ -393,7 +398,16 @@ class Trainer:
                     buffer.copy_(saved)
 
     # ------------------------------------------------------------------------------------------- checkpoints
-    def state_dict(self, logger_run_id: Optional[str]) -> dict[str, Any]:
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's RNG states, in rank order (a collective under torchrun: every rank calls it)."""
+        mine = ckpt.rng_state(self.generator)
+        if self.world_size == 1:
+            return [mine]
+        states: list = [None] * self.world_size
+        torch.distributed.all_gather_object(states, mine)
+        return states
+
+    def state_dict(self, logger_run_id: Optional[str], rng_ranks: Optional[list] = None) -> dict[str, Any]:
         return {
             "format": 1,
             "epoch": self.epoch,
@@ -404,6 +418,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ckpt.rng_state(self.generator),
+            "rng_ranks": rng_ranks,  # each rank's own states (None: a one-process run, see "rng")
             "history": self.history,
             "elapsed_s": self.elapsed_s,
             "train_time_s": self.train_time_s,
@@ -419,7 +434,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"], self.generator)
+        ranks = state.get("rng_ranks")
+        same_world = ranks is not None and len(ranks) == self.world_size
+        ckpt.set_rng_state(ranks[self.rank] if same_world else state["rng"], self.generator)
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.history = list(state["history"])
         self.elapsed_s, self.train_time_s = state["elapsed_s"], state["train_time_s"]
@@ -469,7 +486,7 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     """
     run_dir = Path(run_dir).absolute()
     progress = progress or LogProgress()
-    rank, world_size, local_rank = _distributed()
+    rank, world_size, local_rank = _distributed(cfg.trainer.dist_timeout_min)
     if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
         return _run(cfg, run_dir, progress, rank, world_size, local_rank)
     with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
@@ -491,7 +508,7 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
         # The task trains through another framework's own runner (task.framework=mmdet|mmseg; benchmarks/
         # frameworks.py): validated as every run, options it does not follow refused, the same result.json.
         validate(cfg)
-        result = frameworks.run(cfg, run_dir)
+        result = frameworks.run(cfg, run_dir, world_size)
         progress.end(result)
         return result
 
@@ -503,7 +520,8 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
         task = trainer.task
         result.update(dataset=task.dataset, headline=task.headline, higher_is_better=task.higher_is_better,
                       notes=list(task.notes), method_kwargs=trainer.method_kwargs,
-                      runtime=describe_runtime(trainer.device, world_size, trainer.precision))
+                      runtime={**describe_runtime(trainer.device, world_size, trainer.precision),
+                               "global_batch": trainer.global_batch, "peak_lr": trainer.peak_lr})
         checkpoint_path = run_dir / ckpt.CHECKPOINT_FILE
         state = ckpt.load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
         if state is not None:
@@ -552,12 +570,13 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
         trainer.elapsed_s += time.perf_counter() - start
         record["time_s"] = trainer.elapsed_s
         trainer.history.append(record)
+        rng_ranks = trainer.rng_states() if cfg.trainer.checkpoint and trainer.world_size > 1 else None
         if trainer.rank == 0:
             _fill_summary(trainer, result)
             write_json_atomic(run_dir / RESULT_FILE, result)
             logger.log_epoch(record)
             if cfg.trainer.checkpoint:
-                ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id))
+                ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
             progress.epoch(record)
         _barrier(trainer.world_size)
 

@@ -73,8 +73,12 @@ def check_options(cfg: Any, runner: ModuleType) -> None:
                 f"Honoured: {', '.join('trainer.' + k for k in sorted(runner.HONOURED))}")
 
 
-def run(cfg: Any, run_dir: Any) -> dict:
-    """Train the run through its framework runner (after the engine's validation and rerun checks)."""
+def run(cfg: Any, run_dir: Any, world_size: int = 1) -> dict:
+    """Train the run through its framework runner (after the engine's validation and rerun checks). The runners
+    train in one process; under torchrun/Slurm with more they refuse (they have no distributed launcher here)."""
     runner = load_runner(cfg)
     check_options(cfg, runner)
+    if world_size > 1:
+        raise ValueError(f"task.framework={framework_of(cfg)} trains in one process; this job has {world_size} "
+                         f"(torchrun/Slurm tasks): run it with one process, or use task.framework={ENGINE}")
     return runner.run(cfg, run_dir)

@@ -1,4 +1,10 @@
-"""The optimizer and the per-step learning-rate multiplier, shared by the engine and the framework runners.
+"""The optimizer, the peak learning rate at the run's global batch, and the per-step learning-rate multiplier,
+shared by the engine and the framework runners.
+
+Peak learning rate: a recipe gives `optim.lr` at `optim.reference_batch` (the global batch of its source, e.g. 2
+images x 8 GPUs = 16 for the detection recipe; null = task.batch_size on one process). At another global batch
+G = task.batch_size x processes, `optim.lr_scaling=linear` trains at lr x G / reference (Goyal et al. 2017) and
+`none` refuses to run; result.json records G and the peak lr (runtime.global_batch, runtime.peak_lr).
 
     optimizer = build_optimizer(cfg.optim, param_groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.optim, steps_per_epoch, total_steps))
@@ -14,7 +20,7 @@ Multiplier at optimizer step s (0-based), with W = round(warmup_epochs * steps_p
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -38,10 +44,27 @@ def lr_multiplier(cfg_optim: Any, steps_per_epoch: int, total_steps: int) -> Cal
     return factor
 
 
-def build_optimizer(cfg_optim: Any, groups: list[dict]) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov, L2 weight decay), AdamW (decoupled decay) or Adam from `cfg.optim`."""
+def peak_lr(cfg_optim: Any, batch_size: int, world_size: int) -> tuple[float, int]:
+    """(the peak learning rate, the global batch) of a run with `world_size` processes of `batch_size` each."""
+    global_batch = batch_size * world_size
+    reference = cfg_optim.reference_batch or batch_size
+    if global_batch == reference:
+        return float(cfg_optim.lr), global_batch
+    if cfg_optim.lr_scaling == "none":
+        raise ValueError(
+            f"this recipe's lr {cfg_optim.lr} is for a global batch of {reference} (optim.reference_batch), but "
+            f"{world_size} process(es) x task.batch_size={batch_size} = {global_batch}; run on "
+            f"{reference // batch_size if reference % batch_size == 0 else 'a matching number of'} processes, set "
+            f"task.batch_size, or allow optim.lr_scaling=linear (lr x global / reference)")
+    return float(cfg_optim.lr) * global_batch / reference, global_batch
+
+
+def build_optimizer(cfg_optim: Any, groups: list[dict], lr: Optional[float] = None) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov, L2 weight decay), AdamW (decoupled decay) or Adam from `cfg.optim`, at `lr`
+    (default: optim.lr; the engine passes `peak_lr`)."""
+    lr = cfg_optim.lr if lr is None else lr
     if cfg_optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg_optim.lr, momentum=cfg_optim.momentum, nesterov=cfg_optim.nesterov,
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg_optim.momentum, nesterov=cfg_optim.nesterov,
                                weight_decay=cfg_optim.weight_decay)
     optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg_optim.name]
-    return optimizer_class(groups, lr=cfg_optim.lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
+    return optimizer_class(groups, lr=lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)

@@ -53,13 +53,17 @@ def require(*modules: str) -> None:
 
 
 
-def optim_wrapper_cfg(cfg_optim: Any, grad_clip: Optional[float]) -> dict:
-    """mmengine OptimWrapper config for optim.* (sgd | adamw | adam); the lr schedule is set by LrScheduleHook."""
+def optim_wrapper_cfg(cfg_optim: Any, grad_clip: Optional[float], batch_size: Optional[int] = None) -> dict:
+    """mmengine OptimWrapper config for optim.* (sgd | adamw | adam) at the run's peak lr (benchmarks.optim.peak_lr
+    for one process of `batch_size`, as the engine); the lr schedule is set by LrScheduleHook."""
+    from benchmarks.optim import peak_lr
+
+    lr = cfg_optim.lr if batch_size is None else peak_lr(cfg_optim, batch_size, world_size=1)[0]
     if cfg_optim.name == "sgd":
-        optimizer = dict(type="SGD", lr=cfg_optim.lr, momentum=cfg_optim.momentum, nesterov=cfg_optim.nesterov,
+        optimizer = dict(type="SGD", lr=lr, momentum=cfg_optim.momentum, nesterov=cfg_optim.nesterov,
                          weight_decay=cfg_optim.weight_decay)
     elif cfg_optim.name in ("adamw", "adam"):
-        optimizer = dict(type="AdamW" if cfg_optim.name == "adamw" else "Adam", lr=cfg_optim.lr,
+        optimizer = dict(type="AdamW" if cfg_optim.name == "adamw" else "Adam", lr=lr,
                          betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
     else:
         raise ValueError(f"optim.name={cfg_optim.name!r} is not allowed; choose one of: sgd, adamw, adam")
@@ -281,7 +285,11 @@ def base_result(cfg: Any, headline: str, higher_is_better: bool, dataset: str, n
 
     result = new_result(cfg, dataset=dataset, headline=headline, higher_is_better=higher_is_better, notes=notes)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    result["runtime"] = describe_runtime(device, world_size=1, precision="float32")  # mmengine's Runner, fp32
+    from benchmarks.optim import peak_lr
+
+    lr, global_batch = peak_lr(cfg.optim, cfg.task.batch_size, world_size=1)  # one process: the runners' case
+    result["runtime"] = {**describe_runtime(device, world_size=1, precision="float32"),  # mmengine's Runner, fp32
+                         "global_batch": global_batch, "peak_lr": lr}
     return result
 
 

@@ -318,7 +318,7 @@ def run_mmdet(cfg: Any, run_dir: Path) -> dict:
         runner = Runner(
             model=ConfigDict(model_cfg(task, num_classes)),  # attribute access (cfg.min_bbox_size) needs it
             train_dataloader=train_dataloader, val_dataloader=val_dataloader, val_evaluator=val_evaluator,
-            optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),
+            optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip, task.batch_size),
             default_scope="mmdet",
             **common.runner_kwargs(cfg, Path(run_dir), cfg.trainer.epochs, [sema_hook, lr_hook, recorder],
                                    resume_from),

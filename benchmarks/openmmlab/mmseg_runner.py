@@ -201,7 +201,7 @@ def run_mmseg(cfg: Any, run_dir: Path) -> dict:
             model=ConfigDict(model_cfg(task, num_classes)),  # attribute access (cfg.min_bbox_size) needs it
             train_dataloader=train_dataloader, val_dataloader=val_dataloader,
             val_evaluator=dict(type="ConfusionMetric", num_classes=num_classes),
-            optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip),
+            optim_wrapper=common.optim_wrapper_cfg(cfg.optim, cfg.trainer.grad_clip, task.batch_size),
             default_scope="mmseg",
             **common.runner_kwargs(cfg, Path(run_dir), cfg.trainer.epochs, [sema_hook, lr_hook, recorder],
                                    resume_from),

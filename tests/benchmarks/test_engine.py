@@ -180,3 +180,26 @@ def test_a_run_interrupted_before_its_first_checkpoint_starts_over(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "result.json").write_text(json.dumps({"status": "running", "config": {"seed": 99}}))
     assert engine.run(cfg, run_dir)["status"] == "completed"
+
+
+# ------------------------------------------------------------------------------ global batch and learning rate
+def test_peak_lr_follows_the_global_batch_by_the_declared_rule(tmp_path):
+    from benchmarks.optim import peak_lr
+
+    cfg, _ = compose_run("paper/detection", "sema", 0, str(tmp_path))
+    assert (cfg.optim.lr, cfg.optim.reference_batch, cfg.task.batch_size) == (0.02, 16, 2)
+    assert peak_lr(cfg.optim, 2, world_size=8) == (0.02, 16)  # the source's 8 GPUs: the recipe's lr
+    assert peak_lr(cfg.optim, 2, world_size=4) == (0.01, 8)  # half the global batch, half the lr
+    assert peak_lr(cfg.optim, 2, world_size=1) == (0.0025, 2)
+    cfg.optim.lr_scaling = "none"
+    with pytest.raises(ValueError, match=r"lr 0.02 is for a global batch of 16 .* 4 process\(es\) x "
+                                         r"task.batch_size=2 = 8; run on 8 processes"):
+        peak_lr(cfg.optim, 2, world_size=4)
+    one_gpu, _ = compose_run("paper/classification", "sema", 0, str(tmp_path))
+    assert peak_lr(one_gpu.optim, 100, world_size=1) == (0.1, 100)  # no reference batch: one process of its own
+
+
+def test_a_smoke_run_records_its_global_batch_and_peak_lr(tmp_path):
+    cfg, run_dir = smoke(tmp_path, "ema")
+    result = engine.run(cfg, run_dir)
+    assert (result["runtime"]["global_batch"], result["runtime"]["peak_lr"]) == (32, 0.05)

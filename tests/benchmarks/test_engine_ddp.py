@@ -23,3 +23,12 @@ def test_torchrun_two_processes(tmp_path):
     assert result["status"] == "completed" and [h["epoch"] for h in result["history"]] == [1, 2]
     assert [h["step"] for h in result["history"]] == [8, 16]  # steps per process: each rank sees half the data
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == 2  # one writer, no duplicate lines
+    # the recipe's lr is for one process of 32: two processes train a global batch of 64 at twice the lr
+    runtime = result["runtime"]
+    assert (runtime["world_size"], runtime["global_batch"], runtime["peak_lr"]) == (2, 64, 0.1)
+    # each rank's own RNG states are checkpointed (and restored by that rank on resume)
+    import torch
+
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    ranks = state["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])

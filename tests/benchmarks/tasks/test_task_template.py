@@ -81,8 +81,10 @@ def test_smoke_run_through_the_engine_is_pinned(task, tmp_path):
     cfg, run_dir = compose_run(f"smoke/{task}", "sema", 0, str(tmp_path / "runs"), FAST)
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed"
-    assert result["runtime"] == {"device": "cpu", "gpu": None, "cuda": None, "cudnn": None, "world_size": 1,
-                                 "precision": "float32"}
+    runtime = result["runtime"]
+    assert {k: runtime[k] for k in ("device", "gpu", "cuda", "world_size", "precision")} == {
+        "device": "cpu", "gpu": None, "cuda": None, "world_size": 1, "precision": "float32"}
+    assert runtime["global_batch"] == cfg.task.batch_size and runtime["peak_lr"] == cfg.optim.lr
     got = (result["final"][result["headline"]], result["history"][-1]["train_loss"])
     assert task in PINNED, f'pin it: "{task}": {got!r},'
     assert got == pytest.approx(PINNED[task], rel=1e-6, abs=1e-9), f'trajectory changed: now "{task}": {got!r},'
