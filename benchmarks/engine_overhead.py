@@ -3,6 +3,7 @@
     python -m benchmarks.engine_overhead                         # classification quick scale, SEMA, 40 steps x 7
     python -m benchmarks.engine_overhead --method ema --steps 100 --reps 9 trainer.device=cuda
 
+On CUDA both loops move batches to the device and use the same autocast (trainer.amp); timings are synchronised.
 Both loops train the same model (same initial weights), on the same data (same loader settings), with the same
 optimizer, learning-rate schedule and `sema` averager; the hand-written loop is the textbook
 `loss = loss_fn(model, batch); zero_grad; backward; step; scheduler.step; averager.update`. Repetitions alternate
@@ -21,13 +22,18 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.runtime import to_device
 
-def hand_written_epoch(model, loss_fn, loader, optimizer, scheduler, averager, steps: int) -> None:
+
+def hand_written_epoch(model, loss_fn, loader, optimizer, scheduler, averager, steps: int,
+                       device: torch.device = torch.device("cpu"), amp_dtype=None) -> None:
     model.train()
     for i, batch in enumerate(loader):
         if i == steps:
             break
-        loss = loss_fn(model, batch)
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -47,30 +53,41 @@ def measure(method: str, steps: int, reps: int, overrides: Sequence[str] = (), p
                                    ["logger.wandb.mode=disabled", f"trainer.max_steps_per_epoch={steps}",
                                     "trainer.epochs=1000", *overrides])
         trainer = engine.Trainer(cfg, run_dir)
-    if trainer.device.type != "cpu" or trainer.averager is None:
-        raise SystemExit("measure on CPU with an averaging method (the hand loop has no device moves or AMP)")
-    task = trainer.task
+    if trainer.averager is None:
+        raise SystemExit("measure with an averaging method (e.g. --method sema)")
+    task, device = trainer.task, trainer.device
     model = copy.deepcopy(trainer.model)
-    optimizer = build_optimizer(cfg.optim, [{"params": list(model.parameters())}])
+    optimizer = build_optimizer(cfg.optim, [{"params": list(model.parameters())}], lr=trainer.peak_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_multiplier(cfg.optim, trainer.steps_per_epoch, trainer.total_steps))
     averager, _ = build_averager(cfg.method, model, trainer.steps_per_epoch)
     loader = DataLoader(task.train_set, batch_size=cfg.task.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.task.num_workers)
+                        num_workers=cfg.task.num_workers, collate_fn=task.collate_fn,
+                        pin_memory=device.type == "cuda")
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     engine_s, hand_s = [], []
     for rep in range(reps + 1):  # the first repetition warms up both and is not counted
+        sync()
         start = time.perf_counter()
         trainer.train_epoch()
         trainer.epoch += 1
+        sync()
         mid = time.perf_counter()
-        hand_written_epoch(model, task.train_loss, loader, optimizer, scheduler, averager, steps)
+        hand_written_epoch(model, task.train_loss, loader, optimizer, scheduler, averager, steps, device,
+                           trainer.amp_dtype)
+        sync()
         end = time.perf_counter()
         if rep:
             engine_s.append(mid - start)
             hand_s.append(end - mid)
     e, h = statistics.median(engine_s), statistics.median(hand_s)
-    return {"engine_ms_per_step": 1e3 * e / steps, "hand_ms_per_step": 1e3 * h / steps, "overhead": e / h - 1}
+    return {"engine_ms_per_step": 1e3 * e / steps, "hand_ms_per_step": 1e3 * h / steps, "overhead": e / h - 1,
+            "engine_samples_per_s": steps * cfg.task.batch_size / e, "device": str(device),
+            "precision": trainer.precision}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -82,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. trainer.num_threads=2")
     args = parser.parse_args(argv)
     r = measure(args.method, args.steps, args.reps, args.overrides, args.profile)
-    print(f"engine training step : {r['engine_ms_per_step']:8.3f} ms")
+    print(f"device, precision    : {r['device']}, {r['precision']}")
+    print(f"engine training step : {r['engine_ms_per_step']:8.3f} ms  ({r['engine_samples_per_s']:.0f} samples/s)")
     print(f"hand-written loop    : {r['hand_ms_per_step']:8.3f} ms")
     print(f"engine overhead      : {100 * r['overhead']:+7.2f} %   (target: <= +5 %; median of {args.reps} "
           f"interleaved repetitions of {args.steps} steps, {torch.get_num_threads()} threads)")
