@@ -79,6 +79,8 @@ class TrainerConfig:
     eval_every: int = 1  # evaluate every n epochs (the last epoch is always evaluated)
     deterministic: bool = True  # deterministic algorithms and seeded everything (bit-exact resume on CPU)
     checkpoint: bool = True  # save checkpoint.pt at every epoch end (needed to resume)
+    checkpoint_every_steps: Optional[int] = None  # also inside an epoch, every n steps (long COCO/LM epochs);
+    #                                               a resume continues mid-epoch bit for bit on the CPU
     compile: bool = False  # torch.compile the model (CUDA runs)
     num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
     nan_check_every: int = 50  # check the loss for NaN/inf every n steps (and at every epoch end)
@@ -155,6 +157,7 @@ def validate(cfg: Any) -> None:
     _check_choice("optim.lr_scaling", o.lr_scaling, LR_SCALINGS)
     _check_positive("optim.reference_batch", o.reference_batch, optional=True)
     _check_positive("trainer.dist_timeout_min", t.dist_timeout_min)
+    _check_positive("trainer.checkpoint_every_steps", t.checkpoint_every_steps, optional=True)
     _check_choice("trainer.amp", t.amp, AMP_MODES)
     _check_choice("trainer.device", t.device, DEVICES)
     _check_positive("trainer.epochs", t.epochs)

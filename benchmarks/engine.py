@@ -37,6 +37,7 @@ import datetime
 import logging
 import os
 import random
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -66,13 +67,28 @@ log = logging.getLogger(__name__)
 # Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
 # or loader workers, where the data lives): they are also left out of the run directory's name.
 IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers",
-                      "trainer.dist_timeout_min")  # may change on a rerun
+                      "trainer.dist_timeout_min", "trainer.checkpoint_every_steps")  # may change on a rerun
 # A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
 ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class Preempted(BaseException):
+    """A stop signal (SIGTERM, SIGUSR2) arrived: the run checkpointed and stopped; rerun it to resume. Like
+    KeyboardInterrupt it is not an Exception: a sweep or the suite stops too instead of starting the next run."""
+
+
+class StopRequest:
+    """Set by the signal handlers `run` installs; the trainer checks it after every step."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # Slurm's preemption / time-limit warning, submitit's requeue
 
 
 class ConfigMismatch(RuntimeError):
@@ -269,6 +285,10 @@ class Trainer:
         self.elapsed_s = 0.0  # wall time of completed epochs (training + evaluation), across resumes
         self.train_time_s = 0.0  # wall time inside train_epoch
         self.samples_seen = 0  # training examples processed (this process)
+        self.step_in_epoch = 0  # optimizer steps done in the current epoch (> 0 only inside an epoch)
+        self.epoch_loss_sum = torch.zeros((), dtype=torch.float64)  # the current epoch's loss sum so far
+        self.stop = StopRequest()  # run() replaces it with the one its SIGTERM/SIGUSR2 handlers set
+        self._resume_rng: Optional[dict] = None  # the RNG states to restore once a resumed epoch reached its step
 
     # ---------------------------------------------------------------------------------------------- training
     def _autocast(self):
@@ -276,30 +296,52 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def train_epoch(self, on_steps: Optional[Callable[[int], None]] = None) -> float:
-        """One epoch of optimizer steps (at most trainer.max_steps_per_epoch); returns the mean training loss."""
+    def train_epoch(self, on_steps: Optional[Callable[[int], None]] = None,
+                    checkpoint: Optional[Callable[[], None]] = None) -> float:
+        """One epoch of optimizer steps (at most trainer.max_steps_per_epoch); returns the mean training loss.
+
+        Inside the epoch, `checkpoint()` is called every trainer.checkpoint_every_steps steps and when a stop signal
+        arrived (then `Preempted` is raised). A run resumed from such a checkpoint starts at `step_in_epoch`: the
+        epoch's loader is recreated with the same seed, the batches already trained are drawn and dropped, and
+        the RNG states of the checkpoint are restored before the next batch, so training goes on bit for bit."""
         trainer, epoch = self.cfg.trainer, self.epoch + 1
         self.generator.manual_seed(_epoch_seed(self.cfg.seed, epoch, self.rank))
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.train_model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        steps = self.step_in_epoch
+        loss_sum = self.epoch_loss_sum.to(self.device) if steps else torch.zeros((), dtype=torch.float64,
+                                                                                  device=self.device)
         report_every = max(1, self.steps_per_epoch // 20)
-        check_every = trainer.nan_check_every
+        check_every, every = trainer.nan_check_every, trainer.checkpoint_every_steps
         start = time.perf_counter()
-        steps = 0
-        for batch in self.loader:
+        batches = iter(self.loader)
+        for _ in range(steps):  # a resumed epoch: skip what was trained, then continue on the saved RNG
+            next(batches)
+        if self._resume_rng is not None:
+            ckpt.set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        for batch in batches:
             if steps == self.steps_per_epoch:
                 break
             self.samples_seen += batch_size_of(batch)
             loss = self.train_step(batch)
             steps += 1
             loss_sum += loss
+            self.step_in_epoch, self.epoch_loss_sum = steps, loss_sum
             if steps % check_every == 0:
                 self._check_finite(loss_sum, epoch, steps)
             if on_steps is not None and steps % report_every == 0:
                 on_steps(report_every)
+            stop = self._stop_requested(steps, check_every)
+            if checkpoint is not None and steps < self.steps_per_epoch and (stop or (every and steps % every == 0)):
+                self.train_time_s += time.perf_counter() - start
+                start = time.perf_counter()
+                checkpoint()
+            if stop:
+                raise Preempted(f"signal {self.stop.signum}: checkpointed at step {steps} of epoch {epoch}")
         self._check_finite(loss_sum, epoch, steps)
+        self.step_in_epoch = 0
         self.train_time_s += time.perf_counter() - start
         mean_loss = loss_sum / steps
         if self.world_size > 1:
@@ -334,6 +376,18 @@ class Trainer:
         if self.task.after_step is not None:
             self.task.after_step(self.global_step)
         return loss.detach()
+
+    def _stop_requested(self, steps: int, check_every: int) -> bool:
+        """Whether a stop signal arrived (under torchrun: on any rank, agreed every `check_every` steps)."""
+        if self.world_size == 1:
+            return self.stop.signum is not None
+        if steps % check_every:
+            return False
+        flag = torch.tensor([1.0 if self.stop.signum is not None else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag)
+        if flag.item() > 0 and self.stop.signum is None:
+            self.stop.signum = signal.SIGTERM
+        return flag.item() > 0
 
     def _check_finite(self, loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
         if not torch.isfinite(loss_sum).item():
@@ -423,6 +477,8 @@ class Trainer:
             "elapsed_s": self.elapsed_s,
             "train_time_s": self.train_time_s,
             "samples_seen": self.samples_seen,
+            "step_in_epoch": self.step_in_epoch,  # > 0: a checkpoint inside an epoch
+            "epoch_loss_sum": self.epoch_loss_sum.detach().cpu(),
             "logger_run_id": logger_run_id,
         }
 
@@ -436,7 +492,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         ranks = state.get("rng_ranks")
         same_world = ranks is not None and len(ranks) == self.world_size
-        ckpt.set_rng_state(ranks[self.rank] if same_world else state["rng"], self.generator)
+        rng = ranks[self.rank] if same_world else state["rng"]
+        ckpt.set_rng_state(rng, self.generator)
+        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        self.epoch_loss_sum = state.get("epoch_loss_sum", torch.zeros((), dtype=torch.float64))
+        self._resume_rng = rng if self.step_in_epoch else None  # restored once the epoch reaches its step
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.history = list(state["history"])
         self.elapsed_s, self.train_time_s = state["elapsed_s"], state["train_time_s"]
@@ -487,14 +547,42 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     run_dir = Path(run_dir).absolute()
     progress = progress or LogProgress()
     rank, world_size, local_rank = _distributed(cfg.trainer.dist_timeout_min)
-    if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
-        return _run(cfg, run_dir, progress, rank, world_size, local_rank)
-    with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
-        return _run(cfg, run_dir, progress, rank, world_size, local_rank)
+    stop = StopRequest()
+    with _stop_signals(stop):
+        if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
+            return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
+        with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
+            return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
+
+
+@contextlib.contextmanager
+def _stop_signals(stop: StopRequest):
+    """SIGTERM/SIGUSR2 set `stop` (the trainer checkpoints at the next step and raises Preempted). On the way out
+    the previous handlers come back, and a preemption is handed on to them (submitit's requeue on USR2)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+    def handler(signum, frame):
+        log.warning("signal %d: checkpointing at the next step, then stopping (rerun to resume)", signum)
+        stop.signum = signum
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if stop.signum is not None and callable(previous.get(stop.signum)):
+            previous[stop.signum](stop.signum, None)
 
 
 def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_size: int,
-         local_rank: int) -> dict[str, Any]:
+         local_rank: int, stop: StopRequest) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     run_name = f"{cfg.task.name}/{cfg.method.name}/seed{cfg.seed}"
     if rank == 0:
@@ -517,6 +605,7 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
     try:
         validate(cfg)
         trainer = Trainer(cfg, run_dir, rank, world_size, local_rank)
+        trainer.stop = stop
         task = trainer.task
         result.update(dataset=task.dataset, headline=task.headline, higher_is_better=task.higher_is_better,
                       notes=list(task.notes), method_kwargs=trainer.method_kwargs,
@@ -535,6 +624,10 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
             result["history"] = trainer.history
             write_json_atomic(run_dir / RESULT_FILE, result)
         _train(trainer, cfg, run_dir, result, logger, progress, run_name)
+    except Preempted:  # checkpointed; result.json stays "running", so a rerun resumes
+        log.warning("%s: stopped by a signal after its checkpoint; rerun the same command to resume", run_name)
+        progress.end({**result, "status": "running"})
+        raise
     except Exception as err:
         result.update(status="failed", error="".join(traceback.format_exception(err)))
         if rank == 0:
@@ -552,9 +645,16 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
            progress: Progress, run_name: str) -> None:
     epochs, task = cfg.trainer.epochs, trainer.task
     progress.start(run_name, epochs, trainer.steps_per_epoch, trainer.epoch)
+
+    def checkpoint_inside_epoch() -> None:  # every rank calls it (the RNG states are gathered)
+        rng_ranks = trainer.rng_states() if trainer.world_size > 1 else None
+        if trainer.rank == 0 and cfg.trainer.checkpoint:
+            ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
+        _barrier(trainer.world_size)
+
     while trainer.epoch < epochs:
         start = time.perf_counter()
-        train_loss = trainer.train_epoch(on_steps=progress.step)
+        train_loss = trainer.train_epoch(on_steps=progress.step, checkpoint=checkpoint_inside_epoch)
         trainer.epoch += 1
         switched = bool(trainer.averager.epoch_end()) if trainer.averager is not None else False
         if switched and task.on_switch is not None:
