@@ -223,6 +223,9 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
+        else:  # speed over bit-exactness: cuDNN autotuning, TF32 matrix products on Ampere and newer
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.device = _device(trainer.device, local_rank, cfg.profile)
         self.amp_dtype = _amp_dtype(trainer.amp, self.device)
         self.precision = {None: "float32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
@@ -250,6 +253,10 @@ class Trainer:
             self.task.train_set, batch_size=cfg.task.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
             generator=self.generator, num_workers=cfg.task.num_workers, collate_fn=self.task.collate_fn,
             drop_last=trainer.drop_last, pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker,
+            # workers kept across epochs (not re-created for each): faster, but their random streams then run on
+            # from epoch to epoch, so a resumed run's augmentation differs unless trainer.deterministic keeps them
+            # per epoch (bit-exact resume)
+            persistent_workers=cfg.task.num_workers > 0 and not trainer.deterministic,
         )
         self.steps_per_epoch = ctx.steps_per_epoch(len(self.task.train_set))
         assert self.steps_per_epoch == min(len(self.loader), trainer.max_steps_per_epoch or len(self.loader))

@@ -60,6 +60,7 @@ def test_paper_scale_is_the_cifar100_recipe(tmp_path):
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
     assert (cfg.method.decay, cfg.method.warmup_epochs, cfg.method.switch_start, cfg.method.switch_every) == (
         0.999, 5, 5, 1)
+    assert cfg.trainer.amp == "off"  # the official CIFAR CNN configs train in float32
 
 
 @pytest.mark.parametrize("recipe, model, optim, decay", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import pytest
@@ -173,6 +174,23 @@ def test_engine_overhead_script_runs():
 
     r = measure("sema", steps=2, reps=1, overrides=["trainer.num_threads=1"], profile="smoke")
     assert r["engine_ms_per_step"] > 0 and r["hand_ms_per_step"] > 0
+
+
+def test_the_step_breakdown_splits_a_step_and_counts_its_flops():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.engine_overhead import breakdown
+
+    b = breakdown("sema", steps=3, overrides=["trainer.num_threads=1"], profile="smoke")
+    fractions = [b[f"{k}_fraction"] for k in ("data", "forward_backward", "optimizer", "averager")]
+    assert all(f > 0 for f in fractions) and sum(fractions) == pytest.approx(1.0)
+    # the FLOPs of one step of the smoke classifier, counted independently on a fresh copy of the model
+    cfg, run_dir = smoke(Path("/tmp/unused"), "sema")
+    trainer = engine.Trainer(cfg, run_dir)
+    x, y = next(iter(trainer.loader))
+    with FlopCounterMode(display=False) as counter:
+        trainer.task.train_loss(trainer.model, (x, y)).backward()
+    assert b["flops_per_step"] == counter.get_total_flops() > 0
 
 
 def test_a_run_interrupted_before_its_first_checkpoint_starts_over(tmp_path):
