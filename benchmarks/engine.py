@@ -53,6 +53,7 @@ from benchmarks import checkpoint as ckpt
 from benchmarks import frameworks
 from benchmarks.config import validate
 from benchmarks.logger import RunLogger
+from benchmarks.evaluation import evaluate_sharded
 from benchmarks.methods import build_averager
 from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
@@ -409,6 +410,9 @@ class Trainer:
         self.model.eval()
         try:
             with ckpt.preserved_rng(), torch.no_grad(), self._autocast():
+                if self.task.sharded_evaluation is not None:  # every rank its own shard (benchmarks/evaluation.py)
+                    return evaluate_sharded(self.task.sharded_evaluation, self.model, self.device, self.rank,
+                                            self.world_size)
                 return {k: float(v) for k, v in self.task.evaluate(self.model).items()}
         finally:
             self.model.train()
@@ -670,7 +674,7 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
                                   "lr": trainer.optimizer.param_groups[0]["lr"], "switched": switched,
                                   "avg": None, "online": None}
         if trainer.epoch % cfg.trainer.eval_every == 0 or trainer.epoch == epochs:
-            if trainer.rank == 0:
+            if trainer.rank == 0 or task.sharded_evaluation is not None:  # sharded: every rank, no one waits
                 avg, online, reused = trainer.evaluate(switched)
                 record.update(avg=avg, online=online, avg_reused_online=reused)
             _barrier(trainer.world_size)

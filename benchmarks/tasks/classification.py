@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 # name -> (number of classes, native image size, mean, std, horizontal flips make sense)
@@ -202,21 +203,23 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         x, y = batch
         return F.cross_entropy(model(prepare(x)), y, label_smoothing=cfg.label_smoothing)
 
-    eval_loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
     topk = min(5, num_classes)
 
+    def batch_sums(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        x, y = batch
+        logits = model(prepare(x)).float()
+        top = logits.topk(topk, dim=1).indices
+        return {"loss": F.cross_entropy(logits, y, reduction="sum"), "correct1": (top[:, 0] == y).sum(),
+                "correctk": (top == y[:, None]).any(dim=1).sum(), "n": torch.tensor(len(y), device=y.device)}
+
+    def finish(t: dict[str, float]) -> dict[str, float]:
+        return {"top1": 100.0 * t["correct1"] / t["n"], f"top{topk}": 100.0 * t["correctk"] / t["n"],
+                "loss": t["loss"] / t["n"]}
+
+    sharded = ShardedEvaluation(eval_set, cfg.eval_batch_size, batch_sums, finish, num_workers=cfg.num_workers)
+
     def evaluate(model: nn.Module) -> dict[str, float]:
-        correct1 = correctk = loss_sum = 0.0
-        n = 0
-        for x, y in eval_loader:
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            logits = model(prepare(x)).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            top = logits.topk(topk, dim=1).indices
-            correct1 += (top[:, 0] == y).sum().item()
-            correctk += (top == y[:, None]).any(dim=1).sum().item()
-            n += len(y)
-        return {"top1": 100.0 * correct1 / n, f"top{topk}": 100.0 * correctk / n, "loss": loss_sum / n}
+        return evaluate_sharded(sharded, model, ctx.device)
 
     notes = []
     if cfg.dataset == "fashion_mnist":
@@ -228,6 +231,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         train_set=train_set,
         train_loss=train_loss,
         evaluate=evaluate,
+        sharded_evaluation=sharded,
         headline="top1",
         higher_is_better=True,
         dataset=cfg.dataset,

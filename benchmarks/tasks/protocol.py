@@ -97,4 +97,6 @@ class TaskSetup:
     #                                                   batches of an unshuffled training loader
     param_groups: Optional[Callable[[nn.Module], list[dict]]] = None  # optimizer groups (e.g. no decay on
     #                                                                  norms/biases); None = one group
+    sharded_evaluation: Optional[Any] = None  # a benchmarks.evaluation.ShardedEvaluation: under torchrun every rank
+    #                                          evaluates its shard of the set (else rank 0 alone runs evaluate)
     notes: list[str] = field(default_factory=list)  # caveats copied into result.json (e.g. "proxy FID")
