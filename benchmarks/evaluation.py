@@ -5,10 +5,16 @@
     metrics = evaluate_sharded(spec, model, device, rank, world_size)    # torchrun: every rank calls it
 
 Each rank evaluates its own contiguous shard of the evaluation set, examples [floor(r n / W), floor((r+1) n / W)),
-so every example is evaluated exactly once (no padding, no duplicates, none dropped). `batch_sums(model, batch)`
-returns sums and counts over the batch (a dict of tensors); they are added over batches on the device (one host
-read at the end), then over ranks (all_reduce SUM), and `finish(sums)` turns the totals into metrics on every rank.
-Counts are therefore exact; sums of floats agree with one process to rounding (another summation order).
+so every example is evaluated exactly once (no padding, no duplicates, none dropped). Two ways to reduce:
+
+* `batch_sums(model, batch)`: sums and counts over the batch (a dict of tensors of any shape, e.g. a confusion
+  matrix); added over batches on the device (one host read at the end), then over ranks (all_reduce SUM).
+  Counts are exact; sums of floats agree with one process to rounding (another summation order).
+* `batch_outputs(model, batch)`: per-example outputs (a dict of tensors, first dimension = examples), gathered
+  from every rank in rank order, which is the dataset's order: the metric then sees exactly what one process
+  would (AP, medians, per-group errors).
+
+`finish(totals)` turns the float64 totals (or the concatenated outputs) into metrics, on every rank.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ class ShardedEvaluation:
 
     dataset: Dataset  # the evaluation examples
     batch_size: int  # evaluation batch size per rank
-    batch_sums: Callable[[nn.Module, Any], dict[str, torch.Tensor]]  # (model, batch on device) -> sums, counts
-    finish: Callable[[dict[str, float]], dict[str, float]]  # totals -> metrics
+    batch_sums: Optional[Callable[[nn.Module, Any], dict[str, torch.Tensor]]]  # (model, batch) -> sums, counts
+    finish: Callable[[dict[str, torch.Tensor]], dict[str, Any]]  # totals (or outputs) -> metrics
+    batch_outputs: Optional[Callable[[nn.Module, Any], dict[str, torch.Tensor]]] = None  # or: per-example outputs
     collate_fn: Optional[Callable[[list], Any]] = None  # DataLoader collate function; None = default
     num_workers: int = 0  # loader workers
 
@@ -47,15 +54,39 @@ def evaluate_sharded(spec: ShardedEvaluation, model: nn.Module, device: torch.de
     part = Subset(spec.dataset, list(shard(len(spec.dataset), rank, world_size)))
     loader = DataLoader(part, batch_size=spec.batch_size, shuffle=False, collate_fn=spec.collate_fn,
                         num_workers=spec.num_workers)
+    if spec.batch_outputs is not None:
+        return _finish(spec, _gathered(spec, model, loader, device, world_size))
     totals: dict[str, torch.Tensor] = {}
     for batch in loader:
         for key, value in spec.batch_sums(model, to_device(batch, device)).items():
             value = value.detach().to(torch.float64)
             totals[key] = totals[key] + value if key in totals else value
-    if world_size > 1:
-        keys = sorted(totals)  # every rank holds the same keys once it evaluated a batch
-        packed = torch.stack([totals[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.float64,
-                                                                                  device=device)
+    if world_size > 1:  # one all_reduce of everything, flattened; every rank holds the same keys and shapes
+        keys = sorted(totals)
+        shapes = [totals[k].shape for k in keys]
+        packed = torch.cat([totals[k].flatten() for k in keys])
         torch.distributed.all_reduce(packed)
-        totals = dict(zip(keys, packed))
-    return spec.finish({k: float(v) for k, v in totals.items()})
+        totals, offset = {}, 0
+        for key, shape in zip(keys, shapes):
+            size = shape.numel()
+            totals[key], offset = packed[offset:offset + size].view(shape), offset + size
+    return _finish(spec, {k: v.cpu() for k, v in totals.items()})
+
+
+def _gathered(spec: ShardedEvaluation, model: nn.Module, loader: DataLoader, device: torch.device,
+              world_size: int) -> dict[str, torch.Tensor]:
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
+        for key, value in spec.batch_outputs(model, to_device(batch, device)).items():
+            parts.setdefault(key, []).append(value.detach().cpu())
+    mine = {k: torch.cat(v) for k, v in parts.items()}
+    if world_size == 1:
+        return mine
+    everyone: list = [None] * world_size
+    torch.distributed.all_gather_object(everyone, mine)  # rank order = dataset order
+    keys = next(d for d in everyone if d).keys()
+    return {k: torch.cat([d[k] for d in everyone if d]) for k in keys}
+
+
+def _finish(spec: ShardedEvaluation, values: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(v) for k, v in spec.finish(values).items()}

@@ -27,6 +27,7 @@ from benchmarks.data.text_corpus import (
     load_local_corpus,
     split_contiguous,
 )
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
 from benchmarks.models.tiny_gpt import GPT_SIZES
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
@@ -80,26 +81,30 @@ def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 def make_evaluator(
     windows: TokenWindows, vocab: Vocab, batch_size: int, device: torch.device, prefix: str = ""
 ):
-    """Token-weighted mean loss, perplexity and bits per character of a model on fixed windows."""
+    """`evaluate(model)` over all windows in one process (see `sharded_evaluation`)."""
+    spec = sharded_evaluation(windows, vocab, batch_size, prefix)
+    return lambda model: evaluate_sharded(spec, model, device)
+
+
+def sharded_evaluation(windows: TokenWindows, vocab: Vocab, batch_size: int, prefix: str = "") -> ShardedEvaluation:
+    """Token-weighted mean loss, perplexity and bits per character of a model on fixed windows, as sums."""
     span = windows.ids[: len(windows) * windows.block_size]
     chars_per_token = len(vocab.decode(span.tolist())) / len(span) if vocab.kind == "byte" else 1.0
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        total, tokens = 0.0, 0
-        for start in range(0, len(windows), batch_size):
-            batch = torch.stack([windows[i] for i in range(start, min(start + batch_size, len(windows)))])
-            batch = batch.to(device)
-            predicted = batch.shape[0] * (batch.shape[1] - 1)  # the first token of a window is not predicted
-            total += float(lm_loss(model, batch)) * predicted
-            tokens += predicted
-        loss = total / tokens
+    def batch_sums(model: nn.Module, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        predicted = batch.shape[0] * (batch.shape[1] - 1)  # the first token of a window is not predicted
+        return {"loss": lm_loss(model, batch).double() * predicted, "tokens": torch.tensor(predicted)}
+
+    def finish(t: dict[str, torch.Tensor]) -> dict[str, float]:
+        tokens = int(t["tokens"])
+        loss = float(t["loss"]) / tokens
         return {
             f"{prefix}loss": loss,
             f"{prefix}ppl": math.exp(loss),
             f"{prefix}bpc": bits_per_character(loss, tokens, round(tokens * chars_per_token)),
         }
 
-    return evaluate
+    return ShardedEvaluation(windows, batch_size, batch_sums, finish)
 
 
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
@@ -130,11 +135,13 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     n_params = sum(p.numel() for p in model.parameters())
+    val_eval = sharded_evaluation(val_set, vocab, cfg.eval_batch_size)
     return TaskSetup(
         model=model,
         train_set=train_set,
         train_loss=lm_loss,
-        evaluate=make_evaluator(val_set, vocab, cfg.eval_batch_size, ctx.device),
+        evaluate=lambda model: evaluate_sharded(val_eval, model, ctx.device),
+        sharded_evaluation=val_eval,
         final_evaluate=make_evaluator(test_set, vocab, cfg.eval_batch_size, ctx.device, prefix="test_"),
         headline="ppl",
         higher_is_better=False,

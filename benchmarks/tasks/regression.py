@@ -28,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 DATASETS = ("rcf_mnist", "agedb", "imdb_wiki")
@@ -163,19 +164,20 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         x, y = batch
         return loss_fn(predict(model, x), (y.float() - center) / scale)
 
-    eval_loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
+    def batch_outputs(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        x, y = batch
+        return {"pred": predict(model, x) * scale + center, "target": y}
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        preds, targets = [], []
-        for x, y in eval_loader:
-            preds.append((predict(model, x.to(ctx.device)) * scale + center).cpu())
-            targets.append(y)
-        pred, target = torch.cat(preds).double().numpy(), torch.cat(targets).double().numpy()
+    def finish(out: dict[str, torch.Tensor]) -> dict[str, float]:
+        pred, target = out["pred"].double().numpy(), out["target"].double().numpy()
         metrics = regression_metrics(pred, target)
         if is_age:
             metrics.update(shot_mae(pred, target, train_targets))
             metrics.update(decade_mae(pred, target))
         return metrics
+
+    sharded = ShardedEvaluation(eval_set, cfg.eval_batch_size, None, finish, batch_outputs=batch_outputs,
+                                num_workers=cfg.num_workers)
 
     notes = [f"loss {cfg.loss}; metrics in the target's unit ({'years' if is_age else 'degrees'})"]
     if cfg.dataset == "rcf_mnist":
@@ -191,7 +193,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         model=model,
         train_set=train_set,
         train_loss=train_loss,
-        evaluate=evaluate,
+        evaluate=lambda model: evaluate_sharded(sharded, model, ctx.device),
+        sharded_evaluation=sharded,
         headline="mae",
         higher_is_better=False,
         dataset=cfg.dataset if cfg.dataset != "rcf_mnist" or cfg.data_root else "rcf_mnist (offline backgrounds)",

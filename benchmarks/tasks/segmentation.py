@@ -36,6 +36,7 @@ from torch import nn
 
 from benchmarks.data.segmentation_pairs import IGNORE_INDEX, SegmentationPairs
 from benchmarks.metrics.segmentation import confusion_matrix, segmentation_scores
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 DATASETS = ("procedural_coco", "ade20k")
@@ -156,18 +157,18 @@ def segmentation_loss(model: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(logits_of(model, images), masks, ignore_index=IGNORE_INDEX)
 
 
-def make_evaluator(
-    val_set: SegmentationPairs,
-    num_classes: int,
-    batch_size: int,
-    device: torch.device,
-    slide: Optional[tuple[int, int]] = None,
-):
-    """Validation metrics; `slide=(crop, stride)`: sliding-window scores upsampled to each full-size mask."""
-    from benchmarks.metrics.sliding_window import sliding_window_logits
+def make_evaluator(val_set: SegmentationPairs, num_classes: int, batch_size: int, device: torch.device,
+                   slide: Optional[tuple[int, int]] = None):
+    """`evaluate(model)` over the whole validation set in one process (see `sharded_evaluation`)."""
+    spec = sharded_evaluation(val_set, num_classes, batch_size, slide)
+    return lambda model: evaluate_sharded(spec, model, device)
 
-    # slide: images of different sizes, one per batch (its windows are batched instead)
-    loader = torch.utils.data.DataLoader(val_set, batch_size=1 if slide else batch_size, shuffle=False)
+
+def sharded_evaluation(val_set: SegmentationPairs, num_classes: int, batch_size: int,
+                       slide: Optional[tuple[int, int]] = None) -> ShardedEvaluation:
+    """Validation metrics as sums (confusion matrix, loss, pixels), shardable across ranks; `slide=(crop,
+    stride)`: sliding-window scores upsampled to each full-size mask."""
+    from benchmarks.metrics.sliding_window import sliding_window_logits
 
     def predict(model: nn.Module, images: torch.Tensor, label_size: torch.Size) -> torch.Tensor:
         if slide is None:
@@ -176,18 +177,19 @@ def make_evaluator(
         logits = sliding_window_logits(lambda x: logits_of(model, x), images, crop, stride, batch_size)
         return F.interpolate(logits, size=label_size, mode="bilinear", align_corners=False)
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        loss_sum, pixels = 0.0, 0
-        for images, masks in loader:
-            logits = predict(model, images.to(device), masks.shape[-2:]).float().cpu()
-            valid = int((masks != IGNORE_INDEX).sum())
-            loss_sum += float(F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum"))
-            pixels += valid
-            confusion += confusion_matrix(logits.argmax(1), masks, num_classes, IGNORE_INDEX)
-        return {**segmentation_scores(confusion), "loss": loss_sum / max(pixels, 1)}
+    def batch_sums(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        images, masks = batch
+        logits = predict(model, images, masks.shape[-2:]).float()
+        return {"loss": F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum"),
+                "pixels": (masks != IGNORE_INDEX).sum(),
+                "confusion": confusion_matrix(logits.argmax(1), masks, num_classes, IGNORE_INDEX)}
 
-    return evaluate
+    def finish(t: dict[str, torch.Tensor]) -> dict[str, float]:
+        loss = float(t["loss"]) / max(float(t["pixels"]), 1)
+        return {**segmentation_scores(t["confusion"].to(torch.int64)), "loss": loss}
+
+    # slide: images of different sizes, one per batch (its windows are batched instead)
+    return ShardedEvaluation(val_set, 1 if slide else batch_size, batch_sums, finish)
 
 
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
@@ -212,11 +214,13 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
             for k in range(0, len(items), cfg.batch_size)
         ]
 
+    sharded = sharded_evaluation(val_set, num_classes, cfg.eval_batch_size, slide)
     return TaskSetup(
         model=model,
         train_set=train_set,
         train_loss=segmentation_loss,
-        evaluate=make_evaluator(val_set, num_classes, cfg.eval_batch_size, ctx.device, slide),
+        evaluate=lambda model: evaluate_sharded(sharded, model, ctx.device),
+        sharded_evaluation=sharded,
         headline="miou",
         higher_is_better=True,
         dataset=dataset_name,

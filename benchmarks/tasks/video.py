@@ -26,8 +26,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 DATASETS = ("mmnist", "mfmnist")
@@ -95,20 +95,19 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         inputs, targets = batch
         return F.mse_loss(model(inputs).float(), targets)
 
-    loader = DataLoader(test_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
+    def batch_sums(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        inputs, targets = batch
+        pred = model(inputs).float()
+        with torch.autocast(ctx.device.type, enabled=False):
+            mse, mae = frame_errors(pred, targets)
+            ssim, psnr = frame_ssim(pred, targets), frame_psnr(pred, targets)
+        values = {"mse": mse, "mae": mae, "ssim": ssim, "psnr": psnr}
+        return {**{k: v.double().sum() for k, v in values.items()}, "n": torch.tensor(len(targets))}
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        sums = {"mse": 0.0, "mae": 0.0, "ssim": 0.0, "psnr": 0.0}
-        for inputs, targets in loader:
-            inputs, targets = inputs.to(ctx.device), targets.to(ctx.device)
-            pred = model(inputs).float()
-            with torch.autocast(ctx.device.type, enabled=False):
-                mse, mae = frame_errors(pred, targets)
-                ssim, psnr = frame_ssim(pred, targets), frame_psnr(pred, targets)
-            values = {"mse": mse, "mae": mae, "ssim": ssim, "psnr": psnr}
-            for key, value in values.items():
-                sums[key] += value.double().sum().item()
-        return {key: total / len(test_set) for key, total in sums.items()}
+    def finish(t: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {key: float(t[key]) / float(t["n"]) for key in ("mse", "mae", "ssim", "psnr")}
+
+    sharded = ShardedEvaluation(test_set, cfg.eval_batch_size, batch_sums, finish, num_workers=cfg.num_workers)
 
     notes = [
         "MSE/MAE: per-frame error summed over pixels, averaged over frames and sequences (OpenSTL convention)",
@@ -123,7 +122,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         model=model,
         train_set=train_set,
         train_loss=train_loss,
-        evaluate=evaluate,
+        evaluate=lambda model: evaluate_sharded(sharded, model, ctx.device),
+        sharded_evaluation=sharded,
         headline="mse",
         higher_is_better=False,
         dataset=dataset,
