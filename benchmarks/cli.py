@@ -150,8 +150,11 @@ def main() -> None:
     if args[0] in ("-h", "--help"):
         print(_help())
         return
-    if args[0] == "--hydra-help":
-        sys.argv[1:] = ["--help", *args[1:]]
+    if args[0] == "--hydra-help":  # Hydra's own help (its flags, launchers, config groups)
+        register_configs()
+        sys.argv[1:] = ["--hydra-help", *args[1:]]
+        run_one()
+        return
     _check_former(args)
     if args[0] == "--list":
         print(_listing())

@@ -67,6 +67,8 @@ def test_help_shows_what_a_user_can_choose_and_what_a_bare_command_does():
     assert "the main job" in out and "--plan" in out and "--list" in out
     assert all(name in out for name in RECIPES) and all(name in out for name in choices(CONFIG_DIR / "method"))
     assert "schema" not in out and "_schema" not in out  # internal nodes are not choices
+    hydra_help = sema_bench("--hydra-help").stdout
+    assert "Hydra" in hydra_help and "--multirun" in hydra_help
 
 
 def test_list_describes_every_recipe_method_and_task():
