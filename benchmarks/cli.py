@@ -127,8 +127,10 @@ def _absolute_out_dir(args: list[str]) -> list[str]:
     given = [a for a in args if a.startswith("out_dir=")]
     if not given:
         return [*args, f"out_dir={Path('runs').absolute()}"]
-    return [f"out_dir={Path(a.split('=', 1)[1]).expanduser().absolute()}" if a.startswith("out_dir=") else a
-            for a in args]
+    def absolute(value: str) -> str:  # a sweep's list (a,b) item by item
+        return ",".join(str(Path(v).expanduser().absolute()) for v in value.split(","))
+
+    return [f"out_dir={absolute(a.split('=', 1)[1])}" if a.startswith("out_dir=") else a for a in args]
 
 
 def _check_launcher(args: list[str]) -> None:

@@ -153,3 +153,4 @@ def test_slurm_needs_a_partition_and_out_dir_becomes_absolute(tmp_path):
 
     assert _absolute_out_dir(["method=sema"]) == ["method=sema", f"out_dir={Path('runs').absolute()}"]
     assert _absolute_out_dir(["out_dir=x/y"]) == [f"out_dir={Path('x/y').absolute()}"]
+    assert _absolute_out_dir(["out_dir=a,/b"]) == [f"out_dir={Path('a').absolute()},/b"]  # a sweep's list
