@@ -19,7 +19,7 @@ Rerunning the same command in the same run directory:
 
 Notes for task authors: under torchrun, `train_loss` receives the DistributedDataParallel-wrapped model (call it,
 do not reach into its submodules for the forward pass), while `evaluate`/`final_evaluate` get the plain model and
-run on rank 0 only. Batches are moved to the device by the engine (tensors nested in tuples, lists, dicts).
+run on rank 0 only, except a task's `sharded_evaluation`, which every rank runs on its shard (benchmarks/evaluation.py). Batches are moved to the device by the engine (tensors nested in tuples, lists, dicts).
 
 Per epoch: train, `averager.epoch_end()` (SEMA switches here), evaluate the online weights, evaluate the averaged
 weights inside `averager.swapped()` (skipped, reusing the online numbers, only when a switch just made the model
@@ -83,7 +83,8 @@ class Preempted(BaseException):
 
 
 class StopRequest:
-    """Set by the signal handlers `run` installs; the trainer checks it after every step."""
+    """Set by the signal handlers `run` installs; the trainer checks it after every step (under torchrun, the ranks
+    agree on it every trainer.nan_check_every steps and at each epoch's last step)."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
@@ -220,13 +221,15 @@ class Trainer:
         trainer = cfg.trainer
         if trainer.num_threads:
             torch.set_num_threads(trainer.num_threads)
+        # Every backend flag set for this run in both branches: runs sharing a process (the suite, a sweep) must
+        # not inherit each other's. Deterministic: torch's defaults; otherwise speed over bit-exactness
+        # (cuDNN autotuning, TF32 matrix products on Ampere and newer).
         if trainer.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        else:  # speed over bit-exactness: cuDNN autotuning, TF32 matrix products on Ampere and newer
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.use_deterministic_algorithms(trainer.deterministic, warn_only=True)
+        torch.backends.cudnn.benchmark = not trainer.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = not trainer.deterministic
+        torch.backends.cudnn.allow_tf32 = True  # torch's default in both
         self.device = _device(trainer.device, local_rank, cfg.profile)
         self.amp_dtype = _amp_dtype(trainer.amp, self.device)
         self.precision = {None: "float32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
@@ -341,13 +344,14 @@ class Trainer:
                 self._check_finite(loss_sum, epoch, steps)
             if on_steps is not None and steps % report_every == 0:
                 on_steps(report_every)
-            stop = self._stop_requested(steps, check_every)
-            if checkpoint is not None and steps < self.steps_per_epoch and (stop or (every and steps % every == 0)):
+            last = steps == self.steps_per_epoch  # a stop here waits for the epoch-end checkpoint (_train)
+            stop = self._stop_requested(steps, check_every, last)
+            if checkpoint is not None and not last and (stop or (every and steps % every == 0)):
                 self.train_time_s += time.perf_counter() - start
                 start = time.perf_counter()
                 checkpoint()
-            if stop:
-                raise Preempted(f"signal {self.stop.signum}: checkpointed at step {steps} of epoch {epoch}")
+            if stop and not last:
+                raise Preempted(self.stopped_at(steps, epoch))
         self._check_finite(loss_sum, epoch, steps)
         self.step_in_epoch = 0
         self.train_time_s += time.perf_counter() - start
@@ -385,11 +389,16 @@ class Trainer:
             self.task.after_step(self.global_step)
         return loss.detach()
 
-    def _stop_requested(self, steps: int, check_every: int) -> bool:
-        """Whether a stop signal arrived (under torchrun: on any rank, agreed every `check_every` steps)."""
+    def stopped_at(self, steps: int, epoch: int) -> str:
+        saved = "checkpointed" if self.cfg.trainer.checkpoint else "NOT checkpointed (trainer.checkpoint=false)"
+        return f"signal {self.stop.signum}: stopped after step {steps} of epoch {epoch}, {saved}"
+
+    def _stop_requested(self, steps: int, check_every: int, last: bool) -> bool:
+        """Whether a stop signal arrived (under torchrun: on any rank, agreed every `check_every` steps and at
+        the epoch's last step)."""
         if self.world_size == 1:
             return self.stop.signum is not None
-        if steps % check_every:
+        if steps % check_every and not last:
             return False
         flag = torch.tensor([1.0 if self.stop.signum is not None else 0.0], device=self.device)
         torch.distributed.all_reduce(flag)
@@ -559,7 +568,9 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     progress = progress or LogProgress()
     rank, world_size, local_rank = _distributed(cfg.trainer.dist_timeout_min)
     stop = StopRequest()
-    with _stop_signals(stop):
+    # The engine's own loop checkpoints on SIGTERM/SIGUSR2; a framework runner keeps the process's handlers.
+    engine_loop = frameworks.framework_of(cfg) == frameworks.ENGINE
+    with _stop_signals(stop) if engine_loop else contextlib.nullcontext():
         if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
             return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
         with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
@@ -569,7 +580,8 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
 @contextlib.contextmanager
 def _stop_signals(stop: StopRequest):
     """SIGTERM/SIGUSR2 set `stop` (the trainer checkpoints at the next step and raises Preempted). On the way out
-    the previous handlers come back, and a preemption is handed on to them (submitit's requeue on USR2)."""
+    the previous handlers come back, and the signal is handed on to them (submitit's requeue on USR2); a signal
+    that arrived after training (during the last evaluation) is re-delivered once the run is saved."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -583,13 +595,23 @@ def _stop_signals(stop: StopRequest):
 
     for s in STOP_SIGNALS:
         signal.signal(s, handler)
+    preempted = False
     try:
         yield
+    except Preempted:
+        preempted = True
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        if stop.signum is not None and callable(previous.get(stop.signum)):
-            previous[stop.signum](stop.signum, None)
+        if stop.signum is not None:
+            handed_on = previous.get(stop.signum)
+            if callable(handed_on):  # e.g. submitit's requeue on USR2
+                handed_on(stop.signum, None)
+            elif not preempted and handed_on == signal.SIG_DFL:
+                # it arrived after the last training step (evaluation, final weights): the run is complete and
+                # saved; now do what the signal asked for
+                signal.raise_signal(stop.signum)
 
 
 def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_size: int,
@@ -690,6 +712,8 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
                 ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
             progress.epoch(record)
         _barrier(trainer.world_size)
+        if trainer.stop.signum is not None and trainer.epoch < epochs:  # stopped at an epoch's end: saved above
+            raise Preempted(trainer.stopped_at(trainer.steps_per_epoch, trainer.epoch))
 
     if trainer.rank == 0:
         _finish(trainer, run_dir, result)

@@ -61,8 +61,13 @@ def evaluate_sharded(spec: ShardedEvaluation, model: nn.Module, device: torch.de
         for key, value in spec.batch_sums(model, to_device(batch, device)).items():
             value = value.detach().to(torch.float64)
             totals[key] = totals[key] + value if key in totals else value
-    if world_size > 1:  # one all_reduce of everything, flattened; every rank holds the same keys and shapes
-        keys = sorted(totals)
+    if world_size > 1:  # one all_reduce of everything, flattened, in an order and shapes all ranks agree on
+        layouts: list = [None] * world_size
+        torch.distributed.all_gather_object(layouts, {k: tuple(v.shape) for k, v in totals.items()})
+        layout = next((lay for lay in layouts if lay), {})  # a rank with an empty shard adds zeros
+        for key, shape in layout.items():
+            totals.setdefault(key, torch.zeros(shape, dtype=torch.float64, device=device))
+        keys = sorted(layout)
         shapes = [totals[k].shape for k in keys]
         packed = torch.cat([totals[k].flatten() for k in keys])
         torch.distributed.all_reduce(packed)

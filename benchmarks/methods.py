@@ -98,8 +98,8 @@ def choices(method_dir: Path) -> dict[str, str]:
     return out
 
 
-def settings_of(method_cfg: Any) -> Any:
-    """The method's Settings object from its config node (labels dropped; unknown fields are an error)."""
+def _parse(method_cfg: Any) -> tuple[Optional[str], Any]:
+    """(the sema.METHODS key or None, the method's Settings object) from its config node or a plain dict."""
     values = OmegaConf.to_container(method_cfg, resolve=True) if isinstance(method_cfg, DictConfig) else dict(method_cfg)
     averager = values.pop("averager", None)
     values.pop("name", None)
@@ -107,9 +107,14 @@ def settings_of(method_cfg: Any) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"method fields {unknown} are not settings of averager={averager!r}; it has: "
-                         f"{', '.join(sorted(known)) or 'none'}")
-    return cls(**values)
+        raise ValueError(f"method.{unknown[0]} is not a setting of averager={averager!r} (unknown: {unknown}); "
+                         f"its settings: {', '.join(sorted(known)) or 'none'}")
+    return averager, cls(**values)
+
+
+def settings_of(method_cfg: Any) -> Any:
+    """The method's Settings object from its config node (labels dropped; unknown fields are an error)."""
+    return _parse(method_cfg)[1]
 
 
 def method_kwargs(method_cfg: Any, steps_per_epoch: int) -> Optional[dict[str, Any]]:
@@ -122,10 +127,11 @@ def build_averager(method_cfg: Any, module: nn.Module, steps_per_epoch: int) -> 
     """(the `sema` object bound to `module`, the keyword arguments it was built with); (None, None) = baseline."""
     import sema
 
-    kwargs = method_kwargs(method_cfg, steps_per_epoch)
-    if kwargs is None:
+    averager, settings = _parse(method_cfg)
+    if averager is None:
         return None, None
-    return sema.METHODS[method_cfg.averager](module, **kwargs), kwargs
+    kwargs = settings.kwargs(steps_per_epoch)
+    return sema.METHODS[averager](module, **kwargs), kwargs
 
 
 def check_method(method_cfg: Any) -> None:

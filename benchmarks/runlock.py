@@ -8,7 +8,7 @@ The lock file holds the holder's host, pid, Slurm job (if any) and start time; a
 
 * no lock file: created atomically (O_CREAT | O_EXCL), so of two processes starting together one wins;
 * a lock whose holder is gone is taken over: on this host a pid that no longer exists; anywhere a heartbeat older
-  than `stale_s`; and the same Slurm job id (a requeued job, on whatever node, replaces its own previous attempt);
+  than `stale_s`; and the same Slurm job id on another node (a requeued job replaces its own previous attempt);
 * otherwise `RunLocked` names the holder (host, pid, job, since when, last heartbeat) and how to proceed.
 
 Under torchrun only rank 0 (the process that writes) holds it.
@@ -72,7 +72,8 @@ class RunLock:
                 why = self._stale(holder)
                 if why is None:
                     raise RunLocked(self._message(holder)) from None
-                self.path.unlink(missing_ok=True)  # taken over: the holder is gone
+                if self._holder() == holder:  # still the holder we judged (not a fresh lock of a rival)
+                    self.path.unlink(missing_ok=True)  # taken over: the holder is gone
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(self.me, f)
@@ -121,8 +122,9 @@ class RunLock:
             return "the lock file is empty or unreadable" if self._age() > self.heartbeat_s else None
         if holder.get("host") == self.me["host"] and not _pid_alive(int(holder.get("pid", -1))):
             return "its process is gone"
-        if holder.get("job") is not None and holder.get("job") == self.me["job"]:
-            return "it is an earlier attempt of this Slurm job (requeued)"
+        if (holder.get("job") is not None and holder.get("job") == self.me["job"]
+                and holder.get("host") != self.me["host"]):  # on this host a live pid means a second writer
+            return "it is an earlier attempt of this Slurm job (requeued onto another node)"
         if self._age() > self.stale_s:
             return f"its heartbeat stopped {self._age():.0f} s ago"
         return None

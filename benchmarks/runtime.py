@@ -53,6 +53,7 @@ def steps_per_epoch(num_examples: int, batch_size: int, world_size: int = 1, dro
 
 # Environment variables that say a job was given GPUs (Slurm's --gpus / --gres, or an explicit device list).
 GPU_REQUEST_VARS = ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS", "CUDA_VISIBLE_DEVICES")
+GPU_COUNT_VARS = ("SLURM_GPUS_ON_NODE", "SLURM_GPUS")  # counts; the others list device ids
 
 
 class CudaUnavailable(RuntimeError):
@@ -65,7 +66,8 @@ def gpu_requested(profile: str) -> Optional[str]:
         return "a paper recipe (profile=paper) trains on GPUs"
     for var in GPU_REQUEST_VARS:
         value = os.environ.get(var, "").strip()
-        if value and value not in ("-1", "0", "NoDevFiles"):
+        none = ("-1", "NoDevFiles") + (("0",) if var in GPU_COUNT_VARS else ())  # "0" is a device in a list
+        if value and value not in none:
             return f"the job was given GPUs ({var}={value})"
     return None
 

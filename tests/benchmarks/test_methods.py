@@ -174,3 +174,12 @@ def test_engine_trains_with_the_optimizer_a_method_wraps(tmp_path, monkeypatch):
     trainer.train_epoch()
     assert trainer.averager.steps == trainer.global_step == 8
     assert torch.is_tensor(next(iter(trainer.averager.average.state_dict().values())))
+
+
+def test_plain_dicts_and_unknown_fields_get_clear_errors():
+    from benchmarks.methods import check_method
+
+    with pytest.raises(ValueError, match=r"^method.warmup='cubic'"):
+        check_method({"name": "x", "averager": "ema", "warmup": "cubic"})
+    with pytest.raises(ValueError, match=r"^method.foo is not a setting of averager='ema'"):
+        check_method({"name": "x", "averager": "ema", "foo": 1})

@@ -99,3 +99,26 @@ def next_run_dir(root, proc):
             return found[0].parent
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it started training"
         time.sleep(0.01)
+
+
+class SignalAtStep(InterruptAtStep):
+    """Progress that sends this process SIGTERM once `at` steps are done (the engine's handler catches it)."""
+
+    def step(self, steps):
+        self.done += steps
+        if self.done == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("at, epoch, step_in_epoch", [(8, 1, 0), (5, 0, 5)])
+def test_a_signal_stops_after_a_checkpoint_at_an_epoch_end_or_inside_one(tmp_path, at, epoch, step_in_epoch):
+    cfg, straight = compose_run("smoke/classification", "sema", 0, str(tmp_path / "straight"), FAST)
+    engine.run(cfg, straight)
+    cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / "stopped"), FAST)
+    with pytest.raises(engine.Preempted, match=f"after step {at if epoch == 0 else 8} of epoch 1, checkpointed"):
+        engine.run(cfg, run_dir, progress=SignalAtStep(at))
+    state = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_FILE)
+    assert (state["epoch"], state["step_in_epoch"]) == (epoch, step_in_epoch)  # step 8 is epoch 1's last step
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone again
+    engine.run(cfg, run_dir)
+    same_run(straight, run_dir)

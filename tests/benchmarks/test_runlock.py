@@ -63,6 +63,9 @@ def test_a_requeued_slurm_job_takes_over_its_earlier_attempt(tmp_path, monkeypat
     write_lock(tmp_path, job="4242")  # fresh heartbeat, another node: only the job id says it is ours
     with RunLock(tmp_path):
         pass
+    with RunLock(tmp_path):  # but two live writers of one job on one node: the second is refused
+        with pytest.raises(RunLocked, match="Slurm job 4242"):
+            RunLock(tmp_path).acquire()
     write_lock(tmp_path, job="9999")
     with pytest.raises(RunLocked, match="Slurm job 9999"):
         RunLock(tmp_path).acquire()

@@ -107,3 +107,11 @@ def test_a_paper_recipe_on_a_cpu_machine_fails_at_once_with_the_reason(no_gpu_en
     with pytest.raises(CudaUnavailable, match="a paper recipe"):
         engine.run(cfg, run_dir)
     assert engine.read_result(run_dir)["status"] == "failed"  # recorded, not left "running"
+
+
+def test_device_zero_in_a_list_is_a_gpu_but_a_count_of_zero_is_none(no_gpu_env, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert "CUDA_VISIBLE_DEVICES=0" in gpu_requested("quick")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "0")
+    assert gpu_requested("quick") is None

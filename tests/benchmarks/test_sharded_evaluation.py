@@ -76,3 +76,26 @@ def test_distributed_evaluation_equals_one_process(tmp_path, task, world):
                 assert results[rank][key] == value, (task, key)
             else:
                 assert results[rank][key] == pytest.approx(value, rel=1e-5, abs=1e-9), (task, key)
+
+
+def _tiny_rank(rank: int, world: int, init_file: str, out):
+    from torch.utils.data import TensorDataset
+
+    from benchmarks.evaluation import ShardedEvaluation
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        spec = ShardedEvaluation(TensorDataset(torch.tensor([1.0, 2.0])), 1,
+                                 lambda model, b: {"sum": b[0].sum(), "n": torch.tensor(len(b[0]))},
+                                 lambda t: {"mean": t["sum"] / t["n"]})
+        out[rank] = evaluate_sharded(spec, None, torch.device("cpu"), rank, world)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_a_rank_with_an_empty_shard_adds_zeros_instead_of_hanging(tmp_path):
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_tiny_rank, args=(3, str(tmp_path / "init"), out), nprocs=3, join=True)  # 2 examples, 3 ranks
+        assert dict(out) == {0: {"mean": 1.5}, 1: {"mean": 1.5}, 2: {"mean": 1.5}}
