@@ -1,4 +1,5 @@
-"""Atomic epoch-end checkpoints that load without unpickling arbitrary objects.
+"""Atomic checkpoints (at epoch ends, and inside epochs with trainer.checkpoint_every_steps) that load without
+unpickling arbitrary objects.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only (optimizer, scheduler and `sema`
 state dicts are all of that kind), saved with `torch.save` to a temporary file and renamed over the old one, and

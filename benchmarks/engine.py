@@ -157,6 +157,7 @@ def _barrier(world: int) -> None:
 
 
 def _device(choice: str, local_rank: int, profile: str = "quick") -> torch.device:
+    """The Trainer's device (benchmarks.runtime.choose_device); tests point it at `meta` to check placement."""
     return choose_device(choice, local_rank, profile)
 
 
@@ -298,6 +299,7 @@ class Trainer:
         self.samples_seen = 0  # training examples processed (this process)
         self.step_in_epoch = 0  # optimizer steps done in the current epoch (> 0 only inside an epoch)
         self.epoch_loss_sum = torch.zeros((), dtype=torch.float64)  # the current epoch's loss sum so far
+        self.epoch_elapsed_s = 0.0  # wall time of the current epoch before a checkpoint inside it
         self.stop = StopRequest()  # run() replaces it with the one its SIGTERM/SIGUSR2 handlers set
         self._resume_rng: Optional[dict] = None  # the RNG states to restore once a resumed epoch reached its step
 
@@ -499,6 +501,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "step_in_epoch": self.step_in_epoch,  # > 0: a checkpoint inside an epoch
             "epoch_loss_sum": self.epoch_loss_sum.detach().cpu(),
+            "epoch_elapsed_s": self.epoch_elapsed_s,
             "logger_run_id": logger_run_id,
         }
 
@@ -516,6 +519,7 @@ class Trainer:
         ckpt.set_rng_state(rng, self.generator)
         self.step_in_epoch = int(state.get("step_in_epoch", 0))
         self.epoch_loss_sum = state.get("epoch_loss_sum", torch.zeros((), dtype=torch.float64))
+        self.epoch_elapsed_s = float(state.get("epoch_elapsed_s", 0.0))
         self._resume_rng = rng if self.step_in_epoch else None  # restored once the epoch reaches its step
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.history = list(state["history"])
@@ -680,13 +684,15 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
     progress.start(run_name, epochs, trainer.steps_per_epoch, trainer.epoch)
 
     def checkpoint_inside_epoch() -> None:  # every rank calls it (the RNG states are gathered)
+        trainer.epoch_elapsed_s = time.perf_counter() - start
         rng_ranks = trainer.rng_states() if trainer.world_size > 1 else None
         if trainer.rank == 0 and cfg.trainer.checkpoint:
             ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
         _barrier(trainer.world_size)
 
     while trainer.epoch < epochs:
-        start = time.perf_counter()
+        start = time.perf_counter() - trainer.epoch_elapsed_s  # a resumed epoch keeps the time it had run
+        trainer.epoch_elapsed_s = 0.0
         train_loss = trainer.train_epoch(on_steps=progress.step, checkpoint=checkpoint_inside_epoch)
         trainer.epoch += 1
         switched = bool(trainer.averager.epoch_end()) if trainer.averager is not None else False

@@ -71,8 +71,10 @@ def count_steps(cfg: Any) -> tuple[Optional[int], str]:
     from benchmarks.tasks import load_task
     from benchmarks.tasks.protocol import RunContext
 
-    if cfg.task.get("framework", "torchvision") != "torchvision":
-        return None, f"task.framework={cfg.task.framework} counts its own steps"
+    from benchmarks.frameworks import ENGINE, framework_of
+
+    if framework_of(cfg) != ENGINE:
+        return None, f"task.framework={framework_of(cfg)} counts its own steps"
     ctx = RunContext(device=torch.device("cpu"), seed=cfg.seed, out_dir=cache_dir() / "plan", cache_dir=cache_dir(),
                      profile=cfg.profile, epochs=cfg.trainer.epochs, batch_size=cfg.task.batch_size,
                      drop_last=cfg.trainer.drop_last, max_steps_per_epoch=cfg.trainer.max_steps_per_epoch)

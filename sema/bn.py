@@ -39,9 +39,10 @@ def update_bn(
 
     Args:
         batches: an iterable of batches (e.g. the training DataLoader).
-        model: the module to recalibrate, normally `avg.average`. Do not recalibrate the bound model inside
-            `avg.swapped()`: on exit the exchange carries the new statistics into the average for a model whose
-            tensors share the average's dtype, but drops them for a bf16 model with a float32 average.
+        model: the module to recalibrate, normally `avg.average`. Recalibrating the bound model inside
+            `avg.swapped()` works for a model whose tensors share the average's dtype (the exchange carries the new
+            statistics into the average on exit) but drops them for a bf16 model with a float32 average, unless
+            they are copied into the average afterwards, as `sema.SWA.prepare_for_eval` does.
         forward_fn: `forward_fn(model, batch)` runs the model on one batch; default: `model(batch)`, or
             `model(batch[0])` for a list/tuple batch, moved to `device` if given (as swa_utils does).
         max_batches: stop after this many batches (None: the whole iterable).

@@ -1,7 +1,7 @@
 """What the mmdet and mmseg runners share: the optimizer and lr schedule taken from `optim.*`, the per-epoch
 evaluation of both the online and the averaged weights, and the result.json record of the engine.
 
-The lr follows exactly the engine's per-step multiplier (`benchmarks.engine.lr_multiplier`: linear warm-up from 0,
+The lr follows exactly the engine's per-step multiplier (`benchmarks.optim.lr_multiplier`: linear warm-up from 0,
 then cosine / constant / multistep), set by `LrScheduleHook` before every iteration, so a method compares the same
 way under both frameworks. `EpochRecorder` runs after the sema hook's `epoch_end()` (lower priority), evaluates the
 model and, inside `averager.swapped()`, the average, fills the same history records as the engine and writes

@@ -1,4 +1,4 @@
-"""`task=detection task.framework=mmdet`: RetinaNet / FCOS / Mask R-CNN trained by mmdet 3.3's Runner + the sema hook.
+"""`recipe=<profile>/detection task.framework=mmdet`: RetinaNet / FCOS / Mask R-CNN trained by mmdet 3.3's Runner + the sema hook.
 
 Same data as the torchvision path (the procedural scenes from the cache, or COCO 2017 under task.data_root), same
 COCO evaluation (`benchmarks.metrics.coco_eval`, through `CocoResultsMetric` below, so numbers are not rounded to

@@ -1,4 +1,4 @@
-"""`task=segmentation task.framework=mmseg`: FCN / DeepLabV3 (ResNetV1c, output stride 8) trained by mmseg 1.2's
+"""`recipe=<profile>/segmentation task.framework=mmseg`: FCN / DeepLabV3 (ResNetV1c, output stride 8) trained by mmseg 1.2's
 Runner with the sema hook, on the segmentation task's data (procedural scenes' semantic maps, or ADE20K).
 
 Models (`task.model`): `fcn_<backbone>` or `deeplabv3_<backbone>` with backbone resnet18 | resnet50 | resnet101

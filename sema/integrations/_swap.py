@@ -39,17 +39,32 @@ def prepare_for_eval(averager: object, batches: Iterable[Any], forward: Callable
     """Call the method's `prepare_for_eval(batches, forward)` hook (`sema.protocol.PreparesForEval`, e.g. SWA's
     BatchNorm re-estimation) before an evaluation of the average; a no-op for a method without it.
 
-    The torch random state (CPU and the module's CUDA devices) is restored afterwards and `module` gets its
-    train/eval flag back, so training goes on as if nothing happened. Returns whether the hook ran."""
+    The batches come from a loader of their own (`fresh_loader`), the torch random state (CPU and the module's
+    CUDA devices) is restored afterwards and `module` gets its train/eval flag back, so training goes on as if
+    nothing happened. Returns whether the hook ran."""
     if not isinstance(averager, PreparesForEval) or batches is None:
         return False
     devices = sorted({p.device.index for p in module.parameters() if p.device.type == "cuda"})
     was_training = module.training
-    with torch.random.fork_rng(devices=devices):
-        module.train()
-        averager.prepare_for_eval(batches, forward)
-    module.train(was_training)
+    try:
+        with torch.random.fork_rng(devices=devices):
+            module.train()
+            averager.prepare_for_eval(fresh_loader(batches), forward)
+    finally:
+        module.train(was_training)
     return True
+
+
+def fresh_loader(loader: Any, seed: int = 0) -> Any:
+    """A loader of its own over the training loader's dataset (same batch size and collate function, shuffled
+    with a fixed seed, no workers), so that preparing the average never draws from, resets or advances the
+    iterator (or the batch sampler's state) the training loop is using. Anything else is used as it is."""
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(loader, torch.utils.data.DataLoader) or dataset is None:
+        return loader
+    batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 1
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=loader.collate_fn,
+                                       generator=torch.Generator().manual_seed(seed), num_workers=0)
 
 
 def batch_to(batch: Any, device: torch.device) -> Any:

@@ -1,0 +1,22 @@
+"""The adapters' preparation of the average draws its batches from a loader of its own."""
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from sema.integrations._swap import fresh_loader
+
+
+def test_fresh_loader_leaves_the_training_loader_alone():
+    data = TensorDataset(torch.arange(12.0))
+    train = DataLoader(data, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(3))
+    expected = [b[0].tolist() for b in DataLoader(data, batch_size=2, shuffle=True,
+                                                  generator=torch.Generator().manual_seed(3))]
+    batches = iter(train)
+    first = next(batches)[0].tolist()
+    own = fresh_loader(train)
+    assert own is not train and own.dataset is data and own.batch_size == 2
+    drawn = [b[0].tolist() for b in own]  # the preparation's pass
+    assert sorted(x for b in drawn for x in b) == list(range(12))
+    assert [first] + [b[0].tolist() for b in batches] == expected  # training's epoch goes on unchanged
+    assert [b[0].tolist() for b in fresh_loader(train)] == drawn  # a fixed seed: the same batches every time
+    assert fresh_loader([1, 2]) == [1, 2]  # not a DataLoader: used as it is
