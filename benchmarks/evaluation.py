@@ -10,7 +10,8 @@ so every example is evaluated exactly once (no padding, no duplicates, none drop
 * `batch_sums(model, batch)`: sums and counts over the batch (a dict of tensors of any shape, e.g. a confusion
   matrix); added over batches on the device (one host read at the end), then over ranks (all_reduce SUM).
   Counts are exact; sums of floats agree with one process to rounding (another summation order).
-* `batch_outputs(model, batch)`: per-example outputs (a dict of tensors, first dimension = examples), gathered
+* `batch_outputs(model, batch)`: per-example outputs (a dict of tensors, first dimension = examples, or of lists,
+  e.g. COCO result dicts), gathered
   from every rank in rank order, which is the dataset's order: the metric then sees exactly what one process
   would (AP, medians, per-group errors).
 
@@ -80,17 +81,22 @@ def evaluate_sharded(spec: ShardedEvaluation, model: nn.Module, device: torch.de
 
 def _gathered(spec: ShardedEvaluation, model: nn.Module, loader: DataLoader, device: torch.device,
               world_size: int) -> dict[str, torch.Tensor]:
-    parts: dict[str, list[torch.Tensor]] = {}
+    parts: dict[str, list] = {}
     for batch in loader:
         for key, value in spec.batch_outputs(model, to_device(batch, device)).items():
-            parts.setdefault(key, []).append(value.detach().cpu())
-    mine = {k: torch.cat(v) for k, v in parts.items()}
+            parts.setdefault(key, []).append(value.detach().cpu() if torch.is_tensor(value) else list(value))
+    mine = {k: _joined(v) for k, v in parts.items()}
     if world_size == 1:
         return mine
     everyone: list = [None] * world_size
     torch.distributed.all_gather_object(everyone, mine)  # rank order = dataset order
     keys = next(d for d in everyone if d).keys()
-    return {k: torch.cat([d[k] for d in everyone if d]) for k in keys}
+    return {k: _joined([d[k] for d in everyone if d]) for k in keys}
+
+
+def _joined(parts: list) -> Any:
+    """Tensors concatenated along the examples, lists (e.g. COCO result dicts) chained."""
+    return torch.cat(parts) if torch.is_tensor(parts[0]) else [item for part in parts for item in part]
 
 
 def _finish(spec: ShardedEvaluation, values: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -248,25 +248,33 @@ def to_coco_results(outputs: list[dict], image_ids: list[int], label_to_category
 
 
 def make_evaluate(eval_set, cfg: Config, device: torch.device):
-    """evaluate(model) -> COCO metrics on `eval_set` (the engine sets eval mode and no_grad)."""
-    from torch.utils.data import DataLoader
+    """evaluate(model) -> COCO metrics on `eval_set` in one process (see `sharded_evaluation`)."""
+    from benchmarks.evaluation import evaluate_sharded
 
+    spec = sharded_evaluation(eval_set, cfg)
+    return lambda model: evaluate_sharded(spec, model, device)
+
+
+def sharded_evaluation(eval_set, cfg: Config):
+    """COCO metrics of the detections gathered from every rank's shard, in the dataset's order (the same results
+    list one process makes, so the same AP)."""
     from benchmarks.data.coco import detection_collate
+    from benchmarks.evaluation import ShardedEvaluation
     from benchmarks.metrics.coco_eval import coco_evaluate
 
-    loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers,
-                        collate_fn=detection_collate)
+    def batch_outputs(model: nn.Module, batch) -> dict[str, list]:
+        images, targets = batch
+        outputs = model(list(images))
+        ids = [t["image_id"] for t in targets]
+        return {"results": to_coco_results(outputs, ids, eval_set.label_to_category_id)}
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        results = []
-        for images, targets in loader:
-            outputs = model([im.to(device) for im in images])
-            ids = [t["image_id"] for t in targets]
-            results.extend(to_coco_results(outputs, ids, eval_set.label_to_category_id))
-        return coco_evaluate(eval_set.coco, results, image_ids=eval_set.image_ids, backend=cfg.eval_backend,
+    def finish(out: dict[str, list]) -> dict[str, float]:
+        return coco_evaluate(eval_set.coco, out.get("results", []), image_ids=eval_set.image_ids,
+                             backend=cfg.eval_backend,
                              iou_types=("bbox", "segm") if parse_model(cfg.model)[0] == "maskrcnn" else ("bbox",))
 
-    return evaluate
+    return ShardedEvaluation(eval_set, cfg.eval_batch_size, None, finish, batch_outputs=batch_outputs,
+                             collate_fn=detection_collate, num_workers=cfg.num_workers)
 
 
 # ----------------------------------------------------------------------------------------------------- task
@@ -301,6 +309,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         train_set=train_set,
         train_loss=train_loss,
         evaluate=make_evaluate(eval_set, cfg, device),
+        sharded_evaluation=sharded_evaluation(eval_set, cfg),
         headline="bbox_ap",
         higher_is_better=True,
         dataset=cfg.dataset if cfg.dataset != "procedural_coco" else "procedural_coco (offline)",

@@ -1,6 +1,6 @@
 """Distributed evaluation (benchmarks/evaluation.py): ranks evaluate disjoint shards that cover the set once, and
 the reduced metrics equal one process's, with 2 and 3 gloo processes, for every task that shards its evaluation
-(counts exact, float sums to rounding). Tasks without it (detection, generation, ssl) evaluate on rank 0 alone."""
+(counts exact, float sums to rounding). Tasks without it (generation, ssl) evaluate on rank 0 alone."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_shards_cover_every_example_exactly_once(n, world):
     assert seen == list(range(n))
 
 
-SHARDED = ("classification", "regression", "segmentation", "video", "lm")
+SHARDED = ("classification", "regression", "segmentation", "video", "lm", "detection")
 
 
 def test_the_tasks_that_shard_their_evaluation():
@@ -56,12 +56,12 @@ def _rank(rank: int, world: int, init_file: str, tmp_path, task, out):
 
 
 EXACT = {"classification": ("top1", "top5"), "segmentation": ("miou", "pixel_acc", "macc"), "regression": (),
-         "video": (), "lm": ()}  # metrics made of counts: equal bit for bit
+         "video": (), "lm": (), "detection": ()}  # metrics made of counts: equal bit for bit
 
 
 @pytest.mark.ddp
 @pytest.mark.parametrize("task, world", [("classification", 2), ("classification", 3), ("segmentation", 2),
-                                         ("regression", 3), ("video", 2), ("lm", 2)])
+                                         ("regression", 3), ("video", 2), ("lm", 2), ("detection", 2)])
 def test_distributed_evaluation_equals_one_process(tmp_path, task, world):
     model, spec = _setup(tmp_path, task)
     single = evaluate_sharded(spec, model, torch.device("cpu"))
