@@ -59,7 +59,7 @@ from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
                                 write_json_atomic)
 from benchmarks.runlock import RunLock
-from benchmarks.runtime import cache_dir, choose_device, describe_runtime, to_device
+from benchmarks.runtime import choose_device, describe_runtime, to_device
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
 from sema.protocol import PreparesForEval, WrapsOptimizer
@@ -238,10 +238,7 @@ class Trainer:
 
         task_module = load_task(cfg.task.name)
         task_cfg = OmegaConf.to_object(cfg.task)
-        ctx = RunContext(device=self.device, seed=cfg.seed, out_dir=self.run_dir, cache_dir=cache_dir(),
-                         rank=rank, world_size=world_size, profile=cfg.profile, epochs=trainer.epochs,
-                         batch_size=cfg.task.batch_size, drop_last=trainer.drop_last,
-                         max_steps_per_epoch=trainer.max_steps_per_epoch)
+        ctx = RunContext.of_run(cfg, self.device, self.run_dir, rank, world_size)
         self.task: TaskSetup = task_module.setup(task_cfg, ctx)
         self.model = self.task.model.to(self.device)  # the engine owns placement: the model, then its average
         # Training randomness (augmentation, dropout) gets its own stream, distinct per rank.

@@ -75,9 +75,7 @@ def count_steps(cfg: Any) -> tuple[Optional[int], str]:
 
     if framework_of(cfg) != ENGINE:
         return None, f"task.framework={framework_of(cfg)} counts its own steps"
-    ctx = RunContext(device=torch.device("cpu"), seed=cfg.seed, out_dir=cache_dir() / "plan", cache_dir=cache_dir(),
-                     profile=cfg.profile, epochs=cfg.trainer.epochs, batch_size=cfg.task.batch_size,
-                     drop_last=cfg.trainer.drop_last, max_steps_per_epoch=cfg.trainer.max_steps_per_epoch)
+    ctx = RunContext.of_run(cfg, torch.device("cpu"), cache_dir() / "plan")
     try:
         setup = load_task(cfg.task.name).setup(OmegaConf.to_object(cfg.task), ctx)
     except Exception as err:  # no dataset here, a missing extra, ...: show the rest of the plan anyway

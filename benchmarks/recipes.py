@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.config import PROFILES  # noqa: F401  (smoke: tests; quick: CPU minutes, the main job; paper: GPUs)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RECIPE_DIR = CONFIG_DIR / "recipe"

@@ -17,7 +17,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 

@@ -56,6 +56,16 @@ class RunContext:
     drop_last: bool = True  # trainer.drop_last
     max_steps_per_epoch: Optional[int] = None  # trainer.max_steps_per_epoch: the cap on steps per epoch
 
+    @classmethod
+    def of_run(cls, cfg: Any, device: torch.device, out_dir: Path, rank: int = 0, world_size: int = 1) -> "RunContext":
+        """The context of the run `cfg` (a composed config): the one place its facts are read from the config."""
+        from benchmarks.runtime import cache_dir
+
+        t = cfg.trainer
+        return cls(device=device, seed=cfg.seed, out_dir=Path(out_dir), cache_dir=cache_dir(), rank=rank,
+                   world_size=world_size, profile=cfg.profile, epochs=t.epochs, batch_size=cfg.task.batch_size,
+                   drop_last=t.drop_last, max_steps_per_epoch=t.max_steps_per_epoch)
+
     def steps_per_epoch(self, num_examples: int) -> int:
         """Optimizer steps per epoch for a training set of `num_examples`, exactly as the engine will train."""
         from benchmarks.runtime import steps_per_epoch

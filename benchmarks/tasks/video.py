@@ -21,7 +21,6 @@ SSIM and PSNR use predictions clipped to [0, 1]; MSE and MAE use them as they ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,8 @@ import yaml
 
 from benchmarks.config import validate
 from benchmarks.methods import choices
-from benchmarks.recipes import CONFIG_DIR, PROFILES, RECIPE_DIR, RECIPES, compose_run
+from benchmarks.config import PROFILES
+from benchmarks.recipes import CONFIG_DIR, RECIPE_DIR, RECIPES, compose_run
 from benchmarks.tasks import TASKS
 
 

@@ -4,8 +4,6 @@ the reduced metrics equal one process's, with 2 and 3 gloo processes, for every 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist

@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch.optim.swa_utils import update_bn as torch_update_bn
 from torch.utils.data import DataLoader

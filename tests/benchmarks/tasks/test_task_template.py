@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks import engine
 from benchmarks.recipes import compose_run
-from benchmarks.runtime import cache_dir, to_device
+from benchmarks.runtime import to_device
 from benchmarks.tasks import TASKS, load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
 
@@ -44,9 +44,7 @@ PINNED = {
 
 
 def _setup(cfg, tmp_path) -> TaskSetup:
-    ctx = RunContext(device=torch.device("cpu"), seed=cfg.seed, out_dir=tmp_path, cache_dir=cache_dir(),
-                     profile=cfg.profile, epochs=cfg.trainer.epochs, batch_size=cfg.task.batch_size,
-                     drop_last=cfg.trainer.drop_last, max_steps_per_epoch=cfg.trainer.max_steps_per_epoch)
+    ctx = RunContext.of_run(cfg, torch.device("cpu"), tmp_path)
     torch.manual_seed(cfg.seed)
     return load_task(cfg.task.name).setup(OmegaConf.to_object(cfg.task), ctx)
 
