@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,52 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CheckpointWriter:
+    """`save(path, state)` = `save_checkpoint`, by default in a background thread (trainer.checkpoint_in_background):
+    the state is first copied to host memory (the step may go on changing the live tensors), one write runs at a
+    time, and `wait()` (before the next save, at the end of the run, on a stop) joins it and re-raises its error."""
+
+    def __init__(self, background: bool = True):
+        self.background = background
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        self.wait()
+        if not self.background:
+            save_checkpoint(path, state)
+            return
+        snapshot = host_copy(state)
+        self._thread = threading.Thread(target=self._write, args=(Path(path), snapshot), name="checkpoint-writer")
+        self._thread.start()
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(path, state)
+        except BaseException as err:  # handed to the training thread by wait()
+            self._error = err
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"writing the checkpoint failed: {err}") from err
+
+
+def host_copy(value: Any) -> Any:
+    """A deep copy of nested dicts, lists and tuples whose tensors are copied to the CPU (never shared)."""
+    if torch.is_tensor(value):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: host_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(host_copy(v) for v in value)
+    return value
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -81,7 +81,13 @@ class TrainerConfig:
     checkpoint: bool = True  # save checkpoint.pt at every epoch end (needed to resume)
     checkpoint_every_steps: Optional[int] = None  # also inside an epoch, every n steps (long COCO/LM epochs);
     #                                               a resume continues mid-epoch bit for bit on the CPU
-    compile: bool = False  # torch.compile the model (CUDA runs)
+    compile: bool = False  # torch.compile the model (CUDA runs; tested on the CPU)
+    channels_last: Optional[bool] = None  # models with 2-D convolutions in channels_last memory format (faster
+    #                                       convolutions on GPUs); null = on CUDA when not deterministic
+    data_on_device: Optional[bool] = None  # datasets that offer it (in-memory uint8 images) keep their pixels on
+    #                                        the device and augment whole batches there, no loader; null = on CUDA
+    checkpoint_in_background: bool = True  # checkpoints are copied to host memory, then written (atomically) by
+    #                                        a background thread while training goes on
     num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
     nan_check_every: int = 50  # check the loss for NaN/inf every n steps (and at every epoch end)
     drop_last: bool = True  # drop the last incomplete training batch (keeps steps/epoch and BN batches fixed)

@@ -19,7 +19,9 @@ Rerunning the same command in the same run directory:
 
 Notes for task authors: under torchrun, `train_loss` receives the DistributedDataParallel-wrapped model (call it,
 do not reach into its submodules for the forward pass), while `evaluate`/`final_evaluate` get the plain model and
-run on rank 0 only, except a task's `sharded_evaluation`, which every rank runs on its shard (benchmarks/evaluation.py). Batches are moved to the device by the engine (tensors nested in tuples, lists, dicts).
+run on rank 0 only, except a task's `sharded_evaluation`, which every rank runs on its shard (benchmarks/evaluation.py),
+and a `final_evaluate` the task marks `final_evaluate_on_every_rank` (it splits the work itself). Batches are
+moved to the device by the engine (tensors nested in tuples, lists, dicts).
 
 Per epoch: train, `averager.epoch_end()` (SEMA switches here), evaluate the online weights, evaluate the averaged
 weights inside `averager.swapped()` (skipped, reusing the online numbers, only when a switch just made the model
@@ -41,17 +43,18 @@ import signal
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from benchmarks import checkpoint as ckpt
 from benchmarks import frameworks
 from benchmarks.config import validate
+from benchmarks.data.device_batches import BatchesOnDevice, DeviceBatches
 from benchmarks.logger import RunLogger
 from benchmarks.evaluation import evaluate_sharded
 from benchmarks.methods import build_averager
@@ -68,7 +71,8 @@ log = logging.getLogger(__name__)
 # Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
 # or loader workers, where the data lives): they are also left out of the run directory's name.
 IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers",
-                      "trainer.dist_timeout_min", "trainer.checkpoint_every_steps")  # may change on a rerun
+                      "trainer.dist_timeout_min", "trainer.checkpoint_every_steps",
+                      "trainer.checkpoint_in_background")  # may change on a rerun
 # A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
 ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 
@@ -241,6 +245,10 @@ class Trainer:
         ctx = RunContext.of_run(cfg, self.device, self.run_dir, rank, world_size)
         self.task: TaskSetup = task_module.setup(task_cfg, ctx)
         self.model = self.task.model.to(self.device)  # the engine owns placement: the model, then its average
+        channels_last = (trainer.channels_last if trainer.channels_last is not None
+                         else self.device.type == "cuda" and not trainer.deterministic)
+        if channels_last and any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
+            self.model = self.model.to(memory_format=torch.channels_last)  # 4-D weights only; the rest unchanged
         # Training randomness (augmentation, dropout) gets its own stream, distinct per rank.
         seed_everything(cfg.seed + 1_000_003 * (rank + 1))
 
@@ -251,15 +259,7 @@ class Trainer:
 
             self.sampler = DistributedSampler(self.task.train_set, num_replicas=world_size, rank=rank, shuffle=True,
                                               seed=cfg.seed, drop_last=trainer.drop_last)
-        self.loader = DataLoader(
-            self.task.train_set, batch_size=cfg.task.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
-            generator=self.generator, num_workers=cfg.task.num_workers, collate_fn=self.task.collate_fn,
-            drop_last=trainer.drop_last, pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker,
-            # workers kept across epochs (not re-created for each): faster, but their random streams then run on
-            # from epoch to epoch, so a resumed run's augmentation differs unless trainer.deterministic keeps them
-            # per epoch (bit-exact resume)
-            persistent_workers=cfg.task.num_workers > 0 and not trainer.deterministic,
-        )
+        self.loader = self.build_loader(cfg)
         self.steps_per_epoch = ctx.steps_per_epoch(len(self.task.train_set))
         assert self.steps_per_epoch == min(len(self.loader), trainer.max_steps_per_epoch or len(self.loader))
         if self.steps_per_epoch == 0:
@@ -300,6 +300,33 @@ class Trainer:
         self.stop = StopRequest()  # run() replaces it with the one its SIGTERM/SIGUSR2 handlers set
         self._resume_rng: Optional[dict] = None  # the RNG states to restore once a resumed epoch reached its step
 
+    def build_loader(self, cfg: DictConfig) -> Iterable:
+        """The training batches: a DataLoader, or (trainer.data_on_device) batches the dataset makes on the device
+        for the index batches of the same sampler (the same examples in the same order)."""
+        trainer, train_set = cfg.trainer, self.task.train_set
+        on_device = trainer.data_on_device if trainer.data_on_device is not None else self.device.type == "cuda"
+        if on_device and not isinstance(train_set, BatchesOnDevice):
+            if trainer.data_on_device:
+                raise ValueError(f"trainer.data_on_device=true: the {cfg.task.name} task's training set "
+                                 f"({type(train_set).__name__}) cannot make batches on the device; set it to null")
+            on_device = False
+        self.augment_generator = None
+        if on_device:
+            self.augment_generator = torch.Generator(self.device)
+            sampler = self.sampler or RandomSampler(train_set, generator=self.generator)
+            return DeviceBatches(train_set.on_device(self.device),
+                                 BatchSampler(sampler, cfg.task.batch_size, trainer.drop_last), self.device,
+                                 self.augment_generator, self.generator)
+        return DataLoader(
+            train_set, batch_size=cfg.task.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+            generator=self.generator, num_workers=cfg.task.num_workers, collate_fn=self.task.collate_fn,
+            drop_last=trainer.drop_last, pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker,
+            # workers kept across epochs (not re-created for each): faster, but their random streams then run on
+            # from epoch to epoch, so a resumed run's augmentation differs unless trainer.deterministic keeps them
+            # per epoch (bit-exact resume)
+            persistent_workers=cfg.task.num_workers > 0 and not trainer.deterministic,
+        )
+
     # ---------------------------------------------------------------------------------------------- training
     def _autocast(self):
         if self.amp_dtype is None:
@@ -316,6 +343,8 @@ class Trainer:
         the RNG states of the checkpoint are restored before the next batch, so training goes on bit for bit."""
         trainer, epoch = self.cfg.trainer, self.epoch + 1
         self.generator.manual_seed(_epoch_seed(self.cfg.seed, epoch, self.rank))
+        if self.augment_generator is not None:  # batches made on the device: their draws, per epoch too
+            self.augment_generator.manual_seed(_epoch_seed(self.cfg.seed + 1, epoch, self.rank))
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.train_model.train()
@@ -422,6 +451,18 @@ class Trainer:
                     return evaluate_sharded(self.task.sharded_evaluation, self.model, self.device, self.rank,
                                             self.world_size)
                 return {k: float(v) for k, v in self.task.evaluate(self.model).items()}
+        finally:
+            self.model.train()
+
+    def final_metrics(self) -> dict[str, float]:
+        """task.final_evaluate on the weights being reported (the average when there is one)."""
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                if self.averager is None:
+                    return {k: float(v) for k, v in self.task.final_evaluate(self.model).items()}
+                with self.averager.swapped():
+                    return {k: float(v) for k, v in self.task.final_evaluate(self.model).items()}
         finally:
             self.model.train()
 
@@ -677,6 +718,15 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
 
 def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logger: Optional[RunLogger],
            progress: Progress, run_name: str) -> None:
+    writer = ckpt.CheckpointWriter(cfg.trainer.checkpoint_in_background)
+    try:
+        _train_epochs(trainer, cfg, run_dir, result, logger, progress, run_name, writer)
+    finally:  # a checkpoint in flight is on disk before the run ends, fails or stops for requeue
+        writer.wait()
+
+
+def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logger: Optional[RunLogger],
+                  progress: Progress, run_name: str, writer: ckpt.CheckpointWriter) -> None:
     epochs, task = cfg.trainer.epochs, trainer.task
     progress.start(run_name, epochs, trainer.steps_per_epoch, trainer.epoch)
 
@@ -684,7 +734,7 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
         trainer.epoch_elapsed_s = time.perf_counter() - start
         rng_ranks = trainer.rng_states() if trainer.world_size > 1 else None
         if trainer.rank == 0 and cfg.trainer.checkpoint:
-            ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
+            writer.save(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
         _barrier(trainer.world_size)
 
     while trainer.epoch < epochs:
@@ -712,14 +762,17 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
             write_json_atomic(run_dir / RESULT_FILE, result)
             logger.log_epoch(record)
             if cfg.trainer.checkpoint:
-                ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
+                writer.save(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
             progress.epoch(record)
         _barrier(trainer.world_size)
         if trainer.stop.signum is not None and trainer.epoch < epochs:  # stopped at an epoch's end: saved above
             raise Preempted(trainer.stopped_at(trainer.steps_per_epoch, trainer.epoch))
 
+    extra = None  # end-of-training metrics: rank 0, or every rank when the task splits them (no one waits)
+    if task.final_evaluate is not None and (trainer.rank == 0 or task.final_evaluate_on_every_rank):
+        extra = trainer.final_metrics()
     if trainer.rank == 0:
-        _finish(trainer, run_dir, result)
+        _finish(trainer, run_dir, result, extra)
         write_json_atomic(run_dir / RESULT_FILE, result)
         logger.finish(result)
     _barrier(trainer.world_size)
@@ -732,20 +785,11 @@ def _fill_summary(trainer: Trainer, result: dict) -> None:
               train_time_s=trainer.train_time_s, peak_memory_mb=peak_memory_mb(trainer.device))
 
 
-def _finish(trainer: Trainer, run_dir: Path, result: dict) -> None:
-    """End-of-training extras (task.final_evaluate on the reported weights), weights files, status."""
-    task = trainer.task
+def _finish(trainer: Trainer, run_dir: Path, result: dict, extra: Optional[dict[str, float]]) -> None:
+    """End-of-training extras (`extra`: task.final_evaluate's metrics), weights files, status."""
     _fill_summary(trainer, result)
-    if task.final_evaluate is not None:
-        trainer.model.eval()
-        with torch.no_grad():
-            if trainer.averager is not None:
-                with trainer.averager.swapped():
-                    extra = task.final_evaluate(trainer.model)
-            else:
-                extra = task.final_evaluate(trainer.model)
-        trainer.model.train()
-        result["final"] = {**(result["final"] or {}), **{k: float(v) for k, v in extra.items()}}
+    if extra is not None:
+        result["final"] = {**(result["final"] or {}), **extra}
     _save_weights(trainer.model, run_dir / "weights" / "online.safetensors")
     if trainer.averager is not None:
         _save_weights(trainer.averager.average, run_dir / "weights" / "average.safetensors")

@@ -5,7 +5,8 @@ where a step's time goes (data, forward + backward, optimizer, averager; FLOPs a
     python -m benchmarks.engine_overhead --method ema --steps 100 --reps 9 trainer.device=cuda
 
 On CUDA both loops move batches to the device and use the same autocast (trainer.amp); timings are synchronised.
-Both loops train the same model (same initial weights), on the same data (same loader settings), with the same
+Both loops train the same model (same initial weights), on the same data path (a second loader built like the
+engine's: a DataLoader, or with trainer.data_on_device batches made on the device), with the same
 optimizer, learning-rate schedule and `sema` averager; the hand-written loop is the textbook
 `loss = loss_fn(model, batch); zero_grad; backward; step; scheduler.step; averager.update`. Repetitions alternate
 the two (engine, hand, engine, hand, ...) so that machine noise hits both alike; the medians are compared.
@@ -22,7 +23,6 @@ import time
 from typing import Sequence
 
 import torch
-from torch.utils.data import DataLoader
 
 from benchmarks.runtime import to_device
 
@@ -75,9 +75,7 @@ def measure(method: str, steps: int, reps: int, overrides: Sequence[str] = (), p
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_multiplier(cfg.optim, trainer.steps_per_epoch, trainer.total_steps))
     averager, _ = build_averager(cfg.method, model, trainer.steps_per_epoch)
-    loader = DataLoader(task.train_set, batch_size=cfg.task.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.task.num_workers, collate_fn=task.collate_fn,
-                        pin_memory=device.type == "cuda")
+    loader = trainer.build_loader(cfg)  # the same data path as the engine's (a DataLoader, or batches on the device)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -101,7 +99,7 @@ def measure(method: str, steps: int, reps: int, overrides: Sequence[str] = (), p
     e, h = statistics.median(engine_s), statistics.median(hand_s)
     return {"engine_ms_per_step": 1e3 * e / steps, "hand_ms_per_step": 1e3 * h / steps, "overhead": e / h - 1,
             "engine_samples_per_s": steps * cfg.task.batch_size / e, "device": str(device),
-            "precision": trainer.precision}
+            "precision": trainer.precision, "data": type(trainer.loader).__name__}
 
 
 def step_breakdown(trainer, steps: int) -> dict[str, float]:
@@ -161,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     r = measure(args.method, args.steps, args.reps, args.overrides, args.profile)
     b = breakdown(args.method, args.steps, args.overrides, args.profile)
-    print(f"device, precision    : {r['device']}, {r['precision']}")
+    print(f"device, precision    : {r['device']}, {r['precision']}, data: {r['data']}")
     print(f"engine training step : {r['engine_ms_per_step']:8.3f} ms  ({r['engine_samples_per_s']:.0f} samples/s)")
     print(f"hand-written loop    : {r['hand_ms_per_step']:8.3f} ms")
     print(f"engine overhead      : {100 * r['overhead']:+7.2f} %   (target: <= +5 %; median of {args.reps} "

@@ -16,6 +16,10 @@ so every example is evaluated exactly once (no padding, no duplicates, none drop
   would (AP, medians, per-group errors).
 
 `finish(totals)` turns the float64 totals (or the concatenated outputs) into metrics, on every rank.
+
+Heavy end-of-run work that is not a pass over a dataset (sampling images for FID) is split the same way with
+`gather_chunks(compute, n_chunks, rank, world_size)`: chunk k is computed by one rank only, from k alone (its own
+seed), and every rank receives all chunks in order, so the result does not depend on the world size.
 """
 
 from __future__ import annotations
@@ -77,6 +81,18 @@ def evaluate_sharded(spec: ShardedEvaluation, model: nn.Module, device: torch.de
             size = shape.numel()
             totals[key], offset = packed[offset:offset + size].view(shape), offset + size
     return _finish(spec, {k: v.cpu() for k, v in totals.items()})
+
+
+def gather_chunks(compute: Callable[[int], torch.Tensor], n_chunks: int, rank: int = 0,
+                  world_size: int = 1) -> torch.Tensor:
+    """torch.cat([compute(0), ..., compute(n_chunks - 1)]) (on the CPU) on every rank; rank r computes only the
+    chunks in shard(n_chunks, r, world_size). `compute(k)` must depend on k alone (e.g. seed its noise with k)."""
+    mine = [compute(k).detach().cpu() for k in shard(n_chunks, rank, world_size)]
+    if world_size > 1:
+        everyone: list = [None] * world_size
+        torch.distributed.all_gather_object(everyone, mine)  # rank order = chunk order
+        mine = [chunk for part in everyone for chunk in part]
+    return torch.cat(mine)
 
 
 def _gathered(spec: ShardedEvaluation, model: nn.Module, loader: DataLoader, device: torch.device,

@@ -96,6 +96,10 @@ MODELS=()
 [ -n "${GPU_CHECK_MODELS:-}" ] && MODELS=(--models $GPU_CHECK_MODELS)  # e.g. "tiny_mlp resnet18" for a CPU try
 check sema_overhead "$PY" -m benchmarks.overhead --device "$DEVICE" --reps 20 "${MODELS[@]}" --out "$OUT/overhead"
 check engine_overhead "$PY" -m benchmarks.engine_overhead --method sema --steps 40 --reps 5 "trainer.device=$DEVICE"
+# The issue's target shape: a CIFAR-sized ResNet-18 at batch 100 (Fashion-MNIST stands in for CIFAR: 32x32x3),
+# speed settings on (not deterministic: cudnn.benchmark, TF32, channels_last, batches made on the device).
+check engine_resnet18 "$PY" -m benchmarks.engine_overhead --method sema --steps 40 --reps 5 "trainer.device=$DEVICE" \
+  task.model=resnet18 task.batch_size=100 trainer.deterministic=false
 # The suite's comparison table and every run's device record, kept with the summary.
 cp "$RUNS/suite/smoke/report/report.md" "$OUT/smoke_report.md" 2>/dev/null
 "$PY" - "$RUNS/suite" >> "$SUMMARY" <<'EOF'

@@ -14,6 +14,7 @@ Metrics: top1 and top5 accuracy (percent) and the cross-entropy loss on the test
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from benchmarks.data.device_batches import PADDINGS, pad_images, random_crop_flip
 from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
@@ -47,6 +49,8 @@ class Config(TaskConfig):
     model: str = "small_cnn"  # small_cnn | tiny_cnn | any timm model name (random init, no download)
     image_size: Optional[int] = None  # resize inputs to this size (e.g. 224 for DeiT on CIFAR); null = native
     augment: bool = True  # random crop (pad size/8) + horizontal flip; RandomResizedCrop + flip for imagenet
+    crop_padding: str = "constant"  # padding before the random crop: constant (zeros, torchvision's default) |
+    #                                 reflect (the official CIFAR CNN configs)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 in the paper's AdamW recipes)
     drop_path: float = 0.0  # stochastic depth of timm models (0.1 DeiT-S, 0.3 ConvNeXt-T in the paper)
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for ResNet/ConvNeXt; null = when image size <= 64
@@ -54,33 +58,49 @@ class Config(TaskConfig):
 
 # ----------------------------------------------------------------------------------------------------- data
 class ArrayImages(Dataset):
-    """uint8 images [N, H, W, C] in memory -> (normalised float [C, H, W], label), with optional augmentation.
+    """uint8 images [N, H, W, C] in memory -> (normalised float [C, H, W], label), with optional augmentation
+    (random crop after padding by size/8, zeros or a reflection, and a horizontal flip).
 
-    Augmentation draws from torch's global RNG (the engine seeds it and saves it in checkpoints; DataLoader
-    workers get seeds derived from the loader's generator), so runs and resumes are reproducible.
+    Per example (`__getitem__`, the DataLoader path) augmentation draws from torch's global RNG (the engine seeds
+    it and saves it in checkpoints; DataLoader workers get seeds derived from the loader's generator), so runs and
+    resumes are reproducible. With trainer.data_on_device the engine moves the pixels to the device once
+    (`on_device`) and asks for whole augmented batches (`batch`; benchmarks/data/device_batches.py).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, augment: bool, flip: bool):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, augment: bool, flip: bool,
+                 padding: str = "constant"):
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.mean = torch.tensor(mean).view(-1, 1, 1) * 255.0
         self.std = torch.tensor(std).view(-1, 1, 1) * 255.0
-        self.augment, self.flip = augment, flip
+        self.augment, self.flip, self.padding = augment, flip, padding
         self.pad = max(1, self.images.shape[-1] // 8)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = self.images[i]
+        x = self.images[i].float()
         if self.augment:
             h, w = x.shape[-2:]
-            x = F.pad(x, (self.pad,) * 4)
+            x = pad_images(x, self.pad, self.padding)
             top, left = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
             x = x[:, top : top + h, left : left + w]
             if self.flip and torch.rand(()) < 0.5:
                 x = x.flip(-1)
-        return (x.float() - self.mean) / self.std, self.labels[i]
+        return (x - self.mean) / self.std, self.labels[i]
+
+    def on_device(self, device: torch.device) -> "ArrayImages":
+        moved = copy.copy(self)
+        for name in ("images", "labels", "mean", "std"):
+            setattr(moved, name, getattr(self, name).to(device))
+        return moved
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator):
+        x = self.images[indices].float()
+        if self.augment:
+            x = random_crop_flip(x, self.pad, self.padding, self.flip, generator)
+        return (x - self.mean) / self.std, self.labels[indices]
 
 
 def _subset(n: int, cap: Optional[int]) -> Optional[np.ndarray]:
@@ -104,6 +124,8 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     """(train set, eval set), each already cut to max_train_samples / max_eval_samples (fixed subsets)."""
     if cfg.dataset not in DATASETS:
         raise ValueError(f"task.dataset={cfg.dataset!r} is not allowed; choose one of: {', '.join(DATASETS)}")
+    if cfg.crop_padding not in PADDINGS:
+        raise ValueError(f"task.crop_padding={cfg.crop_padding!r} is not allowed; choose one of: {', '.join(PADDINGS)}")
     _, _, mean, std, flip = DATASETS[cfg.dataset]
     if cfg.dataset == "imagenet":
         out = []
@@ -117,7 +139,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         keep = _subset(len(y), cap)
         if keep is not None:
             x, y = x[keep], y[keep]
-        out.append(ArrayImages(x, y, mean, std, augment=augment, flip=flip))
+        out.append(ArrayImages(x, y, mean, std, augment=augment, flip=flip, padding=cfg.crop_padding))
     return out[0], out[1]
 
 

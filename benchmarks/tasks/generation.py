@@ -6,8 +6,9 @@ Datasets: `fashion_mnist` (embedded default; Debian's files, padded to 32x32, on
 Metrics:
 * every epoch, `denoise_loss` (the headline, lower is better): DDPM's eps-prediction MSE on fixed held-out
   test images with fixed timesteps and noise, so epochs and methods are compared on exactly the same terms;
-* at the end (`final_evaluate`, on the reported weights): `fid_samples` images sampled from noise drawn with
-  the fixed `sample_seed` (every method and seed starts from the same noise), compared with the test set:
+* at the end (`final_evaluate`, on the reported weights): `fid_samples` images sampled in chunks of
+  `eval_batch_size`, chunk k from noise seeded by (`sample_seed`, k) (every method, seed and world size starts
+  from the same noise; under torchrun each rank samples its share of the chunks), compared with the test set:
   `fid` with the standard Inception network when its weights are configured (see benchmarks/metrics/fid.py),
   otherwise `proxy_fid`, a Frechet distance on a small project-trained classifier's features (labelled as
   such, not comparable with published FIDs). An 8x8 grid of the first samples is saved as `samples.png` in the
@@ -22,8 +23,9 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded, gather_chunks
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 DATASETS = ("fashion_mnist", "cifar10", "celeba")
@@ -174,27 +176,27 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     def train_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return diffusion.loss(model, batch)
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        total = 0.0
-        for i in range(0, n_val, cfg.eval_batch_size):
-            sl = slice(i, i + cfg.eval_batch_size)
-            x0, t, noise = (v[sl].to(ctx.device) for v in (val_x0, val_t, val_noise))
-            total += float(diffusion.loss(model, x0, t, noise)) * len(x0)
-        return {"denoise_loss": total / n_val}
+    def batch_sums(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        x0, t, noise = batch
+        return {"loss": diffusion.loss(model, x0, t, noise).double() * len(x0),
+                "n": torch.tensor(len(x0), device=x0.device)}
+
+    sharded = ShardedEvaluation(TensorDataset(val_x0, val_t, val_noise), cfg.eval_batch_size, batch_sums,
+                                lambda t: {"denoise_loss": t["loss"] / t["n"]})
+    shape = (channels, cfg.image_size, cfg.image_size)
+    n_chunks = -(-cfg.fid_samples // cfg.eval_batch_size)
+
+    def sample_chunk(model: nn.Module, k: int) -> torch.Tensor:
+        # Chunk k's noise comes from its own seed: the same samples whatever the world size.
+        n = min(cfg.eval_batch_size, cfg.fid_samples - k * cfg.eval_batch_size)
+        generator = torch.Generator().manual_seed(cfg.sample_seed * 1_000_003 + k)
+        return diffusion.sample(model, (n, *shape), generator, cfg.sample_steps, cfg.sample_eta, ctx.device).float()
 
     def final_evaluate(model: nn.Module) -> dict[str, float]:
-        generator = torch.Generator().manual_seed(cfg.sample_seed)
-        shape = (channels, cfg.image_size, cfg.image_size)
-        samples = []
-        for i in range(0, cfg.fid_samples, cfg.eval_batch_size):
-            n = min(cfg.eval_batch_size, cfg.fid_samples - i)
-            samples.append(
-                diffusion.sample(model, (n, *shape), generator, cfg.sample_steps, cfg.sample_eta, ctx.device)
-                .float()
-                .cpu()
-            )
-        fake = torch.cat(samples)
-        save_grid(fake[: cfg.grid_size**2], ctx.out_dir / "samples.png", cfg.grid_size)
+        # Every rank samples its share of the chunks; all receive every sample and compute the same FID.
+        fake = gather_chunks(lambda k: sample_chunk(model, k), n_chunks, ctx.rank, ctx.world_size)
+        if ctx.rank == 0:
+            save_grid(fake[: cfg.grid_size**2], ctx.out_dir / "samples.png", cfg.grid_size)
         real = test_images[:n_real]
         if inception is not None:
             return {"fid": fid.inception_fid(real, fake, inception)}
@@ -224,8 +226,10 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         model=model,
         train_set=train_set,
         train_loss=train_loss,
-        evaluate=evaluate,
+        evaluate=lambda model: evaluate_sharded(sharded, model, ctx.device),
+        sharded_evaluation=sharded,
         final_evaluate=final_evaluate,
+        final_evaluate_on_every_rank=True,
         headline="denoise_loss",
         higher_is_better=False,
         dataset=dataset_name,

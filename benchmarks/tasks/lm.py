@@ -136,13 +136,15 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
 
     n_params = sum(p.numel() for p in model.parameters())
     val_eval = sharded_evaluation(val_set, vocab, cfg.eval_batch_size)
+    test_eval = sharded_evaluation(test_set, vocab, cfg.eval_batch_size, prefix="test_")
     return TaskSetup(
         model=model,
         train_set=train_set,
         train_loss=lm_loss,
         evaluate=lambda model: evaluate_sharded(val_eval, model, ctx.device),
         sharded_evaluation=val_eval,
-        final_evaluate=make_evaluator(test_set, vocab, cfg.eval_batch_size, ctx.device, prefix="test_"),
+        final_evaluate=lambda model: evaluate_sharded(test_eval, model, ctx.device, ctx.rank, ctx.world_size),
+        final_evaluate_on_every_rank=True,
         headline="ppl",
         higher_is_better=False,
         dataset=f"{dataset_name} ({cfg.tokenizer}-level)",

@@ -102,6 +102,9 @@ class TaskSetup:
     on_switch: Optional[Callable[[], None]] = None  # called right after the WA method wrote into the model
     final_evaluate: Optional[EvalFn] = None  # heavier end-of-training metrics (linear probe, FID) on the
     #                                         weights being reported; merged into result["final"]
+    final_evaluate_on_every_rank: bool = False  # True: under torchrun every rank calls final_evaluate, which splits
+    #                                          its work by ctx.rank / ctx.world_size (benchmarks.evaluation) and
+    #                                          returns the whole metrics; False: rank 0 alone (the others wait)
     analysis_batches: Optional[Callable[[], Iterable[Batch]]] = None  # a fixed, seeded list of batches for
     #                                                   sema-analyze (loss landscapes, sharpness); None = first
     #                                                   batches of an unshuffled training loader

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 # name -> (number of classes, image side the loader delivers, mean, std)
@@ -100,6 +101,20 @@ class Labelled(Dataset):
 
     def __getitem__(self, i: int):
         return self.images[i], self.labels[i]
+
+
+class Tagged(Dataset):
+    """Items (image, label) of a labelled set -> (image, label, tag): tells two concatenated sets apart."""
+
+    def __init__(self, dataset: Dataset, tag: int):
+        self.dataset, self.tag = dataset, tag
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, self.tag
 
 
 class DropLabels(Dataset):
@@ -274,25 +289,28 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
             x = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False, antialias=True)
         return (x - mean_t) / std_t
 
-    def features(backbone: nn.Module, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
-        feats, labels = [], []
-        for x, y in loader:
-            feats.append(backbone(prepare(x.to(ctx.device))).float())
-            labels.append(y.to(ctx.device))
-        return torch.cat(feats), torch.cat(labels)
+    # Evaluation: frozen features of the probe-train images (the bank) and the test images (the queries), one
+    # pass over both, sharded under torchrun; every rank then fits the same probes on the gathered features.
+    probe_and_test = ConcatDataset([Tagged(probe_train, 0), Tagged(test, 1)])
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        backbone = model.online.backbone
-        bank, bank_labels = features(backbone, probe_train)
-        queries, labels = features(backbone, test)
+    def batch_outputs(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        x, y, is_test = batch
+        return {"features": model.online.backbone(prepare(x)).float(), "labels": y, "is_test": is_test}
+
+    def finish(out: dict[str, torch.Tensor]) -> dict[str, float]:
+        feats, labels = out["features"].to(ctx.device), out["labels"].to(ctx.device)
+        queries = out["is_test"].to(ctx.device).bool()
+        bank, bank_labels, labels = feats[~queries], labels[~queries], labels[queries]
         with torch.autocast(ctx.device.type, enabled=False):
-            knn = knn_predict(bank, bank_labels, queries, num_classes, cfg.knn_k, cfg.knn_temperature)
-            linear = linear_probe(bank, bank_labels, queries, num_classes, cfg.probe_max_iter, cfg.probe_l2)
+            knn = knn_predict(bank, bank_labels, feats[queries], num_classes, cfg.knn_k, cfg.knn_temperature)
+            linear = linear_probe(bank, bank_labels, feats[queries], num_classes, cfg.probe_max_iter, cfg.probe_l2)
         return {
             "knn_top1": 100.0 * (knn == labels).float().mean().item(),
             "linear_top1": 100.0 * (linear == labels).float().mean().item(),
         }
+
+    sharded = ShardedEvaluation(probe_and_test, cfg.eval_batch_size, None, finish, batch_outputs=batch_outputs,
+                                num_workers=cfg.num_workers)
 
     after_step = on_switch = None
     if model.teacher is not None:
@@ -323,7 +341,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         model=model,
         train_set=pretrain,
         train_loss=train_loss,
-        evaluate=evaluate,
+        evaluate=lambda model: evaluate_sharded(sharded, model, ctx.device),
+        sharded_evaluation=sharded,
         headline="linear_top1",
         higher_is_better=True,
         dataset=cfg.dataset,

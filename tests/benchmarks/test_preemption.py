@@ -52,10 +52,12 @@ class InterruptAtStep:
         pass
 
 
-def test_a_run_interrupted_inside_an_epoch_resumes_from_its_step_bit_for_bit(tmp_path):
-    cfg, straight = compose_run("smoke/classification", "sema", 0, str(tmp_path / "straight"), FAST)
+@pytest.mark.parametrize("extra", [[], ["trainer.data_on_device=true", "task.augment=true"]],
+                         ids=["loader", "batches-on-device"])
+def test_a_run_interrupted_inside_an_epoch_resumes_from_its_step_bit_for_bit(tmp_path, extra):
+    cfg, straight = compose_run("smoke/classification", "sema", 0, str(tmp_path / "straight"), FAST + extra)
     engine.run(cfg, straight)
-    cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / "cut"), FAST)
+    cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / "cut"), FAST + extra)
     with pytest.raises(KeyboardInterrupt):
         engine.run(cfg, run_dir, progress=InterruptAtStep(13))  # epoch 2, after its checkpoint at step 3
     state = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_FILE)
