@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from sema import sharding
+
 # The largest number of elements staged through scratch at once. On accelerators, 2**24 (64 MiB in float32): each
 # foreach launch then moves tens of MB, so launch cost is negligible, and the scratch stays small next to the model.
 # On the CPU, 2**18 (1 MiB): the cast chunk is still in cache when lerp reads it, which measured 1.7x faster than
@@ -112,6 +114,9 @@ def make_average(
     itself (one float32 copy), never a model-dtype copy first. Parameters do not require grad; eval mode."""
     module = unwrap(module)
     dtype = resolve_dtype(average_dtype)
+    if sharding.check_uniform(module):  # FSDP2: shard-local average, a skeleton module (sema/sharding.py)
+        return sharding.skeleton_average(module, lambda t: average_dtype_for(t, dtype),
+                                         None if device is None else torch.device(device))
     memo: dict[int, object] = {}
     with torch.no_grad():
         for p in module.parameters():
@@ -139,6 +144,8 @@ class TensorGroup:
     average_device: torch.device
     average_dtype: torch.dtype
     chunks: list[slice] = field(default_factory=list)  # staged groups: index ranges of <= CHUNK_NUMEL elements
+    sharded_like: list = field(default_factory=list)  # sharded models: the average's DTensors, aligned with
+    #                                                    `average` (which then holds their local shards)
 
     @property
     def staged(self) -> bool:
@@ -205,6 +212,8 @@ class TensorPlan:
             raise ValueError(
                 f"model={type(self.module).__name__} has no parameters; a weight average needs at least one"
             )
+        self.sharded = sharding.check_uniform(self.module)  # FSDP2: the plan works on the local shards
+        self._fsdp = _fsdp_modules(self.module)
         self._build()
 
     # ------------------------------------------------------------------ building
@@ -234,9 +243,12 @@ class TensorPlan:
 
     def _build(self) -> None:
         entries = self._entries()
-        if self.follow_device:
+        self._check_sharding(entries)
+        if self.follow_device and not self.sharded:
             self._move_average(entries)
             entries = self._entries()
+        likes = {n: a for _, n, _, a in entries} if self.sharded else {}
+        entries = [(k, n, sharding.local(m), sharding.local(a)) for k, n, m, a in entries]  # shards from here on
         reshaped = [n for _, n, m, a in entries if m.shape != a.shape]
         if reshaped:
             raise ValueError(
@@ -252,15 +264,53 @@ class TensorPlan:
             g.names.append(name)
             g.model.append(m)
             g.average.append(a)
+            g.sharded_like.append(likes.get(name))
         self.groups = list(groups.values())
         for g in self.groups:
             g.chunks = _chunk(g.model, self._limit(g.average_device)) if g.staged else [slice(0, len(g.model))]
         self.names = [n for g in self.groups for n in g.names]
         self._sentinels = [(g.model[0], g.model_device, g.model_dtype) for g in self.groups]
+        # One registered tensor per group, by its owner: catches the model's tensors being replaced (fully_shard
+        # after binding, or FSDP2 re-padding a shard) at the next update, not only at the next check().
+        owners = self._owners()
+        self._registered = [owners[g.names[0]] + (self._registered_tensor(*owners[g.names[0]]),) for g in self.groups]
         self._identity = self._fingerprint()
         self._scratch: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._views: dict[tuple, list[Tensor]] = {}
         self.version += 1
+
+    def _owners(self) -> dict[str, tuple[dict, str]]:
+        """canonical name -> (the owner module's _parameters or _buffers dict, leaf name)."""
+        out: dict[str, tuple[dict, str]] = {}
+        for prefix, owner in self.module.named_modules(remove_duplicate=False):
+            for table in (owner._parameters, owner._buffers):
+                for leaf, t in table.items():
+                    if t is not None:
+                        out.setdefault(f"{prefix}.{leaf}" if prefix else leaf, (table, leaf))
+        return out
+
+    @staticmethod
+    def _registered_tensor(table: dict, leaf: str) -> Tensor:
+        """What the plan reads for this registered tensor: its local shard when sharded."""
+        return sharding.local(table[leaf])
+
+    def _check_sharding(self, entries: list[tuple[str, str, Tensor, Tensor]]) -> None:
+        """Model and average must be sharded alike, tensor by tensor (ValueError naming what differs)."""
+        now = sharding.check_uniform(self.module)
+        if not now and not self.sharded and not any(sharding.is_sharded(a) for _, _, _, a in entries):
+            return
+        if now != self.sharded or any(sharding.is_sharded(m) != sharding.is_sharded(a) for _, _, m, a in entries):
+            raise ValueError(
+                "the model's sharding changed since the average was bound (e.g. fully_shard applied after binding): "
+                "bind the averager after the model is sharded (FSDP2: after fully_shard on every module and the root)"
+            )
+        changed = [n for _, n, m, a in entries if sharding.spec(m) != sharding.spec(a)]
+        if changed:
+            raise ValueError(
+                f"the model's sharding (mesh or placements) changed since the average was bound for {changed[:8]}; "
+                "bind a new averager to the re-sharded model (to move a checkpoint between world sizes, load its "
+                "state_dict through torch.distributed.checkpoint)"
+            )
 
     def _limit(self, device: torch.device) -> int:
         if self.chunk_numel is not None:
@@ -286,6 +336,7 @@ class TensorPlan:
     def _fingerprint(self) -> tuple:
         return (
             tuple(id(p) for p in self.module.parameters()),
+            tuple(id(sharding.local(p)) for p in self.module.parameters()) if self.sharded else (),
             tuple(id(b) for b in self.module.buffers()) if self.buffers != "ignore" else (),
             tuple(id(t) for t in self.average.parameters()),
             tuple(id(t) for t in self.average.buffers()) if self.buffers != "ignore" else (),
@@ -352,6 +403,11 @@ class TensorPlan:
             if t.dtype is not dtype or t.device != device:
                 self.check()
                 break
+        else:  # and tensors replaced in the module (fully_shard after binding; FSDP2 re-padding a shard)
+            for table, leaf, t in self._registered:
+                if (table[leaf]._local_tensor if self.sharded else table[leaf]) is not t:
+                    self.check()
+                    break
         # torch.no_grad() costs ~2 us per entry on CPU, as much as a small model's whole update: toggle directly.
         grad_was_enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)
@@ -383,7 +439,7 @@ class TensorPlan:
         if self.is_swapped:
             raise RuntimeError("cannot write the average into the model inside swapped()")
         self.check()
-        with torch.no_grad():
+        with _resharded(self._fsdp), torch.no_grad():
             for gi, g in enumerate(self.groups):
                 src = g.average if source is None else source[gi]
                 if blend == 1.0 or g.kind == "copy":
@@ -423,12 +479,14 @@ class TensorPlan:
         if self.is_swapped:
             raise RuntimeError("swapped() is already active; it cannot be nested")
         self.check()
-        backups = self._swap_in()
+        with _resharded(self._fsdp):  # FSDP2 gathers the swapped-in shards at the next forward, not stale copies
+            backups = self._swap_in()
         self.is_swapped = True
         try:
             yield self.model
         finally:
-            self._swap_out(backups)
+            with _resharded(self._fsdp):
+                self._swap_out(backups)
             self.is_swapped = False
 
     def _swap_in(self) -> dict[int, list[Tensor]]:
@@ -492,7 +550,7 @@ class TensorPlan:
             raise ValueError(f"cannot copy the average into {type(target).__name__}: {problems}")
         with torch.no_grad():
             for name, t in theirs.items():
-                t.copy_(mine[name])
+                sharding.assign(t, mine[name])
 
     def average_state(self) -> dict[str, Tensor]:
         """The averaged tensors by canonical name (references, like Module.state_dict)."""
@@ -512,12 +570,32 @@ class TensorPlan:
             raise ValueError(f"the saved average does not match the bound model: {problems}")
         with torch.no_grad():
             for k, t in mine.items():
-                t.copy_(state[k])
+                sharding.assign(t, state[k])  # a sharded average takes saved shards or full tensors
 
     # ------------------------------------------------------------------ sizes
     def average_bytes(self) -> int:
         """Bytes held by the averaged tensors (the memory cost of the average)."""
         return sum(a.numel() * a.element_size() for g in self.groups for a in g.average)
+
+
+def _fsdp_modules(module: nn.Module) -> list[nn.Module]:
+    """The FSDP2 modules inside `module` (empty for any other model)."""
+    if not torch.distributed.is_available():
+        return []
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+
+@contextmanager
+def _resharded(fsdp_modules: list[nn.Module]) -> Iterator[None]:
+    """Around a write into a sharded model's shards: FSDP2 modules drop any gathered (unsharded) copy before and
+    after, so the next forward gathers what was written."""
+    for m in fsdp_modules:
+        m.reshard()
+    yield
+    for m in fsdp_modules:
+        m.reshard()
 
 
 def _mismatches(

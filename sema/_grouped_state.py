@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sema import sharding
 from sema._binding import TensorPlan, canonical_name
 
 
@@ -53,18 +54,24 @@ class GroupedState:
         """{canonical name: tensor} (references)."""
         return {n: t for names, ts in zip(self._names, self._tensors) for n, t in zip(names, ts)}
 
+    def _likes(self) -> dict[str, Tensor]:
+        """canonical name -> the average's DTensor (sharded models; empty otherwise)."""
+        return {n: like for g in self.plan.groups for n, like in zip(g.names, g.sharded_like) if like is not None}
+
     def state(self) -> dict[str, Tensor]:
-        """For a checkpoint: {canonical name: tensor} (references; the caller saves or clones them)."""
+        """For a checkpoint: {canonical name: tensor} (references; the caller saves or clones them). A sharded
+        model's state is DTensors over the local shards, as the average's (torch.distributed.checkpoint)."""
         self.lists()
-        return {n: t.detach() for n, t in self.by_name().items()}
+        likes = self._likes()
+        return {n: sharding.as_global(t.detach(), likes[n]) if n in likes else t.detach()
+                for n, t in self.by_name().items()}
 
     def load(self, state: dict[str, Tensor], what: str) -> None:
         """Copy a `state()` back in. ValueError listing every missing, unexpected or reshaped name."""
         if not isinstance(state, dict):
             raise ValueError(f"{what}: expected a dict of tensors by name, got {type(state).__name__}")
         state = {canonical_name(k): v for k, v in state.items()}
-        self.lists()
-        mine = self.by_name()
+        mine = self.state()  # shapes as saved: global shapes for a sharded model
         missing = [k for k in mine if k not in state]
         unexpected = [k for k in state if k not in mine]
         reshaped = [f"{k}: expected {tuple(mine[k].shape)}, got {tuple(state[k].shape)}"
@@ -76,4 +83,4 @@ class GroupedState:
             )
         with torch.no_grad():
             for k, t in mine.items():
-                t.copy_(state[k])
+                sharding.assign(t, state[k])  # into the local tensor (t aliases it); full tensors sliced
