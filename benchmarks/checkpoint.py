@@ -9,6 +9,7 @@ reason.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import tempfile
@@ -79,11 +80,17 @@ class CheckpointWriter:
 
 
 def host_copy(value: Any) -> Any:
-    """A deep copy of nested dicts, lists and tuples whose tensors are copied to the CPU (never shared)."""
+    """A deep copy of nested dicts, lists and tuples whose tensors are copied to the CPU (never shared); container
+    types are kept (OrderedDict with a state dict's `_metadata`, namedtuples)."""
     if torch.is_tensor(value):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {k: host_copy(v) for k, v in value.items()}
+        out = type(value)((k, host_copy(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):  # module versions of a Module.state_dict(), read by load_state_dict
+            out._metadata = copy.deepcopy(value._metadata)
+        return out
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+        return type(value)(*(host_copy(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(host_copy(v) for v in value)
     return value

@@ -32,6 +32,8 @@ SCHEDULES = ("cosine", "constant", "multistep")
 LR_SCALINGS = ("linear", "none")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+STRATEGIES = ("ddp", "fsdp2")  # benchmarks/strategy.py
+FSDP_DTYPES = ("bf16", "fp16", "fp32")
 WANDB_MODES = ("offline", "online", "disabled")
 PROFILES = ("smoke", "quick", "paper")
 
@@ -86,12 +88,18 @@ class TrainerConfig:
     #                                       convolutions on GPUs); null = on CUDA when not deterministic
     data_on_device: Optional[bool] = None  # datasets that offer it (in-memory uint8 images) keep their pixels on
     #                                        the device and augment whole batches there, no loader; null = on CUDA
+    strategy: str = "ddp"  # under torchrun: ddp (every rank holds the model) | fsdp2 (parameters, gradients,
+    #                        optimizer state and the average sharded over the ranks; benchmarks/strategy.py)
+    fsdp_param_dtype: Optional[str] = None  # fsdp2 mixed precision: gather and compute in this dtype (bf16),
+    #                                          reduce gradients in float32; null = the parameters' dtype
+    activation_checkpointing: bool = False  # recompute activations in backward (tasks that offer it: lm)
+    grad_accum_steps: int = 1  # micro-batches of task.batch_size per optimizer step (and per WA update)
     checkpoint_in_background: bool = True  # checkpoints are copied to host memory, then written (atomically) by
     #                                        a background thread while training goes on
     num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
     nan_check_every: int = 50  # check the loss for NaN/inf every n steps (and at every epoch end)
     drop_last: bool = True  # drop the last incomplete training batch (keeps steps/epoch and BN batches fixed)
-    dist_timeout_min: float = 30.0  # torch.distributed timeout: ranks wait this long for rank 0's evaluation
+    dist_timeout_min: float = 30.0  # torch.distributed timeout: the longest any collective or barrier waits
 
 
 @dataclass
@@ -166,6 +174,9 @@ def validate(cfg: Any) -> None:
     _check_positive("trainer.checkpoint_every_steps", t.checkpoint_every_steps, optional=True)
     _check_choice("trainer.amp", t.amp, AMP_MODES)
     _check_choice("trainer.device", t.device, DEVICES)
+    _check_choice("trainer.strategy", t.strategy, STRATEGIES)
+    _check_choice("trainer.fsdp_param_dtype", t.fsdp_param_dtype, FSDP_DTYPES, optional=True)
+    _check_positive("trainer.grad_accum_steps", t.grad_accum_steps)
     _check_positive("trainer.epochs", t.epochs)
     _check_positive("trainer.eval_every", t.eval_every)
     _check_positive("trainer.nan_check_every", t.nan_check_every)

@@ -43,7 +43,7 @@ import signal
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -62,7 +62,9 @@ from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
                                 write_json_atomic)
 from benchmarks.runlock import RunLock
-from benchmarks.runtime import choose_device, describe_runtime, to_device
+from benchmarks.runtime import choose_device, describe_runtime, peak_flops, to_device
+from benchmarks.strategy import TRAINER_STATE_FILE, dcp_path, full_weights, load_dcp, load_sharded_state, \
+    remove_dcp, save_dcp, shard_model, sharded_state
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
 from sema.protocol import PreparesForEval, WrapsOptimizer
@@ -138,21 +140,29 @@ def describe(record: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- small helpers
-def _distributed(timeout_min: float = 30.0) -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's (or a multi-task Slurm job's) environment; initialises the
-    process group when there is more than one process."""
+def _distributed(timeout_min: float = 30.0, need_group: bool = False) -> tuple[int, int, int, bool]:
+    """(rank, world_size, local_rank, whether a group was made here for one process) from torchrun's (or a
+    multi-task Slurm job's) environment; initialises the process group when there is more than one process, or
+    (`need_group`, for trainer.strategy=fsdp2) a one-process group when there is none."""
     if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         from submitit.helpers import TorchDistributedEnvironment  # tasks_per_node > 1 under submitit/srun
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
     if world == 1:
-        return 0, 1, 0
+        if not need_group or torch.distributed.is_initialized():
+            return 0, 1, 0, False
+        import tempfile
+
+        store = tempfile.NamedTemporaryFile(prefix="sema-bench-pg-", delete=False).name
+        torch.distributed.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1,
+                                             timeout=datetime.timedelta(minutes=timeout_min))
+        return 0, 1, 0, True
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_min))
-    return rank, world, local_rank
+    return rank, world, local_rank, False
 
 
 def _barrier(world: int) -> None:
@@ -205,15 +215,50 @@ def batch_size_of(batch: Any) -> int:
     return 0
 
 
+SHARDED_KEYS = ("model", "optimizer", "averager")  # fsdp2: the checkpoint entries DCP writes as shards
+
+
+class MicroBatches(list):
+    """The micro-batches of one optimizer step (trainer.grad_accum_steps > 1)."""
+
+
+def _micro_batches(batches: Iterator[Any], accum: int) -> Iterator[Any]:
+    """The loader's batches grouped `accum` at a time (an incomplete last group is dropped); plain batches when 1."""
+    if accum == 1:
+        yield from batches
+        return
+    group = MicroBatches()
+    for batch in batches:
+        group.append(batch)
+        if len(group) == accum:
+            yield group
+            group = MicroBatches()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 def _state_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def _save_weights(module: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_model  # handles tied weights, unlike save_file
+def _save_weights(weights: nn.Module | tuple[dict[str, torch.Tensor], dict[str, str]], path: Path) -> None:
+    """A module, or (full tensors, tied names) gathered from shards (benchmarks.strategy.full_weights), as a
+    safetensors file; tied weights are kept once either way."""
+    from safetensors.torch import save_file, save_model  # save_model handles tied weights, unlike save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(module, str(path))
+    if isinstance(weights, nn.Module):
+        save_model(weights, str(path))
+    else:
+        tensors, tied = weights
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=tied or None)
 
 
 # ------------------------------------------------------------------------------------------------- trainer
@@ -249,19 +294,25 @@ class Trainer:
                          else self.device.type == "cuda" and not trainer.deterministic)
         if channels_last and any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
             self.model = self.model.to(memory_format=torch.channels_last)  # 4-D weights only; the rest unchanged
+        self.strategy = trainer.strategy
+        self._spread(cfg)  # activation checkpointing and fsdp2 sharding, before the optimizer and the average
         # Training randomness (augmentation, dropout) gets its own stream, distinct per rank.
         seed_everything(cfg.seed + 1_000_003 * (rank + 1))
 
-        self.generator = torch.Generator()
+        self.generator = torch.Generator()  # the loader's: its workers' base seeds
+        self.shuffle_generator = torch.Generator()  # the sampler's shuffle (one process)
         self.sampler = None
         if world_size > 1:
             from torch.utils.data import DistributedSampler
 
             self.sampler = DistributedSampler(self.task.train_set, num_replicas=world_size, rank=rank, shuffle=True,
                                               seed=cfg.seed, drop_last=trainer.drop_last)
-        self.loader = self.build_loader(cfg)
+        self.on_device = self._batches_on_device(cfg)
+        self.augment_generator = torch.Generator(self.device) if self.on_device else None
+        self.loader = self.build_loader(cfg, self.generator, self.shuffle_generator, self.augment_generator)
         self.steps_per_epoch = ctx.steps_per_epoch(len(self.task.train_set))
-        assert self.steps_per_epoch == min(len(self.loader), trainer.max_steps_per_epoch or len(self.loader))
+        assert self.steps_per_epoch == min(len(self.loader) // trainer.grad_accum_steps,
+                                           trainer.max_steps_per_epoch or len(self.loader))
         if self.steps_per_epoch == 0:
             raise ValueError(f"the training set ({len(self.task.train_set)} examples) is smaller than one batch "
                              f"(task.batch_size={cfg.task.batch_size}); lower the batch size or use more data")
@@ -269,7 +320,8 @@ class Trainer:
 
         groups = (self.task.param_groups(self.model) if self.task.param_groups
                   else [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
-        self.peak_lr, self.global_batch = peak_lr(cfg.optim, cfg.task.batch_size, world_size)
+        self.peak_lr, self.global_batch = peak_lr(cfg.optim, cfg.task.batch_size * trainer.grad_accum_steps,
+                                                  world_size)
         self.optimizer = build_optimizer(cfg.optim, groups, lr=self.peak_lr)
         self.averager, self.method_kwargs = build_averager(cfg.method, self.task.averaged_module or self.model,
                                                            self.steps_per_epoch)
@@ -279,8 +331,8 @@ class Trainer:
             self.optimizer, lr_multiplier(cfg.optim, self.steps_per_epoch, self.total_steps))
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
-        self.train_model: nn.Module = self.model
-        if world_size > 1:
+        self.train_model: nn.Module = self.model  # fsdp2 shards in place: no wrapper
+        if world_size > 1 and self.strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -300,26 +352,53 @@ class Trainer:
         self.stop = StopRequest()  # run() replaces it with the one its SIGTERM/SIGUSR2 handlers set
         self._resume_rng: Optional[dict] = None  # the RNG states to restore once a resumed epoch reached its step
 
-    def build_loader(self, cfg: DictConfig) -> Iterable:
-        """The training batches: a DataLoader, or (trainer.data_on_device) batches the dataset makes on the device
-        for the index batches of the same sampler (the same examples in the same order)."""
+    def _spread(self, cfg: DictConfig) -> None:
+        trainer, name = cfg.trainer, cfg.task.name
+        if trainer.activation_checkpointing:
+            if self.task.activation_checkpointing is None:
+                raise ValueError(f"trainer.activation_checkpointing=true: the {name} task does not offer it "
+                                 "(TaskSetup.activation_checkpointing; the lm task does); set it to false")
+            self.task.activation_checkpointing(self.model)
+        if self.strategy != "fsdp2":
+            return
+        if self.task.shard_blocks is None:
+            raise ValueError(f"trainer.strategy=fsdp2: the {name} task does not say how to shard its model "
+                             "(TaskSetup.shard_blocks; the lm task does); use trainer.strategy=ddp")
+        if self.task.averaged_module is not None:
+            raise ValueError(f"trainer.strategy=fsdp2 averages the whole model; the {name} task averages a part of "
+                             "it (TaskSetup.averaged_module); use trainer.strategy=ddp")
+        dtype = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+            trainer.fsdp_param_dtype]
+        if dtype in (torch.bfloat16, torch.float16):  # computed in it (result.json's runtime.precision)
+            self.precision = trainer.fsdp_param_dtype
+        shard_model(self.model, self.task.shard_blocks(self.model), self.device, self.world_size, dtype)
+
+    def _batches_on_device(self, cfg: DictConfig) -> bool:
+        """Whether the training batches are made on the device (trainer.data_on_device; null = on CUDA)."""
         trainer, train_set = cfg.trainer, self.task.train_set
         on_device = trainer.data_on_device if trainer.data_on_device is not None else self.device.type == "cuda"
         if on_device and not isinstance(train_set, BatchesOnDevice):
             if trainer.data_on_device:
                 raise ValueError(f"trainer.data_on_device=true: the {cfg.task.name} task's training set "
                                  f"({type(train_set).__name__}) cannot make batches on the device; set it to null")
-            on_device = False
-        self.augment_generator = None
-        if on_device:
-            self.augment_generator = torch.Generator(self.device)
-            sampler = self.sampler or RandomSampler(train_set, generator=self.generator)
+            return False
+        return on_device
+
+    def build_loader(self, cfg: DictConfig, generator: torch.Generator, shuffle_generator: torch.Generator,
+                     augment_generator: Optional[torch.Generator]) -> Iterable:
+        """The training batches: a DataLoader, or (trainer.data_on_device) batches the dataset makes on the device
+        for the index batches of the same sampler (the same examples in the same order). `generator` seeds the
+        loader's workers, `shuffle_generator` shuffles (one process; DistributedSampler under torchrun),
+        `augment_generator` draws the device batches' augmentation."""
+        trainer, train_set = cfg.trainer, self.task.train_set
+        sampler = self.sampler or RandomSampler(train_set, generator=shuffle_generator)
+        if self.on_device:
             return DeviceBatches(train_set.on_device(self.device),
                                  BatchSampler(sampler, cfg.task.batch_size, trainer.drop_last), self.device,
-                                 self.augment_generator, self.generator)
+                                 augment_generator)
         return DataLoader(
-            train_set, batch_size=cfg.task.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
-            generator=self.generator, num_workers=cfg.task.num_workers, collate_fn=self.task.collate_fn,
+            train_set, batch_size=cfg.task.batch_size, sampler=sampler,
+            generator=generator, num_workers=cfg.task.num_workers, collate_fn=self.task.collate_fn,
             drop_last=trainer.drop_last, pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker,
             # workers kept across epochs (not re-created for each): faster, but their random streams then run on
             # from epoch to epoch, so a resumed run's augmentation differs unless trainer.deterministic keeps them
@@ -342,7 +421,13 @@ class Trainer:
         epoch's loader is recreated with the same seed, the batches already trained are drawn and dropped, and
         the RNG states of the checkpoint are restored before the next batch, so training goes on bit for bit."""
         trainer, epoch = self.cfg.trainer, self.epoch + 1
-        self.generator.manual_seed(_epoch_seed(self.cfg.seed, epoch, self.rank))
+        seed = _epoch_seed(self.cfg.seed, epoch, self.rank)
+        self.generator.manual_seed(seed)
+        self.shuffle_generator.manual_seed(seed)
+        # The shuffle skips one draw: earlier versions shuffled with the loader's generator, after the base seed
+        # a DataLoader draws for its workers at every new iterator; skipping it keeps every run's order, also
+        # with persistent workers (which draw no new base seed) and with batches made on the device.
+        torch.empty((), dtype=torch.int64).random_(generator=self.shuffle_generator)
         if self.augment_generator is not None:  # batches made on the device: their draws, per epoch too
             self.augment_generator.manual_seed(_epoch_seed(self.cfg.seed + 1, epoch, self.rank))
         if self.sampler is not None:
@@ -354,17 +439,18 @@ class Trainer:
         report_every = max(1, self.steps_per_epoch // 20)
         check_every, every = trainer.nan_check_every, trainer.checkpoint_every_steps
         start = time.perf_counter()
+        accum = trainer.grad_accum_steps
         batches = iter(self.loader)
-        for _ in range(steps):  # a resumed epoch: skip what was trained, then continue on the saved RNG
+        for _ in range(steps * accum):  # a resumed epoch: skip what was trained, then continue on the saved RNG
             next(batches)
         if self._resume_rng is not None:
             ckpt.set_rng_state(self._resume_rng)
             self._resume_rng = None
-        for batch in batches:
+        for group in _micro_batches(batches, accum):
             if steps == self.steps_per_epoch:
                 break
-            self.samples_seen += batch_size_of(batch)
-            loss = self.train_step(batch)
+            self.samples_seen += sum(batch_size_of(batch) for batch in group)
+            loss = self.train_step(group)
             steps += 1
             loss_sum += loss
             self.step_in_epoch, self.epoch_loss_sum = steps, loss_sum
@@ -390,22 +476,27 @@ class Trainer:
         return float(mean_loss)
 
     def train_step(self, batch: Any) -> torch.Tensor:
-        """One optimizer step on `batch` (moved to the device here): forward, backward, clip, step, schedule, the
-        WA update and the task's after_step. Returns the detached loss; no host synchronisation."""
+        """One optimizer step on `batch` (moved to the device here), or on the micro-batches of a `MicroBatches`
+        (trainer.grad_accum_steps; each loss / k, gradients reduced across ranks at the last one only): forward,
+        backward, clip, step, schedule, the WA update (once per step) and the task's after_step. Returns the
+        detached (mean) loss; no host synchronisation."""
         clip = self.cfg.trainer.grad_clip
-        batch = to_device(batch, self.device)
-        with self._autocast():
-            loss = self.task.train_loss(self.train_model, batch)
+        micro = batch if isinstance(batch, MicroBatches) else [batch]
         self.optimizer.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=self.device)
+        for i, part in enumerate(micro):
+            with self._gradient_sync(i == len(micro) - 1):  # forward and backward of the micro-batch
+                with self._autocast():
+                    part_loss = self.task.train_loss(self.train_model, to_device(part, self.device)) / len(micro)
+                (self.scaler.scale(part_loss) if self.scaler is not None else part_loss).backward()
+            loss = loss + part_loss.detach()
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             if clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.optimizer.step()
@@ -415,7 +506,16 @@ class Trainer:
         self.global_step += 1
         if self.task.after_step is not None:
             self.task.after_step(self.global_step)
-        return loss.detach()
+        return loss
+
+    def _gradient_sync(self, sync: bool):
+        """Around the forward and backward of a micro-batch: gradients are reduced across ranks only at the
+        last one (DDP's no_sync; FSDP2's set_requires_gradient_sync)."""
+        if sync or self.world_size == 1:
+            return contextlib.nullcontext()
+        if self.strategy == "fsdp2":
+            return _fsdp_no_sync(self.model)
+        return self.train_model.no_sync()
 
     def stopped_at(self, steps: int, epoch: int) -> str:
         saved = "checkpointed" if self.cfg.trainer.checkpoint else "NOT checkpointed (trainer.checkpoint=false)"
@@ -453,6 +553,16 @@ class Trainer:
                 return {k: float(v) for k, v in self.task.evaluate(self.model).items()}
         finally:
             self.model.train()
+
+    def weights(self) -> dict[str, Any]:
+        """What the run saves as weights/<name>.safetensors: "online" (and "average"): the modules, or under
+        fsdp2 their full tensors gathered from the shards (a collective: every rank calls it)."""
+        modules = {"online": self.model}
+        if self.averager is not None:
+            modules["average"] = self.averager.average
+        if self.strategy == "fsdp2":
+            return {k: full_weights(m) for k, m in modules.items()}
+        return modules
 
     def final_metrics(self) -> dict[str, float]:
         """task.final_evaluate on the weights being reported (the average when there is one)."""
@@ -522,13 +632,17 @@ class Trainer:
         return states
 
     def state_dict(self, logger_run_id: Optional[str], rng_ranks: Optional[list] = None) -> dict[str, Any]:
+        """Everything a resume needs. Under fsdp2 model, optimizer and average are this rank's DTensor shards
+        (every rank calls it; `save_checkpoint` writes them with torch.distributed.checkpoint)."""
+        model, optimizer = (sharded_state(self.model, self.optimizer) if self.strategy == "fsdp2"
+                            else (self.model.state_dict(), self.optimizer.state_dict()))
         return {
             "format": 1,
             "epoch": self.epoch,
             "global_step": self.global_step,
-            "model": self.model.state_dict(),
+            "model": model,
             "averager": self.averager.state_dict() if self.averager is not None else None,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ckpt.rng_state(self.generator),
@@ -543,11 +657,43 @@ class Trainer:
             "logger_run_id": logger_run_id,
         }
 
+    def save_checkpoint(self, writer: ckpt.CheckpointWriter, logger_run_id: Optional[str],
+                        rng_ranks: Optional[list]) -> None:
+        """ddp: rank 0 writes checkpoint.pt (in the background); fsdp2: every rank calls it and writes its
+        shards of model, optimizer and average into a DCP directory, rank 0 the rest (benchmarks/strategy.py)."""
+        if self.strategy == "fsdp2":
+            state = self.state_dict(logger_run_id, rng_ranks)
+            save_dcp(self.run_dir, {k: state.pop(k) for k in SHARDED_KEYS}, state, self.rank)
+        elif self.rank == 0:
+            writer.save(self.run_dir / ckpt.CHECKPOINT_FILE, self.state_dict(logger_run_id, rng_ranks))
+            if self.stop.signum is not None:  # the other ranks exit after the next barrier: be on disk by then
+                writer.wait()
+
+    def load_checkpoint(self) -> Optional[dict[str, Any]]:
+        """Resume from the run directory's checkpoint, if any (every rank calls it); returns the state loaded."""
+        if self.strategy == "fsdp2":
+            path = dcp_path(self.run_dir)
+            if path is None:
+                return None
+            template = self.state_dict(None)  # this world size's shards: DCP reshards into them
+            state = {**ckpt.load_checkpoint(path / TRAINER_STATE_FILE),
+                     **load_dcp(path, {k: template[k] for k in SHARDED_KEYS})}
+        else:
+            path = self.run_dir / ckpt.CHECKPOINT_FILE
+            if not path.exists():
+                return None
+            state = ckpt.load_checkpoint(path)
+        self.load_state_dict(state)
+        return state
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        if self.strategy == "fsdp2":
+            load_sharded_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.averager is not None:
             self.averager.load_state_dict(state["averager"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
@@ -585,10 +731,12 @@ def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
     checkpoint = run_dir / ckpt.CHECKPOINT_FILE
     if previous.get("status") == "failed":
         checkpoint.unlink(missing_ok=True)  # redo a failed run from the start
+        remove_dcp(run_dir)
         return None
     # task.framework=mmdet|mmseg runs keep mmengine's checkpoint instead (benchmarks/openmmlab/common.py)
     framework_checkpoint = run_dir / ckpt.FRAMEWORK_CHECKPOINT_FILE
-    if previous.get("status") == "running" and not (checkpoint.exists() or framework_checkpoint.exists()):
+    saved = checkpoint.exists() or framework_checkpoint.exists() or dcp_path(run_dir) is not None
+    if previous.get("status") == "running" and not saved:
         return None  # interrupted before its first checkpoint: nothing to resume or to protect
     diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
     if diffs:
@@ -608,15 +756,20 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     """
     run_dir = Path(run_dir).absolute()
     progress = progress or LogProgress()
-    rank, world_size, local_rank = _distributed(cfg.trainer.dist_timeout_min)
+    rank, world_size, local_rank, own_group = _distributed(cfg.trainer.dist_timeout_min,
+                                                           need_group=cfg.trainer.strategy == "fsdp2")
     stop = StopRequest()
     # The engine's own loop checkpoints on SIGTERM/SIGUSR2; a framework runner keeps the process's handlers.
     engine_loop = frameworks.framework_of(cfg) == frameworks.ENGINE
-    with _stop_signals(stop) if engine_loop else contextlib.nullcontext():
-        if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
-            return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
-        with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
-            return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
+    try:
+        with _stop_signals(stop) if engine_loop else contextlib.nullcontext():
+            if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
+                return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
+            with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
+                return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
+    finally:
+        if own_group:  # the one-process group made for fsdp2: gone with the run (a suite runs many in a process)
+            torch.distributed.destroy_process_group()
 
 
 @contextlib.contextmanager
@@ -686,11 +839,10 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
                       notes=list(task.notes), method_kwargs=trainer.method_kwargs,
                       runtime={**describe_runtime(trainer.device, world_size, trainer.precision),
                                "global_batch": trainer.global_batch, "peak_lr": trainer.peak_lr})
-        checkpoint_path = run_dir / ckpt.CHECKPOINT_FILE
-        state = ckpt.load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+        state = trainer.load_checkpoint()
         if state is not None:
-            trainer.load_state_dict(state)
-            log.info("%s: resuming after epoch %d from %s", run_name, trainer.epoch, checkpoint_path)
+            log.info("%s: resuming after epoch %d (step %d) from %s", run_name, trainer.epoch, trainer.global_step,
+                     run_dir)
         if rank == 0:
             logger = RunLogger(run_dir, cfg.logger.wandb, config, cfg.method.name, cfg.seed,
                                run_id=state["logger_run_id"] if state else None)
@@ -721,8 +873,12 @@ def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logge
     writer = ckpt.CheckpointWriter(cfg.trainer.checkpoint_in_background)
     try:
         _train_epochs(trainer, cfg, run_dir, result, logger, progress, run_name, writer)
-    finally:  # a checkpoint in flight is on disk before the run ends, fails or stops for requeue
-        writer.wait()
+    except BaseException:  # a checkpoint in flight is on disk before the run fails or stops for requeue; its
+        try:               # own failure is logged, never put in place of the error that ended the run
+            writer.wait()
+        except RuntimeError as err:
+            log.error("%s: %s", run_name, err)
+        raise
 
 
 def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logger: Optional[RunLogger],
@@ -733,11 +889,14 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
     def checkpoint_inside_epoch() -> None:  # every rank calls it (the RNG states are gathered)
         trainer.epoch_elapsed_s = time.perf_counter() - start
         rng_ranks = trainer.rng_states() if trainer.world_size > 1 else None
-        if trainer.rank == 0 and cfg.trainer.checkpoint:
-            writer.save(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
+        if cfg.trainer.checkpoint:
+            trainer.save_checkpoint(writer, logger.run_id if logger else None, rng_ranks)
         _barrier(trainer.world_size)
 
+    forks_workers = cfg.task.num_workers > 0 and not getattr(trainer.loader, "persistent_workers", False)
     while trainer.epoch < epochs:
+        if forks_workers:  # no thread writing while the loader forks its workers for this epoch
+            writer.wait()
         start = time.perf_counter() - trainer.epoch_elapsed_s  # a resumed epoch keeps the time it had run
         trainer.epoch_elapsed_s = 0.0
         train_loss = trainer.train_epoch(on_steps=progress.step, checkpoint=checkpoint_inside_epoch)
@@ -761,8 +920,9 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
             _fill_summary(trainer, result)
             write_json_atomic(run_dir / RESULT_FILE, result)
             logger.log_epoch(record)
-            if cfg.trainer.checkpoint:
-                writer.save(run_dir / ckpt.CHECKPOINT_FILE, trainer.state_dict(logger.run_id, rng_ranks))
+        if cfg.trainer.checkpoint:  # rank 0 (ddp) or every rank (fsdp2)
+            trainer.save_checkpoint(writer, logger.run_id if logger else None, rng_ranks)
+        if trainer.rank == 0:
             progress.epoch(record)
         _barrier(trainer.world_size)
         if trainer.stop.signum is not None and trainer.epoch < epochs:  # stopped at an epoch's end: saved above
@@ -771,8 +931,10 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
     extra = None  # end-of-training metrics: rank 0, or every rank when the task splits them (no one waits)
     if task.final_evaluate is not None and (trainer.rank == 0 or task.final_evaluate_on_every_rank):
         extra = trainer.final_metrics()
+    weights = trainer.weights()  # fsdp2: gathered from the shards, by every rank
     if trainer.rank == 0:
-        _finish(trainer, run_dir, result, extra)
+        writer.wait()  # the last checkpoint is on disk (or its failure raised) before the run is "completed"
+        _finish(trainer, run_dir, result, extra, weights)
         write_json_atomic(run_dir / RESULT_FILE, result)
         logger.finish(result)
     _barrier(trainer.world_size)
@@ -783,14 +945,24 @@ def _fill_summary(trainer: Trainer, result: dict) -> None:
     result["history"] = trainer.history
     summarize(result, wall_time_s=trainer.elapsed_s, samples=trainer.samples_seen * trainer.world_size,
               train_time_s=trainer.train_time_s, peak_memory_mb=peak_memory_mb(trainer.device))
+    task, rate = trainer.task, result["throughput_samples_per_s"]
+    if rate and (task.tokens_per_example or task.flops_per_example):
+        flops = rate * task.flops_per_example if task.flops_per_example else None
+        peak = peak_flops((result["runtime"] or {}).get("gpu"), trainer.precision)
+        result["throughput"] = {
+            "tokens_per_s": rate * task.tokens_per_example if task.tokens_per_example else None,
+            "model_tflops_per_s": flops / 1e12 if flops else None,
+            # model FLOPs utilisation: achieved training FLOP/s over the peak of all the run's GPUs
+            "mfu": flops / (peak * trainer.world_size) if flops and peak else None,
+        }
 
 
-def _finish(trainer: Trainer, run_dir: Path, result: dict, extra: Optional[dict[str, float]]) -> None:
+def _finish(trainer: Trainer, run_dir: Path, result: dict, extra: Optional[dict[str, float]],
+            weights: dict[str, Any]) -> None:
     """End-of-training extras (`extra`: task.final_evaluate's metrics), weights files, status."""
     _fill_summary(trainer, result)
     if extra is not None:
         result["final"] = {**(result["final"] or {}), **extra}
-    _save_weights(trainer.model, run_dir / "weights" / "online.safetensors")
-    if trainer.averager is not None:
-        _save_weights(trainer.averager.average, run_dir / "weights" / "average.safetensors")
+    for name, module in weights.items():
+        _save_weights(module, run_dir / "weights" / f"{name}.safetensors")
     result["status"] = "completed"

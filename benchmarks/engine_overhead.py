@@ -75,7 +75,9 @@ def measure(method: str, steps: int, reps: int, overrides: Sequence[str] = (), p
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_multiplier(cfg.optim, trainer.steps_per_epoch, trainer.total_steps))
     averager, _ = build_averager(cfg.method, model, trainer.steps_per_epoch)
-    loader = trainer.build_loader(cfg)  # the same data path as the engine's (a DataLoader, or batches on the device)
+    # the same data path as the engine's (a DataLoader, or batches on the device), with generators of its own
+    loader = trainer.build_loader(cfg, torch.Generator(), torch.Generator(),
+                                  torch.Generator(device) if trainer.augment_generator is not None else None)
 
     def sync() -> None:
         if device.type == "cuda":

@@ -17,9 +17,9 @@ so every example is evaluated exactly once (no padding, no duplicates, none drop
 
 `finish(totals)` turns the float64 totals (or the concatenated outputs) into metrics, on every rank.
 
-Heavy end-of-run work that is not a pass over a dataset (sampling images for FID) is split the same way with
-`gather_chunks(compute, n_chunks, rank, world_size)`: chunk k is computed by one rank only, from k alone (its own
-seed), and every rank receives all chunks in order, so the result does not depend on the world size.
+Under FSDP2 every forward is a collective (parameters are gathered), so ranks must run the same number of
+batches: a rank whose shard has fewer batches than the largest one runs its first batch again for each missing
+one and discards the result ("lockstep"; found from the model, nothing to configure).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from benchmarks.runtime import to_device
+from sema.sharding import fsdp_modules
 
 
 @dataclass
@@ -60,12 +61,13 @@ def evaluate_sharded(spec: ShardedEvaluation, model: nn.Module, device: torch.de
     loader = DataLoader(part, batch_size=spec.batch_size, shuffle=False, collate_fn=spec.collate_fn,
                         num_workers=spec.num_workers)
     if spec.batch_outputs is not None:
-        return _finish(spec, _gathered(spec, model, loader, device, world_size))
+        return _finish(spec, _gathered(spec, model, loader, device, rank, world_size))
     totals: dict[str, torch.Tensor] = {}
     for batch in loader:
         for key, value in spec.batch_sums(model, to_device(batch, device)).items():
             value = value.detach().to(torch.float64)
             totals[key] = totals[key] + value if key in totals else value
+    _lockstep(spec, model, loader, device, rank, world_size)  # before any collective of the reduction
     if world_size > 1:  # one all_reduce of everything, flattened, in an order and shapes all ranks agree on
         layouts: list = [None] * world_size
         torch.distributed.all_gather_object(layouts, {k: tuple(v.shape) for k, v in totals.items()})
@@ -83,25 +85,32 @@ def evaluate_sharded(spec: ShardedEvaluation, model: nn.Module, device: torch.de
     return _finish(spec, {k: v.cpu() for k, v in totals.items()})
 
 
-def gather_chunks(compute: Callable[[int], torch.Tensor], n_chunks: int, rank: int = 0,
-                  world_size: int = 1) -> torch.Tensor:
-    """torch.cat([compute(0), ..., compute(n_chunks - 1)]) (on the CPU) on every rank; rank r computes only the
-    chunks in shard(n_chunks, r, world_size). `compute(k)` must depend on k alone (e.g. seed its noise with k)."""
-    mine = [compute(k).detach().cpu() for k in shard(n_chunks, rank, world_size)]
-    if world_size > 1:
-        everyone: list = [None] * world_size
-        torch.distributed.all_gather_object(everyone, mine)  # rank order = chunk order
-        mine = [chunk for part in everyone for chunk in part]
-    return torch.cat(mine)
+def _lockstep(spec: ShardedEvaluation, model: Optional[nn.Module], loader: DataLoader, device: torch.device,
+              rank: int, world_size: int) -> None:
+    """FSDP2: run (and discard) as many extra batches as this rank's shard is short of the largest shard's."""
+    if world_size == 1 or model is None or not fsdp_modules(model):
+        return
+    n = len(spec.dataset)
+    most = max(-(-len(shard(n, r, world_size)) // spec.batch_size) for r in range(world_size))
+    missing = most - len(loader)
+    if missing <= 0:
+        return
+    source = loader if len(loader) else DataLoader(Subset(spec.dataset, [0]), batch_size=1,
+                                                   collate_fn=spec.collate_fn)
+    filler = to_device(next(iter(source)), device)
+    run = spec.batch_outputs if spec.batch_outputs is not None else spec.batch_sums
+    for _ in range(missing):
+        run(model, filler)
 
 
-def _gathered(spec: ShardedEvaluation, model: nn.Module, loader: DataLoader, device: torch.device,
+def _gathered(spec: ShardedEvaluation, model: nn.Module, loader: DataLoader, device: torch.device, rank: int,
               world_size: int) -> dict[str, torch.Tensor]:
     parts: dict[str, list] = {}
     for batch in loader:
         for key, value in spec.batch_outputs(model, to_device(batch, device)).items():
             parts.setdefault(key, []).append(value.detach().cpu() if torch.is_tensor(value) else list(value))
     mine = {k: _joined(v) for k, v in parts.items()}
+    _lockstep(spec, model, loader, device, rank, world_size)  # before the gather
     if world_size == 1:
         return mine
     everyone: list = [None] * world_size

@@ -61,6 +61,8 @@ RECIPES: dict[str, Recipe] = {
     "paper/segmentation": Recipe("segmentation", "ADE20K, DeepLabV3 R50, 64 epochs, sliding-window mIoU"),
     "paper/generation": Recipe("generation", "DDPM on CIFAR-10, U-Net, 2048 epochs, FID"),
     "paper/lm": Recipe("lm", "GPT-2 124M on a local text corpus, 20 epochs x 5000 steps"),
+    "paper/lm_gpt2_medium": Recipe("lm", "GPT-2 medium (355M) on a local corpus, one 80 GB GPU, grad accumulation"),
+    "paper/lm_llama_7b": Recipe("lm", "Llama-7B shape on a local corpus, FSDP2 over 8 GPUs, sharded average"),
 }
 
 

@@ -3,12 +3,13 @@ optimizer steps an epoch has.
 
     cache_dir()                                   # $SEMA_BENCH_CACHE, else ~/.cache/sema-bench
     to_device(batch, device)                      # every tensor of a nested batch (tuples, lists, dicts)
-    steps_per_epoch(n, batch_size, world_size, drop_last, cap)
+    steps_per_epoch(n, batch_size, world_size, drop_last, cap, accum)
 
 Steps per epoch, as the engine's DataLoader (with a DistributedSampler under torchrun) gives them:
 
     per_rank = floor(n / world_size) if drop_last else ceil(n / world_size)
-    steps = floor(per_rank / batch_size) if drop_last else ceil(per_rank / batch_size);   min(steps, cap)
+    batches = floor(per_rank / batch_size) if drop_last else ceil(per_rank / batch_size)
+    steps = min(floor(batches / accum), cap)            # accum = trainer.grad_accum_steps
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, world_size: int = 1, drop_last: bool = True,
-                    cap: Optional[int] = None) -> int:
-    """Optimizer steps in one epoch of `num_examples` (see the module docstring for the formula)."""
+                    cap: Optional[int] = None, accum: int = 1) -> int:
+    """Optimizer steps in one epoch of `num_examples` (see the module docstring for the formula); with `accum`
+    micro-batches per step, an incomplete group at the epoch's end is not trained on."""
     if world_size > 1:
         per_rank = num_examples // world_size if drop_last else math.ceil(num_examples / world_size)
     else:
         per_rank = num_examples
-    steps = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+    batches = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+    steps = batches // accum
     return min(steps, cap) if cap else steps
 
 
@@ -106,3 +109,21 @@ def describe_runtime(device: torch.device, world_size: int, precision: str) -> d
             "cuda": torch.version.cuda if cuda else None,
             "cudnn": torch.backends.cudnn.version() if cuda else None,
             "world_size": world_size, "precision": precision}
+
+
+# Dense peak FLOP/s per GPU by (name fragment, precision), from the vendors' data sheets (SXM parts; no sparsity).
+# "float32" means TF32 matrix products (allowed when not deterministic); an unknown GPU gives no MFU.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989e12, "fp16": 989e12, "float32": 494e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12, "float32": 494e12},
+    "A100": {"bf16": 312e12, "fp16": 312e12, "float32": 156e12},
+    "L40S": {"bf16": 362e12, "fp16": 362e12, "float32": 183e12},
+}
+
+
+def peak_flops(gpu: Optional[str], precision: str) -> Optional[float]:
+    """The GPU's dense peak FLOP/s at `precision` (PEAK_FLOPS), or None (CPU, or a GPU not in the table)."""
+    for fragment, peaks in PEAK_FLOPS.items():
+        if gpu and fragment in gpu:
+            return peaks.get(precision)
+    return None

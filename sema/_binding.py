@@ -213,7 +213,7 @@ class TensorPlan:
                 f"model={type(self.module).__name__} has no parameters; a weight average needs at least one"
             )
         self.sharded = sharding.check_uniform(self.module)  # FSDP2: the plan works on the local shards
-        self._fsdp = _fsdp_modules(self.module)
+        self._fsdp = sharding.fsdp_modules(self.module)
         self._build()
 
     # ------------------------------------------------------------------ building
@@ -346,6 +346,8 @@ class TensorPlan:
         """Full re-validation, O(number of tensors): rebuild if the model was moved or its tensors were replaced
         by same-named, same-shaped ones; ValueError if parameters were added, removed or reshaped. Cheap enough
         for epoch ends, swaps, copies and checkpoints; `lerp_` itself only does the per-group device check."""
+        for m in self._fsdp:  # FSDP2 keeps a module's gathered parameters registered after a forward without
+            m.reshard()       # backward (evaluation): put the shards back before looking at them
         if self._fingerprint() != self._identity or self._moved():
             self._build()
 
@@ -576,15 +578,6 @@ class TensorPlan:
     def average_bytes(self) -> int:
         """Bytes held by the averaged tensors (the memory cost of the average)."""
         return sum(a.numel() * a.element_size() for g in self.groups for a in g.average)
-
-
-def _fsdp_modules(module: nn.Module) -> list[nn.Module]:
-    """The FSDP2 modules inside `module` (empty for any other model)."""
-    if not torch.distributed.is_available():
-        return []
-    from torch.distributed.fsdp import FSDPModule
-
-    return [m for m in module.modules() if isinstance(m, FSDPModule)]
 
 
 @contextmanager

@@ -19,6 +19,7 @@ What this module provides (the binding in `sema._binding` uses it; users need on
     assign(dst, src)              # dst <- src for any mix of DTensor / plain (a full tensor is sliced locally)
     as_global(local, like)        # a DTensor over `local` with the mesh/placements/shape of `like`
     full_state_dict(module)       # {name: full tensor} (all-gathers shards; every rank must call it)
+    fsdp_modules(module)          # the FSDP2 modules inside (their forwards are collectives)
 
 An FSDP2 module cannot be deep-copied, and a copy would carry FSDP's hooks anyway, so the average of a sharded
 model is a "skeleton": plain `nn.Module` nodes mirroring the model's module tree, with the averaged parameters
@@ -130,6 +131,15 @@ def as_global(t: Tensor, like: Tensor) -> Tensor:
     from torch.distributed.tensor import DTensor
 
     return DTensor.from_local(t, like.device_mesh, like.placements, shape=like.shape, stride=like.stride())
+
+
+def fsdp_modules(module: nn.Module) -> list[nn.Module]:
+    """The FSDP2 modules inside `module` (empty for any other model)."""
+    if "torch.distributed.fsdp" not in sys.modules:  # nothing can be an FSDP module before it was imported
+        return []
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in module.modules() if isinstance(m, FSDPModule)]
 
 
 def full_state_dict(module: nn.Module, rank0_only: bool = False) -> dict[str, Tensor]:

@@ -19,7 +19,7 @@ of the image), crop back at a uniform offset in [0, 2 pad] per axis, flip horizo
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -64,21 +64,15 @@ def random_crop_flip(x: torch.Tensor, pad: int, mode: str, flip: bool, generator
 
 class DeviceBatches:
     """Iterates one epoch's batches of `dataset` (a BatchesOnDevice already on `device`) for the index batches
-    `batch_sampler` yields; `generator` (on `device`) drives the augmentation.
-
-    `loader_generator` is the generator the sampler shuffles with: a DataLoader draws its workers' base seed from
-    it before the first index, and so does this, so that both paths visit the same examples in the same order."""
+    `batch_sampler` yields; `generator` (on `device`) drives the augmentation."""
 
     def __init__(self, dataset: BatchesOnDevice, batch_sampler: Iterable[list[int]], device: torch.device,
-                 generator: torch.Generator, loader_generator: Optional[torch.Generator] = None):
+                 generator: torch.Generator):
         self.dataset, self.batch_sampler, self.device, self.generator = dataset, batch_sampler, device, generator
-        self.loader_generator = loader_generator
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[Any]:
-        if self.loader_generator is not None:  # the draw DataLoader makes for its workers' base seed
-            torch.empty((), dtype=torch.int64).random_(generator=self.loader_generator)
         for indices in self.batch_sampler:
             yield self.dataset.batch(torch.as_tensor(indices, device=self.device), self.generator)

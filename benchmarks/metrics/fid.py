@@ -179,13 +179,8 @@ def cached_proxy(
 def proxy_features(net: ProxyFeatures, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """[N, 128] float64 features of [N, C, H, W] images in [-1, 1]."""
     net.eval()
-    return (
-        torch.cat(
-            [net.features(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)]
-        )
-        .double()
-        .numpy()
-    )
+    starts = range(0, len(images), batch_size) if len(images) else [0]  # no images: a [0, 128] array
+    return torch.cat([net.features(images[i : i + batch_size].float()) for i in starts]).double().numpy()
 
 
 # ---------------------------------------------------------------------------------------------- Inception FID
@@ -226,13 +221,18 @@ def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: Path, batch_size: int = 100) -> float:
+def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: Path, batch_size: int = 100,
+                  device: Optional[torch.device] = None) -> float:
     """Standard FID (2048-d Inception pool features) of image sets in [-1, 1], through torchmetrics.
 
     The network is torch-fidelity's `FeatureExtractorInceptionV3` loaded from `weights` (torch-fidelity
     downloads only when given no path). Images go in as uint8 and are resized to 299x299 with torch-fidelity's
     TF1-compatible bilinear resize (`antialias=False`): torchmetrics' default antialiased resize gives other
     numbers than the original TF / torch-fidelity / pytorch-fid FID that papers report.
+
+    Under torch.distributed each rank passes its share of `real` and `fake`: the metric's sums (feature sums and
+    outer-product sums, in float64) are reduced across ranks by torchmetrics when it computes, so every rank gets
+    the FID of all images. `device`: where the network runs (the run's device; required for NCCL).
     """
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -247,8 +247,8 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: Path, batch_s
         )
     metric = FrechetInceptionDistance(
         feature=2048, normalize=False, antialias=False, feature_extractor_weights_path=str(weights)
-    )
+    ).to(device or torch.device("cpu"))
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch_size):
-            metric.update(to_uint8_rgb(images[i : i + batch_size]), real=is_real)
+            metric.update(to_uint8_rgb(images[i : i + batch_size]).to(metric.device), real=is_real)
     return float(metric.compute())

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded, gather_chunks
+from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded, shard
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 DATASETS = ("fashion_mnist", "cifar10", "celeba")
@@ -185,6 +185,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
                                 lambda t: {"denoise_loss": t["loss"] / t["n"]})
     shape = (channels, cfg.image_size, cfg.image_size)
     n_chunks = -(-cfg.fid_samples // cfg.eval_batch_size)
+    real = test_images[:n_real]
+    proxy_key = f"{dataset_name}_c{channels}_n{cfg.proxy_train_samples or len(train_set)}"
 
     def sample_chunk(model: nn.Module, k: int) -> torch.Tensor:
         # Chunk k's noise comes from its own seed: the same samples whatever the world size.
@@ -192,20 +194,34 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         generator = torch.Generator().manual_seed(cfg.sample_seed * 1_000_003 + k)
         return diffusion.sample(model, (n, *shape), generator, cfg.sample_steps, cfg.sample_eta, ctx.device).float()
 
+    def proxy_network():
+        # Trained once and cached; under torchrun rank 0 trains it while the others wait, then they load it.
+        make = lambda: fid.cached_proxy(ctx.cache_dir, proxy_key,  # noqa: E731
+                                        lambda: proxy_data(cfg.proxy_train_samples or len(train_set)))
+        if ctx.world_size == 1:
+            return make()
+        net = make() if ctx.rank == 0 else None
+        torch.distributed.barrier()
+        return net if net is not None else make()
+
     def final_evaluate(model: nn.Module) -> dict[str, float]:
-        # Every rank samples its share of the chunks; all receive every sample and compute the same FID.
-        fake = gather_chunks(lambda k: sample_chunk(model, k), n_chunks, ctx.rank, ctx.world_size)
+        # Each rank samples its share of the chunks and scores them with its share of the real images; only
+        # features (or the metric's sums) cross ranks, never the images. Every rank returns the same FID.
+        mine = [sample_chunk(model, k).cpu() for k in shard(n_chunks, ctx.rank, ctx.world_size)]
+        fake = torch.cat(mine) if mine else torch.empty(0, *shape)
+        part = shard(len(real), ctx.rank, ctx.world_size)
+        real_part = real[part.start : part.stop]
         if ctx.rank == 0:
             save_grid(fake[: cfg.grid_size**2], ctx.out_dir / "samples.png", cfg.grid_size)
-        real = test_images[:n_real]
         if inception is not None:
-            return {"fid": fid.inception_fid(real, fake, inception)}
-        n_proxy = cfg.proxy_train_samples or len(train_set)
-        proxy = fid.cached_proxy(
-            ctx.cache_dir, f"{dataset_name}_c{channels}_n{n_proxy}", lambda: proxy_data(n_proxy)
-        )
-        stats_real = fid.feature_statistics(fid.proxy_features(proxy, real))
-        stats_fake = fid.feature_statistics(fid.proxy_features(proxy, fake))
+            return {"fid": fid.inception_fid(real_part, fake, inception, device=ctx.device)}
+        proxy = proxy_network()
+        features = [fid.proxy_features(proxy, images) for images in (real_part, fake)]
+        if ctx.world_size > 1:  # [N, 128] float64 per rank, in rank order = chunk order
+            everyone: list = [None] * ctx.world_size
+            torch.distributed.all_gather_object(everyone, features)
+            features = [np.concatenate([f[i] for f in everyone]) for i in (0, 1)]
+        stats_real, stats_fake = (fid.feature_statistics(f) for f in features)
         return {"proxy_fid": fid.frechet_distance(*stats_real, *stats_fake)}
 
     def analysis_batches():

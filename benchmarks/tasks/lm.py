@@ -1,4 +1,6 @@
-"""Language modelling (recipes `*/lm`): a GPT-2-style model trained from scratch on a character/byte corpus.
+"""Language modelling (recipes `*/lm`, `paper/lm_*`): a GPT-2 or Llama-style decoder trained from scratch on a
+character/byte corpus (benchmarks/models/decoders.py; up to gpt2-xl and llama-7b, the larger ones with
+trainer.strategy=fsdp2, trainer.activation_checkpointing and trainer.grad_accum_steps).
 
 Embedded default: Jane Austen's six novels (about 4.0M characters, 81 distinct) from the Debian package
 `r-cran-janeaustenr`, fetched once with `python -m benchmarks.data.austen`. Any local text/JSON/parquet
@@ -28,7 +30,7 @@ from benchmarks.data.text_corpus import (
     split_contiguous,
 )
 from benchmarks.evaluation import ShardedEvaluation, evaluate_sharded
-from benchmarks.models.tiny_gpt import GPT_SIZES
+from benchmarks.models.decoders import DECODERS
 from benchmarks.tasks.protocol import RunContext, TaskConfig, TaskSetup
 
 DATASETS = ("austen", "text")
@@ -40,7 +42,7 @@ class Config(TaskConfig):
     dataset: str = "austen"  # austen (Debian r-cran-janeaustenr) | text (local file/folder via `datasets`)
     data_root: Optional[str] = None  # austen: the unpacked package folder (None = $SEMA_AUSTEN_DIR or the
     #                                  cache); text: a corpus file or folder (required)
-    model: str = "gpt-tiny"  # one of benchmarks.models.tiny_gpt.GPT_SIZES
+    model: str = "gpt-tiny"  # one of benchmarks.models.decoders.DECODERS (GPT-2 up to gpt2-xl, llama-1b/7b)
     tokenizer: str = "char"  # char (codepoints of the training text) | byte (UTF-8 bytes, 256 ids)
     block_size: int = 128  # tokens per training/evaluation window (the model's context length)
     dropout: float = 0.0  # GPT-2 residual/embedding/attention dropout
@@ -110,16 +112,16 @@ def sharded_evaluation(windows: TokenWindows, vocab: Vocab, batch_size: int, pre
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     if cfg.tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}; allowed: {', '.join(TOKENIZERS)}")
-    if cfg.model not in GPT_SIZES:
-        raise ValueError(f"unknown lm model {cfg.model!r}; allowed: {', '.join(GPT_SIZES)}")
-    from benchmarks.models.tiny_gpt import build_gpt
+    if cfg.model not in DECODERS:
+        raise ValueError(f"unknown lm model {cfg.model!r}; allowed: {', '.join(DECODERS)}")
+    from benchmarks.models import decoders
 
     splits, dataset_name = load_splits(cfg, ctx)
     vocab = Vocab.build(cfg.tokenizer, splits.train)
     train_set = TokenWindows(vocab.encode(splits.train), cfg.block_size, cfg.max_train_samples)
     val_set = TokenWindows(vocab.encode(splits.val), cfg.block_size, cfg.max_eval_samples)
     test_set = TokenWindows(vocab.encode(splits.test), cfg.block_size, cfg.max_eval_samples)
-    model = build_gpt(cfg.model, vocab.size, cfg.block_size, cfg.dropout)
+    model = decoders.build_decoder(cfg.model, vocab.size, cfg.block_size, cfg.dropout)
 
     def analysis_batches():
         generator = torch.Generator().manual_seed(ctx.seed)
@@ -150,6 +152,10 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
         dataset=f"{dataset_name} ({cfg.tokenizer}-level)",
         analysis_batches=analysis_batches,
         param_groups=no_decay_on_norms_and_biases,
+        shard_blocks=decoders.blocks,
+        activation_checkpointing=decoders.enable_activation_checkpointing,
+        tokens_per_example=cfg.block_size,
+        flops_per_example=decoders.flops_per_token(model, cfg.block_size) * cfg.block_size,
         notes=[
             f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocabulary {vocab.size} "
             f"({cfg.tokenizer}-level), "

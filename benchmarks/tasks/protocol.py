@@ -55,6 +55,8 @@ class RunContext:
     batch_size: int = 1  # task.batch_size: training examples per step and process
     drop_last: bool = True  # trainer.drop_last
     max_steps_per_epoch: Optional[int] = None  # trainer.max_steps_per_epoch: the cap on steps per epoch
+    grad_accum_steps: int = 1  # trainer.grad_accum_steps: micro-batches of batch_size per optimizer step
+    strategy: str = "ddp"  # trainer.strategy: ddp | fsdp2 (under fsdp2 every forward is a collective)
 
     @classmethod
     def of_run(cls, cfg: Any, device: torch.device, out_dir: Path, rank: int = 0, world_size: int = 1) -> "RunContext":
@@ -64,14 +66,15 @@ class RunContext:
         t = cfg.trainer
         return cls(device=device, seed=cfg.seed, out_dir=Path(out_dir), cache_dir=cache_dir(), rank=rank,
                    world_size=world_size, profile=cfg.profile, epochs=t.epochs, batch_size=cfg.task.batch_size,
-                   drop_last=t.drop_last, max_steps_per_epoch=t.max_steps_per_epoch)
+                   drop_last=t.drop_last, max_steps_per_epoch=t.max_steps_per_epoch,
+                   grad_accum_steps=t.grad_accum_steps, strategy=t.strategy)
 
     def steps_per_epoch(self, num_examples: int) -> int:
         """Optimizer steps per epoch for a training set of `num_examples`, exactly as the engine will train."""
         from benchmarks.runtime import steps_per_epoch
 
         return steps_per_epoch(num_examples, self.batch_size, self.world_size, self.drop_last,
-                               self.max_steps_per_epoch)
+                               self.max_steps_per_epoch, self.grad_accum_steps)
 
     def total_steps(self, num_examples: int) -> int:
         """Optimizer steps of the whole run."""
@@ -112,4 +115,12 @@ class TaskSetup:
     #                                                                  norms/biases); None = one group
     sharded_evaluation: Optional[Any] = None  # a benchmarks.evaluation.ShardedEvaluation: under torchrun every rank
     #                                          evaluates its shard of the set (else rank 0 alone runs evaluate)
+    shard_blocks: Optional[Callable[[nn.Module], list[nn.Module]]] = None  # trainer.strategy=fsdp2: the blocks
+    #                                                   fully_shard wraps one by one (e.g. transformer layers),
+    #                                                   then the model; None = the task does not offer fsdp2
+    activation_checkpointing: Optional[Callable[[nn.Module], None]] = None  # trainer.activation_checkpointing:
+    #                                                   turns it on in the model; None = not offered
+    tokens_per_example: Optional[int] = None  # sequence models: tokens per training example (tokens/s)
+    flops_per_example: Optional[float] = None  # training FLOPs (forward + backward) per example (model FLOPs
+    #                                           utilisation in result.json)
     notes: list[str] = field(default_factory=list)  # caveats copied into result.json (e.g. "proxy FID")

@@ -221,3 +221,35 @@ def test_a_smoke_run_records_its_global_batch_and_peak_lr(tmp_path):
     cfg, run_dir = smoke(tmp_path, "ema")
     result = engine.run(cfg, run_dir)
     assert (result["runtime"]["global_batch"], result["runtime"]["peak_lr"]) == (32, 0.05)
+
+
+def test_loader_workers_persistent_or_not_train_on_the_same_examples_in_the_same_order(tmp_path):
+    # Without augmentation no random draw depends on where a batch is made: in the process, in a worker
+    # re-created every epoch, or in one kept across epochs (persistent workers draw no new base seed).
+    runs = {}
+    for name, extra in (("main", ["task.num_workers=0"]), ("workers", ["task.num_workers=1"]),
+                        ("persistent", ["task.num_workers=1", "trainer.deterministic=false"])):
+        cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / name),
+                                   FAST + ["trainer.epochs=3"] + extra)
+        history = engine.run(cfg, run_dir)["history"]
+        runs[name] = [(h["train_loss"], h["online"], h["avg"]) for h in history]
+    assert runs["main"] == runs["workers"] == runs["persistent"]
+
+
+def test_gradient_accumulation_equals_the_large_batch_and_updates_the_average_once_per_step(tmp_path):
+    # 2 micro-batches of 4 windows = one batch of 8: the same windows (one shuffle), the same mean gradient; the
+    # average is updated at each of the 8 optimizer steps, never per micro-batch.
+    runs = {}
+    for name, extra in (("accumulated", ["task.batch_size=4", "trainer.grad_accum_steps=2"]),
+                        ("large", ["task.batch_size=8"])):
+        cfg, run_dir = compose_run("smoke/lm", "sema", 0, str(tmp_path / name),
+                                   FAST + ["optim.reference_batch=8", *extra])
+        result = engine.run(cfg, run_dir)
+        assert result["runtime"]["global_batch"] == 8 and result["runtime"]["peak_lr"] == cfg.optim.lr
+        state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+        assert state["global_step"] == state["averager"]["updates"] == 8
+        runs[name] = result["history"]
+    for a, b in zip(runs["accumulated"], runs["large"], strict=True):
+        assert (a["epoch"], a["step"], a["lr"]) == (b["epoch"], b["step"], b["lr"])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["avg"]["ppl"] == pytest.approx(b["avg"]["ppl"], rel=1e-5)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from benchmarks import checkpoint as ckpt
 from benchmarks import engine
 from benchmarks.recipes import compose_run
+from run_helpers import InterruptAtStep
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.checkpoint_every_steps=3"]
 KEYS = ("epoch", "step", "train_loss", "lr", "switched", "avg", "online")
@@ -29,27 +30,6 @@ def same_run(a_dir, b_dir) -> None:
     for name in ("online.safetensors", "average.safetensors"):
         wa, wb = load_file(a_dir / "weights" / name), load_file(b_dir / "weights" / name)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
-
-
-class InterruptAtStep:
-    """Progress that interrupts the run (like Ctrl-C, not recorded as failed) once `at` steps are done."""
-
-    def __init__(self, at: int):
-        self.at, self.done = at, 0
-
-    def start(self, *args):
-        pass
-
-    def step(self, steps):
-        self.done += steps
-        if self.done == self.at:
-            raise KeyboardInterrupt
-
-    def epoch(self, record):
-        pass
-
-    def end(self, result):
-        pass
 
 
 @pytest.mark.parametrize("extra", [[], ["trainer.data_on_device=true", "task.augment=true"]],

@@ -123,3 +123,41 @@ def test_a_rank_with_an_empty_shard_adds_zeros_instead_of_hanging(tmp_path):
         out = manager.dict()
         mp.spawn(_tiny_rank, args=(3, str(tmp_path / "init"), out), nprocs=3, join=True)  # 2 examples, 3 ranks
         assert dict(out) == {0: {"mean": 1.5}, 1: {"mean": 1.5}, 2: {"mean": 1.5}}
+
+
+def _fsdp_rank(rank: int, world: int, init_file: str, out):
+    import datetime
+
+    from torch.distributed.fsdp import fully_shard
+    from torch.utils.data import TensorDataset
+
+    from benchmarks.evaluation import ShardedEvaluation
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))  # a rank stuck in a collective fails, not hangs
+    try:
+        torch.manual_seed(0)
+        model = fully_shard(torch.nn.Linear(3, 2))
+        x = torch.arange(15.0).view(5, 3)
+        def sums(m, batch):
+            y = m(batch[0])
+            return {"sum": y.sum(), "n": torch.tensor(y.numel())}
+
+        spec = ShardedEvaluation(TensorDataset(x), 2, sums, lambda t: {"mean": t["sum"] / t["n"]})
+        with torch.no_grad():
+            out[rank] = evaluate_sharded(spec, model, torch.device("cpu"), rank, world)
+            out[f"single{rank}"] = float(model(x).mean())  # every rank: a forward is a collective
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_an_fsdp2_model_evaluates_in_lockstep_when_the_shards_have_unequal_batch_counts(tmp_path):
+    # 5 examples, batches of 2, 2 ranks: rank 0 has 2 examples (1 batch), rank 1 has 3 (2 batches). Every FSDP2
+    # forward gathers the parameters from both ranks, so rank 0 must run a second (discarded) batch.
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_fsdp_rank, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+        results = dict(out)
+    assert results[0]["mean"] == pytest.approx(results["single0"], rel=1e-6) == results[1]["mean"]

@@ -78,3 +78,26 @@ def test_the_engine_checkpoint_is_complete_when_the_run_returns(tmp_path):
     state = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_FILE)
     result = json.loads((run_dir / "result.json").read_text())
     assert state["epoch"] == cfg.trainer.epochs == len(result["history"])
+
+
+def test_the_host_copy_keeps_container_types_and_state_dict_metadata():
+    from collections import OrderedDict, namedtuple
+
+    sd = nn.BatchNorm1d(3).state_dict()
+    pair = namedtuple("Pair", "a b")
+    copied = ckpt.host_copy({"model": sd, "pair": pair(torch.ones(1), 2)})
+    assert type(copied["model"]) is OrderedDict and copied["model"]._metadata == sd._metadata
+    assert copied["pair"].b == 2 and torch.equal(copied["pair"].a, torch.ones(1))
+    assert copied["model"]["running_mean"].data_ptr() != sd["running_mean"].data_ptr()
+
+
+def test_activation_checkpointing_recomputes_the_same_run_and_is_refused_where_not_offered(tmp_path):
+    cfg, run_dir = compose_run("smoke/lm", "sema", 0, str(tmp_path / "probe"),
+                               FAST + ["trainer.activation_checkpointing=true"])
+    assert engine.Trainer(cfg, run_dir).model.is_gradient_checkpointing
+    plain = _run(tmp_path, "smoke/lm", "plain", [])
+    _close(_run(tmp_path, "smoke/lm", "recomputed", ["trainer.activation_checkpointing=true"]), plain, rel=1e-6)
+    cfg, run_dir = compose_run("smoke/regression", "sema", 0, str(tmp_path / "refused"),
+                               FAST + ["trainer.activation_checkpointing=true"])
+    with pytest.raises(ValueError, match="trainer.activation_checkpointing=true: the regression task does not offer"):
+        engine.run(cfg, run_dir)

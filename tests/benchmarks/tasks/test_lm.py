@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from benchmarks import engine
 from benchmarks.data import austen
 from benchmarks.data.text_corpus import TokenWindows, Vocab
-from benchmarks.models.tiny_gpt import build_gpt
+from benchmarks.models.decoders import build_decoder
 from benchmarks.recipes import compose_run
 from benchmarks.tasks import lm
 from benchmarks.tasks.protocol import RunContext
@@ -86,7 +86,7 @@ def test_evaluator_is_the_token_weighted_cross_entropy():
     torch.manual_seed(0)
     vocab = Vocab.build("char", "abcdefgh")
     windows = TokenWindows(vocab.encode("abcdefgh" * 10), block_size=8, max_windows=5)
-    model = build_gpt("gpt-tiny", vocab.size, 8).eval()
+    model = build_decoder("gpt-tiny", vocab.size, 8).eval()
     with torch.no_grad():
         metrics = lm.make_evaluator(windows, vocab, batch_size=2, device=torch.device("cpu"))(model)
         batch = torch.stack([windows[i] for i in range(5)])
@@ -100,7 +100,7 @@ def test_evaluator_is_the_token_weighted_cross_entropy():
 def test_byte_level_bits_per_character_counts_characters_not_bytes():
     vocab = Vocab.build("byte", "")
     windows = TokenWindows(vocab.encode("\u00e9" * 8), block_size=4)  # 16 bytes, 8 characters
-    model = build_gpt("gpt-tiny", vocab.size, 4).eval()
+    model = build_decoder("gpt-tiny", vocab.size, 4).eval()
     with torch.no_grad():
         metrics = lm.make_evaluator(windows, vocab, 4, torch.device("cpu"))(model)
     assert metrics["bpc"] == pytest.approx(2 * metrics["loss"] / math.log(2), rel=1e-6)

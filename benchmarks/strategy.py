@@ -1,0 +1,120 @@
+"""How the model is spread over the processes of a torchrun job (`trainer.strategy`), and what that means for
+checkpoints and exported weights.
+
+* `ddp` (the default): every rank holds the whole model; DistributedDataParallel all-reduces the gradients.
+  Checkpoints are one file written by rank 0 (benchmarks/checkpoint.py).
+* `fsdp2`: `torch.distributed.fsdp.fully_shard` on each of the task's blocks (`TaskSetup.shard_blocks`), then on
+  the whole model: parameters, gradients and optimizer state are sharded over the ranks, and so is the average
+  (`sema` binds to the local shards, sema/sharding.py). `trainer.fsdp_param_dtype=bf16` gathers parameters and
+  computes in bf16 while gradients are reduced in float32 (FSDP2's MixedPrecisionPolicy). Checkpoints are
+  `torch.distributed.checkpoint` (DCP) directories, one file per rank plus metadata, which load at any world
+  size: a run saved at 4 ranks resumes at 2.
+
+A DCP checkpoint holds the tensors whose layout depends on the world size (model, optimizer, average); the rest of
+the trainer's state (epoch, history, every rank's RNG) is `trainer.pt` beside them, written by rank 0.
+DCP checkpoints are written atomically: into `<name>.tmp/`, then, once every rank has written, renamed over
+`<name>/` (the previous one is moved to `<name>.old/` for the instant of the swap, and is what a load falls back
+on if a crash hit that instant).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+DCP_DIR = "checkpoint_dcp"  # the fsdp2 checkpoint directory, relative to the run directory
+TRAINER_STATE_FILE = "trainer.pt"  # inside it: the state that is not sharded (epoch, history, RNG of every rank)
+
+
+def shard_model(model: nn.Module, blocks: list[nn.Module], device: torch.device, world_size: int,
+                param_dtype: Optional[torch.dtype]) -> nn.Module:
+    """fully_shard each block, then the model (in place); returns the model."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    for block in blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model, optimizer) state dicts of DTensor shards, keyed by parameter names (DCP's format)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    return get_state_dict(model, optimizer)
+
+
+def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
+                       optimizer_state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
+
+
+def save_dcp(run_dir: Path, sharded: dict[str, Any], rest: dict[str, Any], rank: int) -> None:
+    """Write `sharded` (every rank calls it with its shards) with torch.distributed.checkpoint and `rest` (rank 0,
+    as `trainer.pt`) as the run's checkpoint directory, atomically."""
+    import torch.distributed.checkpoint as dcp
+
+    from benchmarks.checkpoint import save_checkpoint
+
+    final, tmp, old = _paths(run_dir)
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    torch.distributed.barrier()
+    dcp.save(sharded, checkpoint_id=str(tmp))  # ends with a collective: every rank's files are complete
+    if rank == 0:
+        save_checkpoint(tmp / TRAINER_STATE_FILE, rest)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    torch.distributed.barrier()
+
+
+def dcp_path(run_dir: Path) -> Optional[Path]:
+    """The DCP checkpoint to resume from (the committed one, or the previous one a crash left mid-swap)."""
+    final, _, old = _paths(run_dir)
+    return final if final.is_dir() else old if old.is_dir() else None
+
+
+def load_dcp(path: Path, template: dict[str, Any]) -> dict[str, Any]:
+    """Load the checkpoint at `path` into `template` (shards of this world size; tensors in place, other values
+    replaced) and return it."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(template, checkpoint_id=str(path))
+    return template
+
+
+def remove_dcp(run_dir: Path) -> None:
+    for path in _paths(run_dir):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def full_weights(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(full tensors on the CPU by name, {dropped tied name: kept name}) of `module`'s state dict, shards gathered
+    (a collective under fsdp2: every rank calls it). Tied tensors are kept once, under the alphabetically first
+    of their names, as safetensors' save_model does (the mapping is its file metadata)."""
+    from sema.sharding import full_state_dict
+
+    names: dict[int, list[str]] = {}
+    for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(t), []).append(name)
+    tied = {other: min(group) for group in names.values() if len(group) > 1 for other in group if other != min(group)}
+    full = {k: v.detach().cpu().clone() for k, v in full_state_dict(module).items() if k not in tied}
+    return full, tied
+
+
+def _paths(run_dir: Path) -> tuple[Path, Path, Path]:
+    base = Path(run_dir) / DCP_DIR
+    return base, base.with_name(DCP_DIR + ".tmp"), base.with_name(DCP_DIR + ".old")
+
