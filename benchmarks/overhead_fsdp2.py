@@ -4,8 +4,8 @@ shards and against a gather-then-average reference (what averaging callbacks tha
     python -m benchmarks.overhead_fsdp2                              # gpt2 (124M) and resnet18, 2 gloo ranks, CPU
     python -m benchmarks.overhead_fsdp2 --world 2 --models gpt2 --device cuda   # one GPU per rank (NCCL)
 
-Each of `--world` processes (spawned here) shards the model with `fully_shard` (each top-level child, then the
-root) and times, interleaved over `--reps` repetitions (median reported, synchronised on CUDA):
+Each of `--world` processes (spawned here) shards the model with `fully_shard` (CNNs: each top-level child, then
+the root; GPT-2: each transformer layer, then the root, which keeps the tied embeddings) and times, interleaved over `--reps` repetitions (median reported, synchronised on CUDA):
 
 * bound: one `torch._foreach_lerp_` over this rank's local shards into float32 copies (no sema, no checks);
 * sema EMA update() bound to the sharded model (its average: DTensor shards, sema/sharding.py);
@@ -35,11 +35,14 @@ from benchmarks.overhead import DECAY, MODELS, _sync, _time_once
 
 
 def _shard(model: nn.Module) -> nn.Module:
+    """fully_shard the transformer layers (GPT-2; tied embeddings stay in the root unit) or each top-level child
+    (CNNs), then the root."""
     from torch.distributed.fsdp import fully_shard
 
-    for child in model.children():
-        if any(True for _ in child.parameters()):
-            fully_shard(child)
+    units = list(model.transformer.h) if hasattr(model, "transformer") else list(model.children())
+    for unit in units:
+        if any(True for _ in unit.parameters()):
+            fully_shard(unit)
     fully_shard(model)
     return model
 

@@ -139,3 +139,16 @@ def test_a_two_rank_checkpoint_resumes_at_two_bit_for_bit_and_at_one_with_the_sa
     result, _ = _result(at_one)
     assert result["status"] == "completed" and result["runtime"]["world_size"] == 1
     assert _history(result)[:saved_epoch] == _history(a)[:saved_epoch]  # the epochs trained at 2 ranks kept
+
+
+def test_the_fsdp2_bf16_policy_computes_in_bf16_and_keeps_float32_shards_and_average(tmp_path):
+    extra = FAST + ["trainer.strategy=fsdp2", "trainer.fsdp_param_dtype=bf16"]
+    cfg, run_dir = compose_run("smoke/lm", "sema", 0, str(tmp_path / "bf16"), extra)
+    result = engine.run(cfg, run_dir)
+    assert result["runtime"]["precision"] == "bf16"
+    cfg, plain_dir = compose_run("smoke/lm", "sema", 0, str(tmp_path / "fp32"), FAST + ["trainer.strategy=fsdp2"])
+    plain = engine.run(cfg, plain_dir)
+    assert result["final"]["ppl"] != plain["final"]["ppl"]  # bf16 matmuls: another trajectory ...
+    assert result["final"]["ppl"] == pytest.approx(plain["final"]["ppl"], rel=2e-2)  # ... close to float32's
+    for name in ("online", "average"):
+        assert all(t.dtype == torch.float32 for t in load_file(run_dir / "weights" / f"{name}.safetensors").values())
