@@ -58,6 +58,8 @@ class OptimConfig:
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD Nesterov momentum
     weight_decay: float = 1e-4  # decoupled for adamw, L2 for sgd/adam
+    decay_1d: bool = True  # weight decay also on 1-D parameters (norm weights, biases); false = none on them
+    #                        (the official AdamW configs' parameter groups)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW betas
     schedule: str = "cosine"  # cosine | constant | multistep
     warmup_epochs: float = 0.0  # linear learning-rate warm-up from 0, in epochs
@@ -79,6 +81,8 @@ class TrainerConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16 (fp16 adds a GradScaler)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     eval_every: int = 1  # evaluate every n epochs (the last epoch is always evaluated)
+    median_of_last: int = 3  # result.json's median_last: the median of the last k evaluations (the CIFAR
+    #                          recipes: 10, the statistic of openmixup's CIFAR tables)
     deterministic: bool = True  # deterministic algorithms and seeded everything (bit-exact resume on CPU)
     checkpoint: bool = True  # save checkpoint.pt at every epoch end (needed to resume)
     checkpoint_every_steps: Optional[int] = None  # also inside an epoch, every n steps (long COCO/LM epochs);
@@ -179,6 +183,7 @@ def validate(cfg: Any) -> None:
     _check_positive("trainer.grad_accum_steps", t.grad_accum_steps)
     _check_positive("trainer.epochs", t.epochs)
     _check_positive("trainer.eval_every", t.eval_every)
+    _check_positive("trainer.median_of_last", t.median_of_last)
     _check_positive("trainer.nan_check_every", t.nan_check_every)
     _check_positive("trainer.max_steps_per_epoch", t.max_steps_per_epoch, optional=True)
     _check_positive("trainer.grad_clip", t.grad_clip, optional=True)

@@ -58,7 +58,7 @@ from benchmarks.data.device_batches import BatchesOnDevice, DeviceBatches
 from benchmarks.logger import RunLogger
 from benchmarks.evaluation import evaluate_sharded
 from benchmarks.methods import build_averager
-from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr
+from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr, without_decay_on_1d
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
                                 write_json_atomic)
 from benchmarks.runlock import RunLock
@@ -320,6 +320,8 @@ class Trainer:
 
         groups = (self.task.param_groups(self.model) if self.task.param_groups
                   else [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
+        if not cfg.optim.decay_1d:
+            groups = without_decay_on_1d(groups)
         self.peak_lr, self.global_batch = peak_lr(cfg.optim, cfg.task.batch_size * trainer.grad_accum_steps,
                                                   world_size)
         self.optimizer = build_optimizer(cfg.optim, groups, lr=self.peak_lr)
@@ -944,7 +946,8 @@ def _fill_summary(trainer: Trainer, result: dict) -> None:
     """final / best / median_last / timings from the history so far (benchmarks.results.summarize)."""
     result["history"] = trainer.history
     summarize(result, wall_time_s=trainer.elapsed_s, samples=trainer.samples_seen * trainer.world_size,
-              train_time_s=trainer.train_time_s, peak_memory_mb=peak_memory_mb(trainer.device))
+              train_time_s=trainer.train_time_s, peak_memory_mb=peak_memory_mb(trainer.device),
+              last_k=trainer.cfg.trainer.median_of_last)
     task, rate = trainer.task, result["throughput_samples_per_s"]
     if rate and (task.tokens_per_example or task.flops_per_example):
         flops = rate * task.flops_per_example if task.flops_per_example else None

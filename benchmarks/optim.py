@@ -68,3 +68,14 @@ def build_optimizer(cfg_optim: Any, groups: list[dict], lr: Optional[float] = No
                                weight_decay=cfg_optim.weight_decay)
     optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg_optim.name]
     return optimizer_class(groups, lr=lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
+
+
+def without_decay_on_1d(groups: list[dict]) -> list[dict]:
+    """Each group split in two: its >= 2-D parameters as they are, its 1-D ones (norm weights, biases, scalars) with
+    weight_decay 0 (optim.decay_1d=false). Empty groups are dropped."""
+    out = []
+    for group in groups:
+        params = list(group["params"])
+        out.append({**group, "params": [p for p in params if p.ndim >= 2]})
+        out.append({**group, "params": [p for p in params if p.ndim < 2], "weight_decay": 0.0})
+    return [g for g in out if g["params"]]

@@ -6,7 +6,8 @@ of the reported weights (the average's metrics for an averaging method, else the
 
     final          the last evaluation           final_online   the online model's last evaluation
     best           the evaluation with the best headline, best_epoch its epoch
-    median_last    per metric, the median over the last LAST_K evaluations (robust to one noisy epoch)
+    median_last    per metric, the median over the last k evaluations (trainer.median_of_last, default LAST_K = 3;
+                   openmixup's CIFAR tables use the median of the last 10 epochs); median_last_k = the k used
 
 Written atomically (temporary file in the same folder, fsync, rename), so a reader or a killed run never sees a
 half-written file. Non-finite floats (a diverged loss) are stored as null, keeping the file strict JSON.
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 RESULT_FILE = "result.json"
-LAST_K = 3  # evaluations in `median_last`
+LAST_K = 3  # evaluations in `median_last` by default (trainer.median_of_last; the CIFAR recipes: 10)
 # Packages whose versions go into the provenance of every run.
 PROVENANCE_PACKAGES = ("sema-bench", "torch", "torchvision", "timm", "numpy", "hydra-core", "omegaconf", "wandb")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +141,8 @@ def new_result(cfg: Any, *, dataset: Any = None, headline: Optional[str] = None,
         "status": "running", "task": cfg.task.name, "dataset": dataset if dataset is not None else cfg.task.dataset,
         "model": cfg.task.model, "method": cfg.method.name, "method_kwargs": method_kwargs, "seed": cfg.seed,
         "profile": cfg.profile, "headline": headline, "higher_is_better": higher_is_better, "final": None,
-        "final_online": None, "best": None, "best_epoch": None, "median_last": None, "history": [],
+        "final_online": None, "best": None, "best_epoch": None, "median_last": None, "median_last_k": None,
+        "history": [],
         "wall_time_s": None, "throughput_samples_per_s": None, "throughput": None, "peak_memory_mb": None,
         "runtime": None,
         "config": OmegaConf.to_container(cfg, resolve=True), "notes": list(notes or []), "error": None,
@@ -154,8 +156,9 @@ def reported(record: dict) -> Optional[dict]:
 
 
 def summarize(result: dict, *, wall_time_s: float, samples: int, train_time_s: float,
-              peak_memory_mb: Optional[float]) -> None:
-    """Fill final / final_online / best / best_epoch / median_last and the timings from result["history"]."""
+              peak_memory_mb: Optional[float], last_k: int = LAST_K) -> None:
+    """Fill final / final_online / best / best_epoch / median_last (over the last `last_k` evaluations) and the
+    timings from result["history"]."""
     import statistics
 
     evaluated = [r for r in result["history"] if r["online"] is not None]
@@ -165,7 +168,8 @@ def summarize(result: dict, *, wall_time_s: float, samples: int, train_time_s: f
         result["final"], result["final_online"] = dict(reported(last)), dict(last["online"])
         best = max(evaluated, key=lambda r: sign * reported(r)[result["headline"]])
         result["best"], result["best_epoch"] = dict(reported(best)), best["epoch"]
-        tail = [reported(r) for r in evaluated[-LAST_K:]]
+        tail = [reported(r) for r in evaluated[-last_k:]]
+        result["median_last_k"] = len(tail)
         result["median_last"] = {k: statistics.median(m[k] for m in tail) for k in tail[-1]
                                  if all(isinstance(m.get(k), (int, float)) for m in tail)}
     result["wall_time_s"] = wall_time_s

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # The trainer.* options the mmengine runners follow (benchmarks/frameworks.py): these, and for amp/device only the
 # listed values (they train in float32 on mmengine's device choice).
 HONOURED = frozenset({"epochs", "max_steps_per_epoch", "eval_every", "checkpoint", "deterministic", "num_threads",
-                      "grad_clip"})
+                      "grad_clip", "median_of_last"})
 ACCEPTED = {"amp": ("auto", "off"), "device": ("auto",)}
 RECORD_KEY = "sema_bench"  # the recorder's history and counters inside that checkpoint
 RNG_KEY = "sema_bench_rng"  # the RNG states at the epoch end inside that checkpoint
@@ -300,7 +300,8 @@ def fill_summary(result: dict, samples: int, train_time: float) -> None:
     device = torch.device("cuda") if torch.cuda.is_available() else None
     wall = result["history"][-1]["time_s"] if result["history"] else result["wall_time_s"]
     summarize(result, wall_time_s=wall, samples=samples, train_time_s=train_time,
-              peak_memory_mb=peak_memory_mb(device))
+              peak_memory_mb=peak_memory_mb(device),
+              last_k=(result.get("config") or {}).get("trainer", {}).get("median_of_last", 3))
 
 
 def execute(run_dir: Path, result: dict,

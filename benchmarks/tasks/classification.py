@@ -51,6 +51,10 @@ class Config(TaskConfig):
     augment: bool = True  # random crop (pad size/8) + horizontal flip; RandomResizedCrop + flip for imagenet
     crop_padding: str = "constant"  # padding before the random crop: constant (zeros, torchvision's default) |
     #                                 reflect (the official CIFAR CNN configs)
+    rand_augment: Optional[str] = None  # timm RandAugment spec after crop and flip, e.g. "rand-m7-mstd0.5" (the
+    #                                     official AdamW CIFAR configs); null = none
+    resized_crop_scale: Optional[list[float]] = None  # [lo, hi]: RandomResizedCrop(image_size, scale) instead of
+    #                              pad-and-crop, bicubic (the official 224-px ViT configs: [0.8, 1.0]); null = off
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 in the paper's AdamW recipes)
     drop_path: float = 0.0  # stochastic depth of timm models (0.1 DeiT-S, 0.3 ConvNeXt-T in the paper)
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for ResNet/ConvNeXt; null = when image size <= 64
@@ -103,6 +107,44 @@ class ArrayImages(Dataset):
         return (x - self.mean) / self.std, self.labels[indices]
 
 
+class TransformedImages(Dataset):
+    """uint8 images [N, H, W, C] in memory -> (torchvision/timm `transform` of the PIL image, label): the per-image
+    pipelines of the official configs (RandomResizedCrop, RandAugment) that have no batched form here. Their
+    randomness comes from torch's and Python's global RNGs (seeded by the engine, saved in checkpoints)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, torch.from_numpy(labels.astype(np.int64)), transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def image_pipeline(cfg: "Config", image_size: int, mean, std, flip: bool):
+    """The training transform of the official AdamW configs: RandomResizedCrop(image_size, scale) when
+    `resized_crop_scale` is set, else RandomCrop with padding size/8 (`crop_padding`); a horizontal flip; timm's
+    RandAugment (`rand_augment`); ToTensor, Normalize."""
+    from timm.data.auto_augment import rand_augment_transform
+    from torchvision import transforms as T
+
+    native = DATASETS[cfg.dataset][1]
+    if cfg.resized_crop_scale is not None:
+        crop = T.RandomResizedCrop(image_size, scale=tuple(cfg.resized_crop_scale),
+                                   interpolation=T.InterpolationMode.BICUBIC)
+    else:
+        crop = T.RandomCrop(native, padding=max(1, native // 8), padding_mode=cfg.crop_padding)
+    steps = [crop] + ([T.RandomHorizontalFlip()] if flip else [])
+    if cfg.rand_augment:
+        fill = tuple(round(255 * m) for m in mean)
+        steps.append(rand_augment_transform(cfg.rand_augment, {"translate_const": int(image_size * 0.45),
+                                                               "img_mean": fill}))
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+
+
 def _subset(n: int, cap: Optional[int]) -> Optional[np.ndarray]:
     if cap is None or cap >= n:
         return None
@@ -139,7 +181,11 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         keep = _subset(len(y), cap)
         if keep is not None:
             x, y = x[keep], y[keep]
-        out.append(ArrayImages(x, y, mean, std, augment=augment, flip=flip, padding=cfg.crop_padding))
+        if augment and (cfg.rand_augment or cfg.resized_crop_scale is not None):
+            size = cfg.image_size or DATASETS[cfg.dataset][1]
+            out.append(TransformedImages(x, y, image_pipeline(cfg, size, mean, std, flip)))
+        else:
+            out.append(ArrayImages(x, y, mean, std, augment=augment, flip=flip, padding=cfg.crop_padding))
     return out[0], out[1]
 
 
@@ -160,8 +206,11 @@ def _imagenet_sets(cfg: Config, mean, std):
 # --------------------------------------------------------------------------------------------------- models
 def _project_models():
     from benchmarks.models.small_cnn import SmallCNN
+    from benchmarks.models.wide_resnet import WideResNet
 
-    return {"small_cnn": partial(SmallCNN, width=32), "tiny_cnn": partial(SmallCNN, width=16)}
+    return {"small_cnn": partial(SmallCNN, width=32), "tiny_cnn": partial(SmallCNN, width=16),
+            "wrn28_10": partial(WideResNet, 28, 10),  # the paper's WRN-28-10 (36.5M parameters)
+            "wrn10_1": partial(WideResNet, 10, 1)}  # its CPU twin: the same code at depth 10, width 1
 
 
 _VIT_LIKE = ("vit", "deit", "swin", "mixer", "beit", "cait", "eva")  # timm families that take img_size=
@@ -179,25 +228,38 @@ def build_model(cfg: Config, num_classes: int, image_size: int) -> nn.Module:
             f"task.model={cfg.model!r} is not allowed; choose one of: {', '.join(project)}, "
             "or any name in timm.list_models() (e.g. resnet18, resnet50, deit_small_patch16_224, convnext_tiny)"
         )
-    kwargs = {"pretrained": False, "num_classes": num_classes, "drop_path_rate": cfg.drop_path}
+    kwargs = {"pretrained": False, "num_classes": num_classes}
+    if cfg.drop_path:  # not every family takes it (DenseNet does not)
+        kwargs["drop_path_rate"] = cfg.drop_path
     if cfg.model.startswith(_VIT_LIKE):
         kwargs["img_size"] = image_size
     model = timm.create_model(cfg.model, **kwargs)
-    want = cfg.cifar_stem if cfg.cifar_stem is not None else image_size <= 64
-    if want and not _cifar_stem(model) and cfg.cifar_stem:
-        raise ValueError(f"task.cifar_stem=true: no CIFAR stem known for {cfg.model!r} (ResNet and ConvNeXt "
-                         "families only); set task.cifar_stem=null")
+    vit_like = cfg.model.startswith(_VIT_LIKE)  # they take img_size= instead of a stem
+    want = cfg.cifar_stem if cfg.cifar_stem is not None else image_size <= 64 and not vit_like
+    if want and not _cifar_stem(model):
+        raise ValueError(
+            f"task.model={cfg.model!r} at {image_size} px: no CIFAR stem is known for it (supported: the ResNet, "
+            "ResNeXt and Wide-ResNet families (conv1 + maxpool), DenseNet (features.conv0/pool0), ConvNeXt "
+            "(patchify stem); ViT-like models take img_size); set task.cifar_stem=false to keep its ImageNet stem "
+            "on purpose, or task.image_size=224")
     return model
 
 
 def _cifar_stem(model: nn.Module) -> bool:
-    """Replace an ImageNet stem (7x7/2 conv + max-pool, or a 4x4/4 patchify conv) by a 3x3 stride-1 conv.
+    """Replace an ImageNet stem (7x7/2 conv + max-pool: ResNet, ResNeXt, wide ResNet, DenseNet; or a 4x4/4 patchify
+    conv: ConvNeXt) by a 3x3 stride-1 conv.
 
     Returns False (model unchanged) for architectures without such a stem (ViTs take img_size= instead).
     """
     if hasattr(model, "conv1") and hasattr(model, "maxpool") and isinstance(model.conv1, nn.Conv2d):  # ResNets
         model.conv1 = nn.Conv2d(model.conv1.in_channels, model.conv1.out_channels, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
+        return True
+    features = getattr(model, "features", None)
+    if isinstance(getattr(features, "conv0", None), nn.Conv2d) and hasattr(features, "pool0"):  # DenseNet
+        old = features.conv0
+        features.conv0 = nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=False)
+        features.pool0 = nn.Identity()
         return True
     if hasattr(model, "stem") and isinstance(model.stem, nn.Sequential) and isinstance(model.stem[0], nn.Conv2d):
         old = model.stem[0]  # ConvNeXt family: patchify conv
@@ -215,11 +277,14 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     image_size = cfg.image_size or native_size
     train_set, eval_set = build_datasets(cfg)
     model = build_model(cfg, num_classes, image_size)  # the engine moves it to the device
-    resize = cfg.image_size is not None and cfg.dataset != "imagenet"  # imagenet transforms already resize
+    # imagenet's transforms and RandomResizedCrop already give image_size; evaluation images are resized here
+    resize = cfg.image_size is not None and cfg.dataset != "imagenet"
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
         # Resizing on the device, per batch, is much cheaper than per image in the loader.
-        return F.interpolate(x, size=image_size, mode="bilinear", align_corners=False) if resize else x
+        if not resize or x.shape[-1] == image_size:  # RandomResizedCrop already gave the training size
+            return x
+        return F.interpolate(x, size=image_size, mode="bilinear", align_corners=False)
 
     def train_loss(model: nn.Module, batch) -> torch.Tensor:
         x, y = batch

@@ -102,8 +102,51 @@ def test_timm_models_get_a_cifar_stem_and_vits_take_the_image_size():
     assert big.conv1.kernel_size == (7, 7)  # ImageNet-size inputs keep the ImageNet stem
 
 
+def test_densenet_and_resnext_get_a_cifar_stem_and_an_unknown_stem_is_an_error():
+    densenet = cls.build_model(cls.Config(model="densenet121"), num_classes=100, image_size=32)
+    conv0 = densenet.features.conv0
+    assert (conv0.kernel_size, conv0.stride) == ((3, 3), (1, 1)) and isinstance(densenet.features.pool0, nn.Identity)
+    assert densenet(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    resnext = cls.build_model(cls.Config(model="resnext50_32x4d"), num_classes=100, image_size=32)
+    assert resnext.conv1.stride == (1, 1) and isinstance(resnext.maxpool, nn.Identity)
+    with pytest.raises(ValueError, match="task.model='efficientnet_b0' at 32 px: no CIFAR stem is known"):
+        cls.build_model(cls.Config(model="efficientnet_b0"), num_classes=10, image_size=32)
+    kept = cls.build_model(cls.Config(model="efficientnet_b0", cifar_stem=False), num_classes=10, image_size=32)
+    assert kept.conv_stem.stride == (2, 2)  # kept on purpose
+
+
+def test_wide_resnet_28_10_has_the_published_parameter_count_and_its_twin_runs():
+    with torch.device("meta"):
+        wrn = cls.build_model(cls.Config(model="wrn28_10"), num_classes=100, image_size=32)
+    assert sum(p.numel() for p in wrn.parameters()) == 36_536_884
+    twin = cls.build_model(cls.Config(model="wrn10_1"), num_classes=10, image_size=32)
+    assert twin(torch.zeros(2, 3, 32, 32)).shape == (2, 10) and len(twin.blocks) == 3
+
+
 def test_unknown_names_list_the_allowed_ones(tmp_path):
     with pytest.raises(ValueError, match="task.model='resnet7' is not allowed; choose one of: small_cnn, tiny_cnn"):
         cls.build_model(cls.Config(model="resnet7"), 10, 32)
     with pytest.raises(ValueError, match="task.dataset='svhn' is not allowed; choose one of: fashion_mnist, digits"):
         cls.setup(cls.Config(dataset="svhn"), ctx(tmp_path))
+
+
+def test_the_official_adamw_pipeline_randaugment_and_resized_crop_is_reproducible(tmp_path):
+    import json
+
+    from benchmarks import engine
+    from benchmarks.recipes import compose_run
+
+    extra = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "task.augment=true",
+             "task.rand_augment=rand-m7-mstd0.5", "task.resized_crop_scale=[0.8,1.0]", "task.image_size=16"]
+    histories = []
+    for name in ("a", "b"):
+        cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / name), extra)
+        engine.run(cfg, run_dir)
+        histories.append(json.loads((run_dir / "result.json").read_text())["history"])
+    assert [h["train_loss"] for h in histories[0]] == [h["train_loss"] for h in histories[1]]
+    config = cls.Config(dataset="digits", augment=True, rand_augment="rand-m7-mstd0.5", resized_crop_scale=[0.8, 1.0],
+                        image_size=16)
+    train, _ = cls.build_datasets(config)
+    assert isinstance(train, cls.TransformedImages) and train[0][0].shape == (3, 16, 16)
+    steps = [type(t).__name__ for t in train.transform.transforms]
+    assert steps == ["RandomResizedCrop", "RandAugment", "ToTensor", "Normalize"]  # digits: no flips

@@ -253,3 +253,16 @@ def test_gradient_accumulation_equals_the_large_batch_and_updates_the_average_on
         assert (a["epoch"], a["step"], a["lr"]) == (b["epoch"], b["step"], b["lr"])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["avg"]["ppl"] == pytest.approx(b["avg"]["ppl"], rel=1e-5)
+
+
+def test_no_weight_decay_on_1d_parameters_and_the_median_of_the_last_k(tmp_path):
+    cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / "groups"),
+                               FAST + ["optim.decay_1d=false", "optim.weight_decay=0.05"])
+    groups = engine.Trainer(cfg, run_dir).optimizer.param_groups
+    assert {(g["weight_decay"], all(p.ndim >= 2 for p in g["params"])) for g in groups} == {(0.05, True), (0.0, False)}
+    assert sum(len(g["params"]) for g in groups) == len(list(engine.Trainer(cfg, run_dir).model.parameters()))
+    cfg, run_dir = compose_run("smoke/classification", "baseline", 0, str(tmp_path / "median"),
+                               FAST + ["trainer.epochs=3", "trainer.median_of_last=2"])
+    result = engine.run(cfg, run_dir)
+    last_two = [h["online"]["top1"] for h in result["history"][-2:]]
+    assert result["median_last_k"] == 2 and result["median_last"]["top1"] == sum(last_two) / 2
