@@ -79,6 +79,11 @@ IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_work
 ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 
 
+class ResumeRefused(ValueError):
+    """The run directory's checkpoint cannot resume this run (e.g. written inside an epoch at another world size).
+    The run is left as it was (checkpoint kept, status "running"): rerun as the message says."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
 
@@ -140,6 +145,9 @@ def describe(record: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- small helpers
+_OWN_STORES: list[str] = []  # file stores of the one-process groups _distributed made
+
+
 def _distributed(timeout_min: float = 30.0, need_group: bool = False) -> tuple[int, int, int, bool]:
     """(rank, world_size, local_rank, whether a group was made here for one process) from torchrun's (or a
     multi-task Slurm job's) environment; initialises the process group when there is more than one process, or
@@ -156,8 +164,10 @@ def _distributed(timeout_min: float = 30.0, need_group: bool = False) -> tuple[i
         import tempfile
 
         store = tempfile.NamedTemporaryFile(prefix="sema-bench-pg-", delete=False).name
-        torch.distributed.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1,
+        torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo",
+                                             init_method=f"file://{store}", rank=0, world_size=1,
                                              timeout=datetime.timedelta(minutes=timeout_min))
+        _OWN_STORES.append(store)  # removed with the group (run's finally)
         return 0, 1, 0, True
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_initialized():
@@ -233,15 +243,6 @@ def _micro_batches(batches: Iterator[Any], accum: int) -> Iterator[Any]:
         if len(group) == accum:
             yield group
             group = MicroBatches()
-
-
-@contextlib.contextmanager
-def _fsdp_no_sync(model: nn.Module):
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
 
 
 def _state_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
@@ -321,7 +322,7 @@ class Trainer:
         groups = (self.task.param_groups(self.model) if self.task.param_groups
                   else [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
         if not cfg.optim.decay_1d:
-            groups = without_decay_on_1d(groups)
+            groups = without_decay_on_1d(groups, {id(p): n for n, p in self.model.named_parameters()})
         self.peak_lr, self.global_batch = peak_lr(cfg.optim, cfg.task.batch_size * trainer.grad_accum_steps,
                                                   world_size)
         self.optimizer = build_optimizer(cfg.optim, groups, lr=self.peak_lr)
@@ -331,7 +332,8 @@ class Trainer:
             self.optimizer = self.averager.wrap_optimizer(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(cfg.optim, self.steps_per_epoch, self.total_steps))
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        fp16 = self.amp_dtype == torch.float16 or (self.strategy == "fsdp2" and trainer.fsdp_param_dtype == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
 
         self.train_model: nn.Module = self.model  # fsdp2 shards in place: no wrapper
         if world_size > 1 and self.strategy == "ddp":
@@ -366,6 +368,11 @@ class Trainer:
         if self.task.shard_blocks is None:
             raise ValueError(f"trainer.strategy=fsdp2: the {name} task does not say how to shard its model "
                              "(TaskSetup.shard_blocks; the lm task does); use trainer.strategy=ddp")
+        rank0_only = self.task.sharded_evaluation is None or (self.task.final_evaluate is not None
+                                                               and not self.task.final_evaluate_on_every_rank)
+        if rank0_only and self.world_size > 1:  # an FSDP2 forward is a collective: rank 0 alone would wait forever
+            raise ValueError(f"trainer.strategy=fsdp2: the {name} task evaluates on rank 0 alone (TaskSetup."
+                             "sharded_evaluation, final_evaluate_on_every_rank); use trainer.strategy=ddp")
         if self.task.averaged_module is not None:
             raise ValueError(f"trainer.strategy=fsdp2 averages the whole model; the {name} task averages a part of "
                              "it (TaskSetup.averaged_module); use trainer.strategy=ddp")
@@ -511,12 +518,12 @@ class Trainer:
         return loss
 
     def _gradient_sync(self, sync: bool):
-        """Around the forward and backward of a micro-batch: gradients are reduced across ranks only at the
-        last one (DDP's no_sync; FSDP2's set_requires_gradient_sync)."""
-        if sync or self.world_size == 1:
+        """Around the forward and backward of a micro-batch: under DDP gradients are all-reduced at the last one
+        only (no_sync); under fsdp2 at every one (see below)."""
+        if sync or self.world_size == 1 or self.strategy == "fsdp2":
+            # fsdp2 reduce-scatters every micro-batch into the sharded gradients: skipping it would keep full,
+            # unsharded float32 gradients on every rank until the last one (a whole model's worth of memory)
             return contextlib.nullcontext()
-        if self.strategy == "fsdp2":
-            return _fsdp_no_sync(self.model)
         return self.train_model.no_sync()
 
     def stopped_at(self, steps: int, epoch: int) -> str:
@@ -537,9 +544,24 @@ class Trainer:
         return flag.item() > 0
 
     def _check_finite(self, loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
-        if not torch.isfinite(loss_sum).item():
+        """NonFiniteLoss when the loss sum is NaN/inf, under torchrun on any rank (all ranks raise together)."""
+        bad = (~torch.isfinite(loss_sum)).to(torch.float32).reshape(1)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(bad)
+        if bad.item() > 0:
             raise NonFiniteLoss(f"the training loss became {loss_sum.item()} in epoch {epoch} "
-                                f"(by step {steps} of the epoch, global step {self.global_step})")
+                                f"(by step {steps} of the epoch, global step {self.global_step}; on this rank or "
+                                "another)")
+
+    def stop_agreed(self) -> bool:
+        """Whether any rank received a stop signal (a collective under torchrun: every rank calls it)."""
+        if self.world_size == 1:
+            return self.stop.signum is not None
+        flag = torch.tensor([1.0 if self.stop.signum is not None else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag)
+        if flag.item() > 0 and self.stop.signum is None:
+            self.stop.signum = signal.SIGTERM
+        return flag.item() > 0
 
     # -------------------------------------------------------------------------------------------- evaluation
     def _evaluate(self) -> dict[str, float]:
@@ -626,7 +648,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- checkpoints
     def rng_states(self) -> list[dict[str, Any]]:
         """Every rank's RNG states, in rank order (a collective under torchrun: every rank calls it)."""
-        mine = ckpt.rng_state(self.generator)
+        mine = {**ckpt.rng_state(self.generator), "epoch_loss_sum": self.epoch_loss_sum.detach().cpu()}
         if self.world_size == 1:
             return [mine]
         states: list = [None] * self.world_size
@@ -635,7 +657,8 @@ class Trainer:
 
     def state_dict(self, logger_run_id: Optional[str], rng_ranks: Optional[list] = None) -> dict[str, Any]:
         """Everything a resume needs. Under fsdp2 model, optimizer and average are this rank's DTensor shards
-        (every rank calls it; `save_checkpoint` writes them with torch.distributed.checkpoint)."""
+        (every rank calls it; `save_checkpoint` writes them with torch.distributed.checkpoint). `rng_ranks`:
+        every rank's RNG states and partial loss sum (rng_states())."""
         model, optimizer = (sharded_state(self.model, self.optimizer) if self.strategy == "fsdp2"
                             else (self.model.state_dict(), self.optimizer.state_dict()))
         return {
@@ -649,6 +672,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ckpt.rng_state(self.generator),
             "rng_ranks": rng_ranks,  # each rank's own states (None: a one-process run, see "rng")
+            "world_size": self.world_size,
+            "steps_per_epoch": self.steps_per_epoch,
             "history": self.history,
             "elapsed_s": self.elapsed_s,
             "train_time_s": self.train_time_s,
@@ -688,6 +713,19 @@ class Trainer:
         self.load_state_dict(state)
         return state
 
+    def _check_world_change(self, state: dict[str, Any], saved_world: int) -> None:
+        """A checkpoint from another world size resumes only at an epoch end and with the same steps per epoch."""
+        where = f"this checkpoint was written at world size {saved_world}, the run now has {self.world_size}"
+        if int(state.get("step_in_epoch", 0)):
+            raise ResumeRefused(f"{where}, inside epoch {int(state['epoch']) + 1} (step {state['step_in_epoch']}): "
+                             "the epoch's examples are split another way at another world size, so it resumes "
+                             f"only at world size {saved_world}; or resume at {saved_world} until an epoch end")
+        saved_steps = int(state.get("steps_per_epoch", self.steps_per_epoch))
+        if saved_steps != self.steps_per_epoch:
+            raise ResumeRefused(f"{where}, and {saved_steps} steps per epoch then, {self.steps_per_epoch} now: the lr "
+                             "and averaging schedules were laid out for the former; keep the global batch (task."
+                             "batch_size x processes x trainer.grad_accum_steps) or cap trainer.max_steps_per_epoch")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.strategy == "fsdp2":
             load_sharded_state(self.model, self.optimizer, state["model"], state["optimizer"])
@@ -699,12 +737,18 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
+        saved_world = int(state.get("world_size", self.world_size))
+        if saved_world != self.world_size:
+            self._check_world_change(state, saved_world)
         ranks = state.get("rng_ranks")
-        same_world = ranks is not None and len(ranks) == self.world_size
-        rng = ranks[self.rank] if same_world else state["rng"]
-        ckpt.set_rng_state(rng, self.generator)
+        rng = ranks[self.rank] if ranks is not None and saved_world == self.world_size else state["rng"]
+        if saved_world == self.world_size:
+            ckpt.set_rng_state(rng, self.generator)
+        else:  # another world size: each rank a fresh stream of its own (the saved ones belong to other ranks)
+            seed_everything(self.cfg.seed + 1_000_003 * (self.rank + 1) + 7_919 * int(state["epoch"]))
         self.step_in_epoch = int(state.get("step_in_epoch", 0))
-        self.epoch_loss_sum = state.get("epoch_loss_sum", torch.zeros((), dtype=torch.float64))
+        self.epoch_loss_sum = rng.get("epoch_loss_sum", state.get("epoch_loss_sum", torch.zeros((),
+                                                                                               dtype=torch.float64)))
         self.epoch_elapsed_s = float(state.get("epoch_elapsed_s", 0.0))
         self._resume_rng = rng if self.step_in_epoch else None  # restored once the epoch reaches its step
         self.epoch, self.global_step = state["epoch"], state["global_step"]
@@ -772,6 +816,8 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     finally:
         if own_group:  # the one-process group made for fsdp2: gone with the run (a suite runs many in a process)
             torch.distributed.destroy_process_group()
+            while _OWN_STORES:
+                Path(_OWN_STORES.pop()).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -853,6 +899,10 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
             result["history"] = trainer.history
             write_json_atomic(run_dir / RESULT_FILE, result)
         _train(trainer, cfg, run_dir, result, logger, progress, run_name)
+    except ResumeRefused as err:  # nothing was trained; the checkpoint and result.json stay as they were
+        log.error("%s: %s", run_name, err)
+        progress.end({**result, "status": "running"})
+        raise
     except Preempted:  # checkpointed; result.json stays "running", so a rerun resumes
         log.warning("%s: stopped by a signal after its checkpoint; rerun the same command to resume", run_name)
         progress.end({**result, "status": "running"})
@@ -927,7 +977,7 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
         if trainer.rank == 0:
             progress.epoch(record)
         _barrier(trainer.world_size)
-        if trainer.stop.signum is not None and trainer.epoch < epochs:  # stopped at an epoch's end: saved above
+        if trainer.stop_agreed() and trainer.epoch < epochs:  # stopped at an epoch's end (any rank): saved above
             raise Preempted(trainer.stopped_at(trainer.steps_per_epoch, trainer.epoch))
 
     extra = None  # end-of-training metrics: rank 0, or every rank when the task splits them (no one waits)

@@ -70,12 +70,22 @@ def build_optimizer(cfg_optim: Any, groups: list[dict], lr: Optional[float] = No
     return optimizer_class(groups, lr=lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
 
 
-def without_decay_on_1d(groups: list[dict]) -> list[dict]:
-    """Each group split in two: its >= 2-D parameters as they are, its 1-D ones (norm weights, biases, scalars) with
-    weight_decay 0 (optim.decay_1d=false). Empty groups are dropped."""
+# Parameters of >= 2 dimensions that the official AdamW configs also exclude from weight decay (by name).
+NO_DECAY_NAMES = ("cls_token", "dist_token", "pos_embed", "absolute_pos_embed", "relative_position_bias_table")
+
+
+def without_decay_on_1d(groups: list[dict], names: dict[int, str] | None = None) -> list[dict]:
+    """Each group split in two: its >= 2-D parameters as they are, its 1-D ones (norm weights, biases, layer
+    scales) and those named like NO_DECAY_NAMES (`names`: id(param) -> name) with weight_decay 0
+    (optim.decay_1d=false). Empty groups are dropped."""
+    names = names or {}
+
+    def exempt(p) -> bool:
+        return p.ndim < 2 or any(token in names.get(id(p), "") for token in NO_DECAY_NAMES)
+
     out = []
     for group in groups:
         params = list(group["params"])
-        out.append({**group, "params": [p for p in params if p.ndim >= 2]})
-        out.append({**group, "params": [p for p in params if p.ndim < 2], "weight_decay": 0.0})
+        out.append({**group, "params": [p for p in params if not exempt(p)]})
+        out.append({**group, "params": [p for p in params if exempt(p)], "weight_decay": 0.0})
     return [g for g in out if g["params"]]

@@ -82,7 +82,9 @@ def count_steps(cfg: Any) -> tuple[Optional[int], str]:
         return None, f"the training set could not be built here ({type(err).__name__}: {err})"
     n = len(setup.train_set)
     cap = cfg.trainer.max_steps_per_epoch
-    how = f"{n} training examples / batch {cfg.task.batch_size}" + (f", capped at {cap}" if cap else "")
+    accum = cfg.trainer.grad_accum_steps
+    how = (f"{n} training examples / batch {cfg.task.batch_size}" + (f" / {accum} micro-batches" if accum > 1 else "")
+           + (f", capped at {cap}" if cap else "") + "; one process: under torchrun each rank sees 1/N")
     return ctx.steps_per_epoch(n), how
 
 

@@ -102,15 +102,24 @@ def remove_dcp(run_dir: Path) -> None:
 
 def full_weights(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(full tensors on the CPU by name, {dropped tied name: kept name}) of `module`'s state dict, shards gathered
-    (a collective under fsdp2: every rank calls it). Tied tensors are kept once, under the alphabetically first
-    of their names, as safetensors' save_model does (the mapping is its file metadata)."""
-    from sema.sharding import full_state_dict
+    one tensor at a time (a collective under fsdp2: every rank calls it; rank 0 alone keeps the tensors, the
+    others get an empty dict). Tied tensors are kept once, under the alphabetically first of their names, as
+    safetensors' save_model does (the mapping is its file metadata)."""
+    from sema.sharding import is_sharded
 
     names: dict[int, list[str]] = {}
     for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
         names.setdefault(id(t), []).append(name)
     tied = {other: min(group) for group in names.values() if len(group) > 1 for other in group if other != min(group)}
-    full = {k: v.detach().cpu().clone() for k, v in full_state_dict(module).items() if k not in tied}
+    keep = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    full = {}
+    for key, value in module.state_dict().items():  # one tensor gathered at a time; only rank 0 keeps it
+        if key in tied:
+            continue
+        gathered = value.full_tensor() if is_sharded(value) else value.detach()
+        if keep:
+            full[key] = gathered.cpu().clone()
+        del gathered
     return full, tied
 
 

@@ -114,6 +114,8 @@ def make_average(
     itself (one float32 copy), never a model-dtype copy first. Parameters do not require grad; eval mode."""
     module = unwrap(module)
     dtype = resolve_dtype(average_dtype)
+    for m in sharding.fsdp_modules(module):  # the shards, not parameters gathered by a forward without backward
+        m.reshard()
     if sharding.check_uniform(module):  # FSDP2: shard-local average, a skeleton module (sema/sharding.py)
         return sharding.skeleton_average(module, lambda t: average_dtype_for(t, dtype),
                                          None if device is None else torch.device(device))
@@ -212,8 +214,10 @@ class TensorPlan:
             raise ValueError(
                 f"model={type(self.module).__name__} has no parameters; a weight average needs at least one"
             )
-        self.sharded = sharding.check_uniform(self.module)  # FSDP2: the plan works on the local shards
         self._fsdp = sharding.fsdp_modules(self.module)
+        for m in self._fsdp:  # a forward without backward leaves FSDP2's gathered parameters registered
+            m.reshard()
+        self.sharded = sharding.check_uniform(self.module)  # FSDP2: the plan works on the local shards
         self._build()
 
     # ------------------------------------------------------------------ building
@@ -406,8 +410,9 @@ class TensorPlan:
                 self.check()
                 break
         else:  # and tensors replaced in the module (fully_shard after binding; FSDP2 re-padding a shard)
-            for table, leaf, t in self._registered:
-                if (table[leaf]._local_tensor if self.sharded else table[leaf]) is not t:
+            for table, leaf, t in self._registered:  # buffers (and FSDP's gathered root) are plain tensors
+                now = table[leaf]
+                if (getattr(now, "_local_tensor", now) if self.sharded else now) is not t:
                     self.check()
                     break
         # torch.no_grad() costs ~2 us per entry on CPU, as much as a small model's whole update: toggle directly.
@@ -542,6 +547,8 @@ class TensorPlan:
         if self.is_swapped:
             raise RuntimeError("cannot copy the average inside swapped()")
         target = unwrap(target)
+        for m in sharding.fsdp_modules(target):  # write into its shards, not a gathered copy FSDP2 drops
+            m.reshard()
         mine = dict(self.average.named_parameters())
         theirs = dict(target.named_parameters())
         if self.buffers != "ignore":

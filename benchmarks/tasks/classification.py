@@ -56,7 +56,8 @@ class Config(TaskConfig):
     resized_crop_scale: Optional[list[float]] = None  # [lo, hi]: RandomResizedCrop(image_size, scale) instead of
     #                              pad-and-crop, bicubic (the official 224-px ViT configs: [0.8, 1.0]); null = off
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 in the paper's AdamW recipes)
-    drop_path: float = 0.0  # stochastic depth of timm models (0.1 DeiT-S, 0.3 ConvNeXt-T in the paper)
+    drop_path: float = 0.0  # stochastic depth of timm models (0.3 ConvNeXt-T, 0.5 ConvNeXt-S, 0.2 Swin-T)
+    drop_rate: float = 0.0  # dropout of timm models (0.1 MLP-Mixer-S in the official config)
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for ResNet/ConvNeXt; null = when image size <= 64
 
 
@@ -231,6 +232,8 @@ def build_model(cfg: Config, num_classes: int, image_size: int) -> nn.Module:
     kwargs = {"pretrained": False, "num_classes": num_classes}
     if cfg.drop_path:  # not every family takes it (DenseNet does not)
         kwargs["drop_path_rate"] = cfg.drop_path
+    if cfg.drop_rate:
+        kwargs["drop_rate"] = cfg.drop_rate
     if cfg.model.startswith(_VIT_LIKE):
         kwargs["img_size"] = image_size
     model = timm.create_model(cfg.model, **kwargs)

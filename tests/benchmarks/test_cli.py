@@ -86,7 +86,8 @@ def test_list_describes_every_recipe_method_and_task():
 def test_plan_prints_the_resolved_config_and_the_schedule_without_running(tmp_path):
     out = sema_bench("--plan", "recipe=smoke/classification", "method=sema", f"out_dir={tmp_path}").stdout
     assert "${" not in out  # resolved
-    assert "steps per epoch: 8 (1438 training examples / batch 32, capped at 8)" in out
+    assert "steps per epoch: 8 (1438 training examples / batch 32, capped at 8; one process: under torchrun each " \
+        "rank sees 1/N)" in out
     assert "total steps: 16 (2 epochs)" in out
     assert "decay warm-up ends after step 4 (epoch 0.5)" in out  # averaging.warmup_epochs 0.5 of 8 steps
     assert "writes into the trained model after epochs: 2" in out  # switch_start 1: the first switch ends epoch 2

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +33,28 @@ def _cli(out_dir, nproc, *extra):
             f"out_dir={out_dir}", *FAST, *extra]
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every process under it (torchrun's workers run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [proc.pid], []
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def _run(cmd, timeout=300) -> subprocess.CompletedProcess:
     """subprocess.run, but a timeout kills the whole process group (torchrun and its workers), not torchrun alone."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
@@ -39,7 +62,7 @@ def _run(cmd, timeout=300) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_tree(proc)
         out, err = proc.communicate()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
@@ -88,57 +111,74 @@ def test_an_fsdp2_run_interrupted_inside_an_epoch_resumes_bit_for_bit(tmp_path):
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.slow
-@pytest.mark.ddp
-def test_a_two_rank_checkpoint_resumes_at_two_bit_for_bit_and_at_one_with_the_saved_tensors(tmp_path):
-    long = ["trainer.strategy=fsdp2", "trainer.epochs=3", "trainer.checkpoint_every_steps=1"]
-    straight = _run(_cli(tmp_path / "straight", 2, *long))
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    proc = subprocess.Popen(_cli(tmp_path / "cut", 2, *long), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+def _killed_after_first_checkpoint(out_dir, *extra):
+    """Run the 2-rank job until its first DCP checkpoint is complete, then kill the whole job (like a lost node);
+    returns the run directory (its result.json still says "running")."""
+    proc = subprocess.Popen(_cli(out_dir, 2, *extra), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while not list((tmp_path / "cut").glob(f"**/{DCP_DIR}/{TRAINER_STATE_FILE}")):
+        while not list(out_dir.glob(f"**/{DCP_DIR}/{TRAINER_STATE_FILE}")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole job, like a node lost: no chance to save anything more
-        proc.wait()
-    (state_file,) = (tmp_path / "cut").glob(f"**/{DCP_DIR}/{TRAINER_STATE_FILE}")
+        _kill_tree(proc)
+    (state_file,) = out_dir.glob(f"**/{DCP_DIR}/{TRAINER_STATE_FILE}")
     run_dir = state_file.parent.parent
     assert json.loads((run_dir / "result.json").read_text())["status"] == "running"  # killed before the end
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_two_rank_checkpoint_resumes_at_two_bit_for_bit(tmp_path):
+    long = ["trainer.strategy=fsdp2", "trainer.epochs=3", "trainer.checkpoint_every_steps=1"]
+    straight = _run(_cli(tmp_path / "straight", 2, *long))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run_dir = _killed_after_first_checkpoint(tmp_path / "cut", *long)  # inside epoch 1
     at_one = tmp_path / "at_one"
     shutil.copytree(tmp_path / "cut", at_one)
-    # resumed at 2 ranks: the uninterrupted run's result, bit for bit
     again = _run(_cli(tmp_path / "cut", 2, *long))
     assert again.returncode == 0, again.stderr[-3000:]
     (a, _), (b, _) = _result(tmp_path / "straight"), _result(tmp_path / "cut")
     assert b["status"] == "completed" and _history(a) == _history(b) and a["final"] == b["final"]
-    # resumed at 1 rank: DCP reshards into one process's tensors, exactly those saved (read back a second way,
-    # with torch's dcp_to_torch_save), and the run completes
+    # a checkpoint from inside an epoch does not resume at another world size (the epoch's examples are split
+    # another way there): refused, saying so
+    refused = _run(_cli(at_one, 1, *long))
+    assert refused.returncode != 0 and "resumes only at world size 2" in refused.stdout + refused.stderr
+    kept = at_one / run_dir.relative_to(tmp_path / "cut")  # nothing lost: the checkpoint and "running" kept
+    assert json.loads((kept / "result.json").read_text())["status"] == "running" and (kept / DCP_DIR).is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_an_epoch_end_checkpoint_of_two_ranks_resumes_at_one_with_the_saved_tensors(tmp_path):
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    one_dir = at_one / run_dir.relative_to(tmp_path / "cut")
-    saved_epoch = torch.load(one_dir / DCP_DIR / TRAINER_STATE_FILE, weights_only=True)["epoch"]
-    dcp_to_torch_save(one_dir / DCP_DIR, tmp_path / "full.pt")
+    long = ["trainer.strategy=fsdp2", "trainer.epochs=3"]
+    run_dir = _killed_after_first_checkpoint(tmp_path / "cut", *long)  # after an epoch end
+    saved_epoch = torch.load(run_dir / DCP_DIR / TRAINER_STATE_FILE, weights_only=True)["epoch"]
+    # DCP reshards into one process's tensors: exactly those saved (read back a second way, dcp_to_torch_save)
+    dcp_to_torch_save(run_dir / DCP_DIR, tmp_path / "full.pt")
     full = torch.load(tmp_path / "full.pt", weights_only=False)
-    cfg, _ = compose_run("smoke/lm", "sema", 0, str(at_one), FAST + long)
-    rank, world, _, own = engine._distributed(need_group=True)
+    cfg, _ = compose_run("smoke/lm", "sema", 0, str(tmp_path / "cut"), FAST + long)
+    _, _, _, own = engine._distributed(need_group=True)
     try:
-        trainer = engine.Trainer(cfg, one_dir)
+        trainer = engine.Trainer(cfg, run_dir)
         state = trainer.load_checkpoint()
-        assert state is not None and trainer.epoch == saved_epoch
-        (online, _), (average, _) = trainer.weights()["online"], trainer.weights()["average"]
+        assert state is not None and trainer.epoch == saved_epoch and state["world_size"] == 2
+        weights = trainer.weights()
+        (online, _), (average, _) = weights["online"], weights["average"]
         assert online and all(torch.equal(online[k], full["model"][k]) for k in online)
         assert average and all(torch.equal(average[k], full["averager"]["average"][k]) for k in average)
     finally:
         if own:
             torch.distributed.destroy_process_group()
-    one = _run(_cli(at_one, 1, *long))
+    one = _run(_cli(tmp_path / "cut", 1, *long))
     assert one.returncode == 0, one.stderr[-3000:]
-    result, _ = _result(at_one)
+    result, _ = _result(tmp_path / "cut")
     assert result["status"] == "completed" and result["runtime"]["world_size"] == 1
-    assert _history(result)[:saved_epoch] == _history(a)[:saved_epoch]  # the epochs trained at 2 ranks kept
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
 
 
 def test_the_fsdp2_bf16_policy_computes_in_bf16_and_keeps_float32_shards_and_average(tmp_path):

@@ -91,16 +91,34 @@ def _rank(rank: int, world: int, init_file: str, out) -> None:
             with torch.no_grad(), method.swapped():
                 inside = model(x)
             results[name] = {"average": _full(method.average), "model": _full(model), "inside": inside}
+        from torch.distributed.fsdp import fully_shard
+
         # memory: this rank's share of the average against one full float32 copy
         model = _sharded(_net())
         ema = sema.EMA(model)
         mine = sum(local(t).untyped_storage().nbytes() for t in ema.average.state_dict().values())
         full = sum(t.numel() * 4 for t in _net().state_dict().values())
         results["memory"] = (mine, full, all(is_sharded(p) for p in ema.average.parameters()))
+        # BatchNorm (an integer buffer first in its group), default buffers, and an update right after a forward
+        # without backward (FSDP2 then keeps the root's gathered parameters registered); binding after one too
+        torch.manual_seed(0)
+        bn = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
+        fully_shard(bn[0])
+        fully_shard(bn[2])
+        fully_shard(bn)
+        with torch.no_grad():
+            bn(torch.randn(4, 6))
+        bn_ema = sema.SEMA(bn, decay=0.5)
+        bn.train()
+        bn(torch.randn(4, 6)).sum().backward()
+        with torch.no_grad():
+            bn.eval()
+            bn(torch.randn(4, 6))
+        bn_ema.update()
+        bn_ema.epoch_end()
+        results["bn"] = sorted(_full(bn_ema.average))
         # errors
         half = _net()
-        from torch.distributed.fsdp import fully_shard
-
         fully_shard(half.fc1)  # the root (fc2, scale) left unsharded
         try:
             sema.EMA(half)
@@ -156,6 +174,13 @@ def test_each_rank_keeps_only_its_shard_of_the_average(sharded_runs):
         assert sharded
         # parameters halve exactly (even rows); the 4-element buffer is replicated
         assert mine == (full - 16) // WORLD + 16
+
+
+@pytest.mark.ddp
+def test_batchnorm_buffers_and_updates_after_a_forward_without_backward_work_sharded(sharded_runs):
+    for rank in range(WORLD):
+        assert sharded_runs[rank]["bn"] == ["0.bias", "0.weight", "1.bias", "1.num_batches_tracked",
+                                            "1.running_mean", "1.running_var", "1.weight", "2.bias", "2.weight"]
 
 
 @pytest.mark.ddp

@@ -1,0 +1,100 @@
+"""The paper's recipes: docs/paper_recipes.md states, row by row, the value each composed recipe has (so the table
+and the recipes cannot drift), every CIFAR-100 recipe has its table, and each recipe has a CPU twin that runs
+the same code path (its transforms, its model family, its evaluation) for two steps on tiny CIFAR-100 files in the
+official format."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from benchmarks.recipes import RECIPES, compose_run
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "paper_recipes.md"
+ROW = re.compile(r"^\| `([a-z_0-9.]+)` \| .*? \| `([^`]*)` \| .*\|$")
+
+
+def tables() -> dict[str, list[tuple[str, str]]]:
+    """recipe -> [(config key, our value as written)] from docs/paper_recipes.md."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in DOC.read_text().splitlines():
+        heading = re.match(r"^## (paper/\S+)$", line)
+        if heading:
+            current = heading.group(1)
+            out[current] = []
+        elif current and (row := ROW.match(line)):
+            out[current].append((row.group(1), row.group(2)))
+    return out
+
+
+CIFAR = sorted(r for r, recipe in RECIPES.items() if r.startswith("paper/") and recipe.task == "classification")
+
+
+def test_every_cifar100_paper_recipe_has_its_table():
+    assert sorted(tables()) == CIFAR
+    assert all(len(rows) >= 20 for rows in tables().values())
+
+
+def _same(value, expected) -> bool:
+    if isinstance(expected, float) or isinstance(value, float):
+        return value is not None and expected is not None and math.isclose(float(value), float(expected))
+    return value == expected
+
+
+@pytest.mark.parametrize("recipe", CIFAR)
+def test_the_table_states_the_composed_recipes_values(recipe, tmp_path):
+    cfg, _ = compose_run(recipe, "sema", 0, str(tmp_path))
+    wrong = []
+    for key, ours in tables()[recipe]:
+        value = OmegaConf.select(cfg, key, default="<missing>")
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        expected = yaml.safe_load(ours)
+        if not _same(value, expected):
+            wrong.append(f"{key}: table says {ours!r}, the recipe has {value!r}")
+    assert not wrong, f"docs/paper_recipes.md and configs/recipe/{recipe}.yaml disagree:\n" + "\n".join(wrong)
+
+
+# recipe -> the model its CPU twin trains: the same family at a tiny size (None: the recipe's own model, cheap here)
+TWINS = {
+    "paper/classification": None,
+    "paper/cifar100_resnet50": "resnet26",
+    "paper/cifar100_resnet101": "resnet26",
+    "paper/cifar100_resnext50": None,
+    "paper/cifar100_wrn28_10": "wrn10_1",
+    "paper/cifar100_densenet121": None,
+    "paper/cifar100_convnext_tiny": "convnext_atto",
+    "paper/cifar100_convnext_small": "convnext_atto",
+    "paper/cifar100_deit_small": "deit_tiny_patch16_224",
+    "paper/cifar100_swin_tiny": None,
+    "paper/cifar100_mixer_small": None,
+}
+
+
+def test_every_cifar100_recipe_has_a_twin():
+    assert sorted(TWINS) == CIFAR
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", CIFAR)
+def test_the_cpu_twin_runs_the_recipes_code_path(recipe, tmp_path):
+    from fixture_writers import write_cifar100
+
+    from benchmarks import engine
+
+    write_cifar100(tmp_path / "data", n_train=8, n_test=4)
+    extra = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.device=cpu", "trainer.epochs=1",
+             "trainer.max_steps_per_epoch=2", "task.batch_size=4", "task.eval_batch_size=4", "task.num_workers=0",
+             f"task.data_root={tmp_path / 'data'}", "optim.lr_scaling=linear"]
+    if TWINS[recipe]:
+        extra.append(f"task.model={TWINS[recipe]}")
+    cfg, run_dir = compose_run(recipe, "sema", 0, str(tmp_path / "runs"), extra)
+    result = engine.run(cfg, run_dir)
+    assert result["status"] == "completed" and result["dataset"] == "cifar100"
+    assert math.isfinite(result["history"][-1]["train_loss"]) and "top1" in result["final"]
+    assert result["median_last_k"] == 1  # one evaluation: the median of the last 10 is over it alone
