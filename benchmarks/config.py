@@ -33,6 +33,7 @@ LR_SCALINGS = ("linear", "none")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("ddp", "fsdp2")  # benchmarks/strategy.py
+REPORTED = ("final", "best", "median_last")  # result.json statistics sema-report can compare
 FSDP_DTYPES = ("bf16", "fp16", "fp32")
 WANDB_MODES = ("offline", "online", "disabled")
 PROFILES = ("smoke", "quick", "paper")
@@ -83,6 +84,7 @@ class TrainerConfig:
     eval_every: int = 1  # evaluate every n epochs (the last epoch is always evaluated)
     median_of_last: int = 3  # result.json's median_last: the median of the last k evaluations (the CIFAR
     #                          recipes: 10, the statistic of openmixup's CIFAR tables)
+    reported: str = "final"  # the statistic sema-report compares: final | best | median_last (the CIFAR recipes)
     deterministic: bool = True  # deterministic algorithms and seeded everything (bit-exact resume on CPU)
     checkpoint: bool = True  # save checkpoint.pt at every epoch end (needed to resume)
     checkpoint_every_steps: Optional[int] = None  # also inside an epoch, every n steps (long COCO/LM epochs);
@@ -184,6 +186,7 @@ def validate(cfg: Any) -> None:
     _check_positive("trainer.epochs", t.epochs)
     _check_positive("trainer.eval_every", t.eval_every)
     _check_positive("trainer.median_of_last", t.median_of_last)
+    _check_choice("trainer.reported", t.reported, REPORTED)
     _check_positive("trainer.nan_check_every", t.nan_check_every)
     _check_positive("trainer.max_steps_per_epoch", t.max_steps_per_epoch, optional=True)
     _check_positive("trainer.grad_clip", t.grad_clip, optional=True)

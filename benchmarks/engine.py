@@ -471,8 +471,8 @@ class Trainer:
             stop = self._stop_requested(steps, check_every, last)
             if checkpoint is not None and not last and (stop or (every and steps % every == 0)):
                 self.train_time_s += time.perf_counter() - start
-                start = time.perf_counter()
                 checkpoint()
+                start = time.perf_counter()  # the checkpoint's time is not training time (throughput, MFU)
             if stop and not last:
                 raise Preempted(self.stopped_at(steps, epoch))
         self._check_finite(loss_sum, epoch, steps)

@@ -63,6 +63,8 @@ RECIPES: dict[str, Recipe] = {
     "paper/cifar100_mixer_small": Recipe("classification", "CIFAR-100, MLP-Mixer-S at 224, 200 epochs AdamW + RandAugment"),
     "paper/ssl": Recipe("ssl", "BYOL on CIFAR-10, ResNet-18, 800 epochs; linear probe"),
     "paper/regression": Recipe("regression", "RCF-MNIST rotation angle, ResNet-18, 400 epochs"),
+    "paper/agedb_resnet50": Recipe("regression", "AgeDB ages, ResNet-50 at 224, 400 epochs AdamW (4 GPUs x 64)"),
+    "paper/imdb_wiki_resnet50": Recipe("regression", "IMDB-WIKI ages, ResNet-50 at 224, 200 epochs AdamW (4 x 64)"),
     "paper/video": Recipe("video", "Moving MNIST, SimVP (OpenSTL size), 200 epochs"),
     "paper/detection": Recipe("detection", "COCO 2017, Mask R-CNN R50-FPN, 1x schedule (12 epochs)"),
     "paper/segmentation": Recipe("segmentation", "ADE20K, DeepLabV3 R50, 64 epochs, sliding-window mIoU"),

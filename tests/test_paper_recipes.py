@@ -98,3 +98,25 @@ def test_the_cpu_twin_runs_the_recipes_code_path(recipe, tmp_path):
     assert result["status"] == "completed" and result["dataset"] == "cifar100"
     assert math.isfinite(result["history"][-1]["train_loss"]) and "top1" in result["final"]
     assert result["median_last_k"] == 1  # one evaluation: the median of the last 10 is over it alone
+
+
+AGE_RECIPES = {"paper/agedb_resnet50": "agedb.csv", "paper/imdb_wiki_resnet50": "imdb_wiki.csv"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(AGE_RECIPES))
+def test_the_age_recipes_cpu_twin_runs_their_code_path(recipe, tmp_path):
+    from fixture_writers import write_age_csv
+
+    from benchmarks import engine
+
+    rows = [(f"faces/{i}.png", 20 + 5 * i, "train") for i in range(8)] + [("faces/t0.png", 33, "test"),
+                                                                          ("faces/t1.png", 61, "test")]
+    write_age_csv(tmp_path / "data", rows, name=AGE_RECIPES[recipe], size=40)
+    extra = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.device=cpu", "trainer.epochs=1",
+             "trainer.max_steps_per_epoch=2", "task.batch_size=4", "task.eval_batch_size=4", "task.num_workers=0",
+             f"task.data_root={tmp_path / 'data'}", "task.model=resnet18"]
+    cfg, run_dir = compose_run(recipe, "sema", 0, str(tmp_path / "runs"), extra)
+    result = engine.run(cfg, run_dir)
+    assert result["status"] == "completed" and math.isfinite(result["final"]["mae"])
+    assert result["runtime"]["peak_lr"] == pytest.approx(1e-3 * 4 / 256)  # the configs' lr is for batch 256

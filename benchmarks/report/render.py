@@ -100,6 +100,10 @@ def _shown(path: Path, root: Optional[Path]) -> str:
         return str(path)
 
 
+STATISTIC_TEXT = {"final": "at the last evaluation", "best": "at each run's best evaluation",
+                  "median_last": "the median of each run's last evaluations (result.json median_last)"}
+
+
 def render_table_markdown(table: TaskTable, images: dict[str, str], root: Optional[Path] = None) -> str:
     parts = [
         f"## {table.title}",
@@ -108,7 +112,8 @@ def render_table_markdown(table: TaskTable, images: dict[str, str], root: Option
         "",
         _md_table(main_columns(table), main_rows(table)),
         "",
-        f"{table.headline}: mean ± std over seeds of the reported weights (averaged for averaging methods); "
+        f"{table.headline}: mean ± std over seeds of the reported weights (averaged for averaging methods), "
+        f"{STATISTIC_TEXT.get(table.statistic, table.statistic)}; "
         "Δ = method − reference, paired by seed, with a 95% t interval (none when n < 2).",
     ]
     if table.convergence:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmarks.config import REPORTED
+
 FLATNESS_KEYS = ("hessian_top_eig", "hessian_trace", "sharpness")  # analysis.json entries the report tables
 
 
@@ -28,7 +30,8 @@ class Run:
     group_key: tuple  # (task, dataset key, model, profile): runs with the same key share a table
     headline: Optional[str] = None  # metric the table compares
     higher_is_better: bool = True
-    final: dict = field(default_factory=dict)  # the reported weights' final metrics
+    final: dict = field(default_factory=dict)  # the reported weights' metrics, of `statistic`
+    statistic: str = "final"  # which of result.json's final | best | median_last (the run's trainer.reported)
     final_online: dict = field(default_factory=dict)  # the online weights' final metrics
     history: list = field(default_factory=list)  # per-epoch records
     error: Optional[str] = None  # traceback of a failed run
@@ -122,9 +125,12 @@ def read_run(path: Path) -> Run:
     headline = record.get("headline")
     if not isinstance(headline, str):
         raise ValueError("completed run without a 'headline' metric name")
-    final = record.get("final")
+    statistic = str((config.get("trainer") or {}).get("reported") or "final")  # the recipe's choice
+    if statistic not in REPORTED:
+        raise ValueError(f"trainer.reported={statistic!r} is not one of {', '.join(REPORTED)}")
+    final = record.get(statistic)
     if not isinstance(final, dict) or as_number(final.get(headline)) is None:
-        raise ValueError(f"completed run without a numeric final[{headline!r}]")
+        raise ValueError(f"completed run without a numeric {statistic}[{headline!r}]")
     history = record.get("history") or []
     if not isinstance(history, list):
         raise ValueError("'history' is not a list")
@@ -135,6 +141,7 @@ def read_run(path: Path) -> Run:
     run.headline = headline
     run.higher_is_better = record["higher_is_better"]
     run.final = final
+    run.statistic = statistic
     run.final_online = record.get("final_online") if isinstance(record.get("final_online"), dict) else {}
     run.history = [h for h in history if isinstance(h, dict)]
     return run

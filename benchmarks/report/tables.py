@@ -136,6 +136,7 @@ class TaskTable:
     slug: str  # file-name stem of the table's .md/.csv/.png files
     headline: str  # the compared metric
     higher_is_better: bool  # its direction
+    statistic: str  # of result.json's final | best | median_last that is compared (the recipe's trainer.reported)
     methods: list[MethodSummary]  # rows, baseline and EMA first
     references: dict[str, str]  # reference name ("baseline"/"ema") -> the label used as that reference
     convergence: dict[str, list[ConvergenceCell]]  # label -> cells, one per fraction; {} without a baseline
@@ -341,6 +342,7 @@ def build_tables(runs: Sequence[Run], fractions: Sequence[float] = DEFAULT_FRACT
                 slug=_slug(task, dataset_key, model, profile),
                 headline=headline,
                 higher_is_better=higher_is_better,
+                statistic=" and ".join(sorted({r.statistic for r in completed})),
                 methods=methods,
                 references=references,
                 convergence=convergence,

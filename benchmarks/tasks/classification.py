@@ -232,7 +232,7 @@ def build_model(cfg: Config, num_classes: int, image_size: int) -> nn.Module:
     kwargs = {"pretrained": False, "num_classes": num_classes}
     if cfg.drop_path:  # not every family takes it (DenseNet does not)
         kwargs["drop_path_rate"] = cfg.drop_path
-    if cfg.drop_rate:
+    if getattr(cfg, "drop_rate", 0.0):  # the regression and ssl tasks build through here without one
         kwargs["drop_rate"] = cfg.drop_rate
     if cfg.model.startswith(_VIT_LIKE):
         kwargs["img_size"] = image_size

@@ -55,7 +55,9 @@ class Config(TaskConfig):
     sample_eta: float = 1.0  # 1 = DDPM-style stochastic steps; 0 = deterministic DDIM steps
     sample_seed: int = 0  # seed of the evaluation noise, shared by every run so methods see the same noise
     fid_samples: int = 10000  # generated images for the final FID
-    fid_real_samples: Optional[int] = None  # test images as the FID reference; None = the whole test split
+    fid_reference: str = "test"  # the FID's real images: test (the split held out) | train (the usual reference of
+    #                              published CIFAR-10 / CelebA FIDs: the training images)
+    fid_real_samples: Optional[int] = None  # reference images for the FID; None = the whole split
     inception_weights: Optional[str] = None  # torch-fidelity's Inception file for standard FID (or
     #                                          $SEMA_INCEPTION_WEIGHTS); None = proxy FID
     proxy_train_samples: Optional[int] = 20000  # training images for the proxy-FID classifier; None = all
@@ -171,7 +173,10 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     val_x0 = test_images[:n_val]
     val_t = torch.randint(0, cfg.timesteps, (n_val,), generator=noise_gen)
     val_noise = torch.randn(val_x0.shape, generator=noise_gen)
-    n_real = len(test_images) if cfg.fid_real_samples is None else min(cfg.fid_real_samples, len(test_images))
+    if cfg.fid_reference not in ("test", "train"):
+        raise ValueError(f"task.fid_reference={cfg.fid_reference!r} is not allowed; choose one of: test, train")
+    n_pool = len(test_images) if cfg.fid_reference == "test" else len(train_set)
+    n_real = n_pool if cfg.fid_real_samples is None else min(cfg.fid_real_samples, n_pool)
 
     def train_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return diffusion.loss(model, batch)
@@ -185,7 +190,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
                                 lambda t: {"denoise_loss": t["loss"] / t["n"]})
     shape = (channels, cfg.image_size, cfg.image_size)
     n_chunks = -(-cfg.fid_samples // cfg.eval_batch_size)
-    real = test_images[:n_real]
+    # the training images come unflipped from the same source the proxy classifier trains on
+    real = test_images[:n_real] if cfg.fid_reference == "test" else proxy_data(n_real)[0]
     proxy_key = f"{dataset_name}_c{channels}_n{cfg.proxy_train_samples or len(train_set)}"
 
     def sample_chunk(model: nn.Module, k: int) -> torch.Tensor:
@@ -259,6 +265,7 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
                 else "proxy_fid: Frechet distance on a project-trained small classifier's features, "
                 "NOT comparable with published FID"
             )
-            + f"; {cfg.fid_samples} samples ({sampler}, seed {cfg.sample_seed}) vs {n_real} test images",
+            + f"; {cfg.fid_samples} samples ({sampler}, seed {cfg.sample_seed}) vs {n_real} {cfg.fid_reference} "
+            "images",
         ],
     )

@@ -13,7 +13,9 @@ Weight averaging and the teacher. The WA method under test (EMA, SEMA, ...) aver
 (`averaged_module = model.online`: backbone + projector + predictor); the algorithm's own momentum teacher keeps its
 schedule (cosine from 0.996 (BYOL) / 0.99 (MoCo v3) to 1 over the run, `after_step`). With
 `task.teacher_switch=true` a SEMA switch also copies the (just switched) online network into the teacher, as the
-official openmixup SSL code does on its switch iterations. SimSiam has no teacher.
+official openmixup SSL code does on its switch iterations. `task.teacher_switch_every=N` is that official variant
+itself (openmixup's CosineHook with switch_ema): every N steps the momentum update is replaced by the copy online ->
+teacher, whatever the WA method does. SimSiam has no teacher.
 
 Evaluation (both computed every epoch on the same frozen backbone features, no augmentation):
 * `knn_top1`: weighted k-NN (k=200, temperature 0.1, cosine similarity; Wu et al. 2018) of the test images against
@@ -62,7 +64,9 @@ class Config(TaskConfig):
     temperature: float = 1.0  # MoCo v3 InfoNCE temperature (1.0 for ResNets in the MoCo v3 code, 0.2 for ViTs)
     teacher_momentum: Optional[float] = None  # teacher momentum at step 0; null = 0.996 BYOL, 0.99 MoCo v3
     teacher_schedule: str = "cosine"  # cosine (to 1 at the end of training) | constant
-    teacher_switch: bool = False  # a WA switch also copies the online network into the teacher (openmixup)
+    teacher_switch: bool = False  # a WA switch also copies the online network into the teacher
+    teacher_switch_every: Optional[int] = None  # openmixup's SSL switch (CosineHook switch_ema): every n steps the
+    #                                             momentum update is replaced by teacher <- online; null = off
     image_size: Optional[int] = None  # side of the training crops; null = the dataset's native size
     min_crop_scale: float = 0.2  # random-resized-crop minimum area (0.2 CIFAR recipes, 0.08 ImageNet)
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for timm ResNet/ConvNeXt; null = when image size <= 64
@@ -265,8 +269,12 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     if cfg.teacher_schedule not in ("cosine", "constant"):
         raise ValueError(
             f"task.teacher_schedule={cfg.teacher_schedule!r} is not allowed; choose one of: cosine, constant")
-    if cfg.teacher_switch and cfg.algorithm == "simsiam":
-        raise ValueError("task.teacher_switch=true needs a teacher; SimSiam has none (use byol or mocov3)")
+    if (cfg.teacher_switch or cfg.teacher_switch_every) and cfg.algorithm == "simsiam":
+        raise ValueError("task.teacher_switch / teacher_switch_every need a teacher; SimSiam has none "
+                         "(use byol or mocov3)")
+    if cfg.teacher_switch_every is not None and cfg.teacher_switch_every < 1:
+        raise ValueError(f"task.teacher_switch_every={cfg.teacher_switch_every} must be a positive number of steps "
+                         "or null")
     _, native, mean, std = DATASETS[cfg.dataset]
     image_size = cfg.image_size or native
     pretrain, probe_train, test, num_classes = build_datasets(cfg)
@@ -320,6 +328,9 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
 
         def after_step(step: int) -> None:
             # `step` = optimizer steps done; the momentum for this update is the schedule's value before it.
+            if cfg.teacher_switch_every and step % cfg.teacher_switch_every == 0:
+                ssl_heads.copy_online_to_teacher(model)  # openmixup's switch iterations: no momentum update
+                return
             momentum = ssl_heads.cosine_momentum(base, step - 1, total) if cosine else base
             ssl_heads.momentum_update(model, momentum)
 

@@ -38,3 +38,21 @@ def test_unreadable_and_partial_results_are_reported_not_fatal(tmp_path):
     assert "Not finished (status running, not counted): ema seed 7" in markdown
     rows = read_csv(root / "report" / "classification_fashion_mnist_mlp_quick.csv")
     assert rows["ema"]["n_seeds"] == "3"
+
+
+def test_a_recipe_chooses_the_statistic_the_report_compares(tmp_path):
+    import pytest
+
+    from benchmarks.report.runs import read_run
+
+    run_dir = write_result(tmp_path, "r", "sema", 0, final=0.80, avg=[0.5, 0.9, 0.8])
+    record = json.loads((run_dir / "result.json").read_text())
+    record["median_last"], record["best"] = {"top1": 0.8}, {"top1": 0.9}
+    record["config"]["trainer"]["reported"] = "best"
+    (run_dir / "result.json").write_text(json.dumps(record))
+    run = read_run(run_dir / "result.json")
+    assert (run.statistic, run.final["top1"]) == ("best", 0.9)
+    record["config"]["trainer"]["reported"] = "mean"
+    (run_dir / "result.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="trainer.reported='mean' is not one of final, best, median_last"):
+        read_run(run_dir / "result.json")

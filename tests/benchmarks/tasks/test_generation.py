@@ -66,6 +66,22 @@ def test_evaluation_uses_fixed_noise_so_methods_compare_on_the_same_terms(tmp_pa
     assert a == b and set(a) == {"proxy_fid"}
 
 
+def test_the_fid_reference_is_the_test_split_or_the_training_images(tmp_path):
+    base = dict(model="unet-tiny", timesteps=20, sample_steps=3, fid_samples=8, fid_real_samples=32,
+                proxy_train_samples=256, grid_size=2, max_eval_samples=16, eval_batch_size=8)
+    values = {}
+    for reference in ("test", "train"):
+        torch.manual_seed(0)
+        setup = generation.setup(generation.Config(fid_reference=reference, **base), _ctx(tmp_path / reference))
+        assert f"vs 32 {reference} images" in setup.notes[-1]
+        setup.model.eval()
+        with torch.no_grad():
+            values[reference] = setup.final_evaluate(setup.model)["proxy_fid"]
+    assert values["test"] != values["train"]  # the same samples against another reference set
+    with pytest.raises(ValueError, match="task.fid_reference='val' is not allowed; choose one of: test, train"):
+        generation.setup(generation.Config(fid_reference="val", **base), _ctx(tmp_path))
+
+
 def test_cifar10_layout_is_read_into_three_channel_images_in_unit_range(tmp_path):
     import pickle
 

@@ -82,6 +82,30 @@ def test_momentum_update_and_copy_move_only_the_teacher():
     assert torch.equal(model.teacher.backbone[0].weight, model.online.backbone[0].weight)
 
 
+def test_the_official_switch_copies_online_into_the_teacher_every_n_steps_instead_of_the_momentum_update(tmp_path):
+    torch.manual_seed(0)
+    setup = ssl.setup(tiny_cfg(algorithm="byol", teacher_switch_every=2), ctx(tmp_path))
+    model = setup.model
+
+    def step(k):
+        with torch.no_grad():
+            for p in model.online.parameters():
+                p.add_(0.5)  # an "optimizer step" on the online network
+        setup.after_step(k)
+
+    def teacher_is_online():
+        return all(torch.equal(t, o) for t, o in zip(model.teacher.parameters(), model.online.parameters()))
+
+    step(1)
+    assert not teacher_is_online()  # step 1: a momentum update, the teacher only moved part of the way
+    step(2)
+    assert teacher_is_online()  # step 2: the switch, teacher <- online exactly
+    step(3)
+    assert not teacher_is_online()
+    with pytest.raises(ValueError, match="SimSiam has none"):
+        ssl.setup(tiny_cfg(algorithm="simsiam", teacher_switch_every=2), ctx(tmp_path))
+
+
 @pytest.mark.parametrize("algorithm", ["byol", "mocov3", "simsiam"])
 def test_one_step_trains_the_online_network_only(tmp_path, algorithm):
     torch.manual_seed(0)
