@@ -33,12 +33,19 @@ def tables() -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-CIFAR = sorted(r for r, recipe in RECIPES.items() if r.startswith("paper/") and recipe.task == "classification")
+CIFAR = sorted(r for r, recipe in RECIPES.items()
+               if r.startswith("paper/") and recipe.task == "classification" and "imagenet" not in r)
+PAPER = sorted(r for r in RECIPES if r.startswith("paper/"))
+# Paper recipes whose table is still to be written (the list only shrinks: a new recipe comes with its table).
+TABLE_PENDING = {"paper/lm", "paper/lm_gpt2_medium", "paper/lm_llama_7b", "paper/regression", "paper/segmentation",
+                 "paper/ssl", "paper/video"}
 
 
-def test_every_cifar100_paper_recipe_has_its_table():
-    assert sorted(tables()) == CIFAR
-    assert all(len(rows) >= 20 for rows in tables().values())
+def test_every_paper_recipe_has_its_table():
+    assert sorted(tables()) == sorted(set(PAPER) - TABLE_PENDING)
+    assert TABLE_PENDING <= set(PAPER)
+    assert all(len(rows) >= 20 for recipe, rows in tables().items() if recipe in CIFAR)
+    assert all(len(rows) >= 10 for rows in tables().values())
 
 
 def _same(value, expected) -> bool:
@@ -47,7 +54,7 @@ def _same(value, expected) -> bool:
     return value == expected
 
 
-@pytest.mark.parametrize("recipe", CIFAR)
+@pytest.mark.parametrize("recipe", sorted(set(PAPER) - TABLE_PENDING))
 def test_the_table_states_the_composed_recipes_values(recipe, tmp_path):
     cfg, _ = compose_run(recipe, "sema", 0, str(tmp_path))
     wrong = []
@@ -120,3 +127,19 @@ def test_the_age_recipes_cpu_twin_runs_their_code_path(recipe, tmp_path):
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed" and math.isfinite(result["final"]["mae"])
     assert result["runtime"]["peak_lr"] == pytest.approx(1e-3 * 4 / 256)  # the configs' lr is for batch 256
+
+
+@pytest.mark.slow
+def test_the_imagenet_recipes_cpu_twin_runs_its_code_path(tmp_path):
+    from fixture_writers import write_imagenet
+
+    from benchmarks import engine
+
+    write_imagenet(tmp_path / "data", per_class=4)
+    extra = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.device=cpu", "trainer.epochs=1",
+             "trainer.max_steps_per_epoch=2", "task.batch_size=4", "task.eval_batch_size=4", "task.num_workers=0",
+             f"task.data_root={tmp_path / 'data'}"]
+    cfg, run_dir = compose_run("paper/imagenet_mobileone_s0", "sema", 0, str(tmp_path / "runs"), extra)
+    result = engine.run(cfg, run_dir)
+    assert result["status"] == "completed" and result["dataset"] == "imagenet"
+    assert math.isfinite(result["history"][-1]["train_loss"]) and "top1" in result["final"]
