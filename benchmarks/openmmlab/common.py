@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # The trainer.* options the mmengine runners follow (benchmarks/frameworks.py): these, and for amp/device only the
 # listed values (they train in float32 on mmengine's device choice).
 HONOURED = frozenset({"epochs", "max_steps_per_epoch", "eval_every", "checkpoint", "deterministic", "num_threads",
-                      "grad_clip", "median_of_last"})
+                      "grad_clip", "median_of_last", "reported"})
 ACCEPTED = {"amp": ("auto", "off"), "device": ("auto",)}
 RECORD_KEY = "sema_bench"  # the recorder's history and counters inside that checkpoint
 RNG_KEY = "sema_bench_rng"  # the RNG states at the epoch end inside that checkpoint

@@ -57,7 +57,8 @@ class Config(TaskConfig):
     #                              pad-and-crop, bicubic (the official 224-px ViT configs: [0.8, 1.0]); null = off
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 in the paper's AdamW recipes)
     drop_path: float = 0.0  # stochastic depth of timm models (0.3 ConvNeXt-T, 0.5 ConvNeXt-S, 0.2 Swin-T)
-    drop_rate: float = 0.0  # dropout of timm models (0.1 MLP-Mixer-S in the official config)
+    drop_rate: float = 0.0  # timm models' dropout before the classifier
+    proj_drop_rate: float = 0.0  # timm models' dropout inside each block's MLP (openmixup's MlpMixer drop_rate)
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for ResNet/ConvNeXt; null = when image size <= 64
 
 
@@ -141,8 +142,11 @@ def image_pipeline(cfg: "Config", image_size: int, mean, std, flip: bool):
     steps = [crop] + ([T.RandomHorizontalFlip()] if flip else [])
     if cfg.rand_augment:
         fill = tuple(round(255 * m) for m in mean)
+        from PIL import Image
+
         steps.append(rand_augment_transform(cfg.rand_augment, {"translate_const": int(image_size * 0.45),
-                                                               "img_mean": fill}))
+                                                               "img_mean": fill,
+                                                               "interpolation": Image.BICUBIC}))
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
 
@@ -232,8 +236,9 @@ def build_model(cfg: Config, num_classes: int, image_size: int) -> nn.Module:
     kwargs = {"pretrained": False, "num_classes": num_classes}
     if cfg.drop_path:  # not every family takes it (DenseNet does not)
         kwargs["drop_path_rate"] = cfg.drop_path
-    if getattr(cfg, "drop_rate", 0.0):  # the regression and ssl tasks build through here without one
-        kwargs["drop_rate"] = cfg.drop_rate
+    for key in ("drop_rate", "proj_drop_rate"):  # the regression and ssl tasks build through here without them
+        if getattr(cfg, key, 0.0):
+            kwargs[key] = getattr(cfg, key)
     if cfg.model.startswith(_VIT_LIKE):
         kwargs["img_size"] = image_size
     model = timm.create_model(cfg.model, **kwargs)
@@ -262,6 +267,7 @@ def _cifar_stem(model: nn.Module) -> bool:
     if isinstance(getattr(features, "conv0", None), nn.Conv2d) and hasattr(features, "pool0"):  # DenseNet
         old = features.conv0
         features.conv0 = nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=False)
+        features.norm0 = nn.Identity()  # DenseNet_CIFAR's stem is the conv alone (each dense layer pre-activates)
         features.pool0 = nn.Identity()
         return True
     if hasattr(model, "stem") and isinstance(model.stem, nn.Sequential) and isinstance(model.stem[0], nn.Conv2d):

@@ -106,6 +106,7 @@ def test_densenet_and_resnext_get_a_cifar_stem_and_an_unknown_stem_is_an_error()
     densenet = cls.build_model(cls.Config(model="densenet121"), num_classes=100, image_size=32)
     conv0 = densenet.features.conv0
     assert (conv0.kernel_size, conv0.stride) == ((3, 3), (1, 1)) and isinstance(densenet.features.pool0, nn.Identity)
+    assert isinstance(densenet.features.norm0, nn.Identity)
     assert densenet(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     resnext = cls.build_model(cls.Config(model="resnext50_32x4d"), num_classes=100, image_size=32)
     assert resnext.conv1.stride == (1, 1) and isinstance(resnext.maxpool, nn.Identity)
