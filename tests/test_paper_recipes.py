@@ -73,7 +73,7 @@ TWINS = {
     "paper/cifar100_resnet50": "resnet26",
     "paper/cifar100_resnet101": "resnet26",
     "paper/cifar100_resnext50": None,
-    "paper/cifar100_wrn28_10": "wrn10_1",
+    "paper/cifar100_wrn28_10": "wrn10_1_openmixup",
     "paper/cifar100_densenet121": None,
     "paper/cifar100_convnext_tiny": "convnext_atto",
     "paper/cifar100_convnext_small": "convnext_atto",

@@ -214,8 +214,10 @@ def _project_models():
     from benchmarks.models.wide_resnet import WideResNet
 
     return {"small_cnn": partial(SmallCNN, width=32), "tiny_cnn": partial(SmallCNN, width=16),
-            "wrn28_10": partial(WideResNet, 28, 10),  # the paper's WRN-28-10 (36.5M parameters)
-            "wrn10_1": partial(WideResNet, 10, 1)}  # its CPU twin: the same code at depth 10, width 1
+            "wrn28_10": partial(WideResNet, 28, 10),  # WRN-28-10 as published (36.5M parameters)
+            "wrn28_10_openmixup": partial(WideResNet, 28, 10, variant="openmixup"),  # the official configs' network
+            "wrn10_1": partial(WideResNet, 10, 1),  # CPU twins: the same code at depth 10, width 1
+            "wrn10_1_openmixup": partial(WideResNet, 10, 1, variant="openmixup")}
 
 
 _VIT_LIKE = ("vit", "deit", "swin", "mixer", "beit", "cait", "eva")  # timm families that take img_size=

@@ -122,6 +122,18 @@ def test_wide_resnet_28_10_has_the_published_parameter_count_and_its_twin_runs()
     assert sum(p.numel() for p in wrn.parameters()) == 36_536_884
     twin = cls.build_model(cls.Config(model="wrn10_1"), num_classes=10, image_size=32)
     assert twin(torch.zeros(2, 3, 32, 32)).shape == (2, 10) and len(twin.blocks) == 3
+    # openmixup's variant: the same network plus a bias on every convolution, LeakyReLU, slow BatchNorm
+    with torch.device("meta"):
+        official = cls.build_model(cls.Config(model="wrn28_10_openmixup"), num_classes=100, image_size=32)
+    biases = sum(m.out_channels for m in official.modules() if isinstance(m, nn.Conv2d))
+    assert sum(p.numel() for p in official.parameters()) == 36_536_884 + biases
+    assert isinstance(official.act, nn.LeakyReLU) and official.bn.momentum == 0.001 and official.bn.eps == 1e-3
+    shortcuts = [b.activated_shortcut for b in official.blocks if b.shortcut is not None]
+    assert shortcuts == [True, False, False]  # only the first group's projection sees the activated input
+    from benchmarks.models.wide_resnet import WideResNet
+
+    with pytest.raises(ValueError, match="variant='fixmatch' is not allowed; choose one of: original, openmixup"):
+        WideResNet(10, 1, variant="fixmatch")
 
 
 def test_unknown_names_list_the_allowed_ones(tmp_path):
