@@ -492,13 +492,15 @@ class Trainer:
         clip = self.cfg.trainer.grad_clip
         micro = batch if isinstance(batch, MicroBatches) else [batch]
         self.optimizer.zero_grad(set_to_none=True)
-        loss = torch.zeros((), device=self.device)
+        loss = None  # one micro-batch (the usual case): its loss itself, no extra kernels on the hot path
         for i, part in enumerate(micro):
             with self._gradient_sync(i == len(micro) - 1):  # forward and backward of the micro-batch
                 with self._autocast():
-                    part_loss = self.task.train_loss(self.train_model, to_device(part, self.device)) / len(micro)
+                    part_loss = self.task.train_loss(self.train_model, to_device(part, self.device))
+                    if len(micro) > 1:
+                        part_loss = part_loss / len(micro)
                 (self.scaler.scale(part_loss) if self.scaler is not None else part_loss).backward()
-            loss = loss + part_loss.detach()
+            loss = part_loss.detach() if loss is None else loss + part_loss.detach()
         if self.scaler is not None:
             if clip is not None:
                 self.scaler.unscale_(self.optimizer)
