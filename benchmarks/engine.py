@@ -535,15 +535,9 @@ class Trainer:
     def _stop_requested(self, steps: int, check_every: int, last: bool) -> bool:
         """Whether a stop signal arrived (under torchrun: on any rank, agreed every `check_every` steps and at
         the epoch's last step)."""
-        if self.world_size == 1:
-            return self.stop.signum is not None
-        if steps % check_every and not last:
+        if self.world_size > 1 and steps % check_every and not last:
             return False
-        flag = torch.tensor([1.0 if self.stop.signum is not None else 0.0], device=self.device)
-        torch.distributed.all_reduce(flag)
-        if flag.item() > 0 and self.stop.signum is None:
-            self.stop.signum = signal.SIGTERM
-        return flag.item() > 0
+        return self.stop_agreed()
 
     def _check_finite(self, loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
         """NonFiniteLoss when the loss sum is NaN/inf, under torchrun on any rank (all ranks raise together)."""
