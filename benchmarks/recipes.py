@@ -62,6 +62,12 @@ RECIPES: dict[str, Recipe] = {
     "paper/cifar100_swin_tiny": Recipe("classification", "CIFAR-100, Swin-T at 224, 200 epochs AdamW + RandAugment"),
     "paper/cifar100_mixer_small": Recipe("classification", "CIFAR-100, MLP-Mixer-S at 224, 200 epochs AdamW + RandAugment"),
     "paper/imagenet_mobileone_s0": Recipe("classification", "ImageNet-1K, MobileOne-S0, 300 epochs SGD (4 GPUs x 64)"),
+    "paper/imagenet_convnext_tiny": Recipe("classification", "ImageNet-1K, ConvNeXt-T, 300 epochs AdamW, mixup/cutmix "
+                                           "(8 GPUs x 256 x 2 accumulated)"),
+    "paper/imagenet_convnext_small": Recipe("classification", "ImageNet-1K, ConvNeXt-S, 300 epochs AdamW, mixup/cutmix "
+                                            "(8 GPUs x 128 x 4 accumulated)"),
+    "paper/imagenet_deit_small": Recipe("classification", "ImageNet-1K, DeiT-S, 300 epochs AdamW, mixup/cutmix "
+                                        "(8 GPUs x 128)"),
     "paper/ssl": Recipe("ssl", "BYOL on CIFAR-10, ResNet-18, 800 epochs; linear probe"),
     "paper/regression": Recipe("regression", "RCF-MNIST rotation angle, ResNet-18, 400 epochs"),
     "paper/agedb_resnet50": Recipe("regression", "AgeDB ages, ResNet-50 at 224, 400 epochs AdamW (4 GPUs x 64)"),

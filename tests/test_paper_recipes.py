@@ -129,17 +129,35 @@ def test_the_age_recipes_cpu_twin_runs_their_code_path(recipe, tmp_path):
     assert result["runtime"]["peak_lr"] == pytest.approx(1e-3 * 4 / 256)  # the configs' lr is for batch 256
 
 
+IMAGENET = sorted(r for r in RECIPES if r.startswith("paper/imagenet_"))
+# The twins: the recipe's family at its smallest timm size, 96 px (no CIFAR stem), the recipe's transforms, mixing,
+# optimizer groups and evaluation; accumulation kept at 2 micro-batches where the recipe accumulates.
+IMAGENET_TWINS = {"paper/imagenet_mobileone_s0": None, "paper/imagenet_convnext_tiny": "convnext_atto",
+                  "paper/imagenet_convnext_small": "convnext_atto", "paper/imagenet_deit_small": "deit_tiny_patch16_224"}
+
+
+def test_every_imagenet_recipe_has_a_twin():
+    assert sorted(IMAGENET_TWINS) == IMAGENET
+
+
 @pytest.mark.slow
-def test_the_imagenet_recipes_cpu_twin_runs_its_code_path(tmp_path):
+@pytest.mark.parametrize("recipe", IMAGENET)
+def test_the_imagenet_recipes_cpu_twin_runs_its_code_path(recipe, tmp_path):
     from fixture_writers import write_imagenet
 
     from benchmarks import engine
 
     write_imagenet(tmp_path / "data", per_class=4)
     extra = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "trainer.device=cpu", "trainer.epochs=1",
-             "trainer.max_steps_per_epoch=2", "task.batch_size=4", "task.eval_batch_size=4", "task.num_workers=0",
-             f"task.data_root={tmp_path / 'data'}"]
-    cfg, run_dir = compose_run("paper/imagenet_mobileone_s0", "sema", 0, str(tmp_path / "runs"), extra)
+             "trainer.max_steps_per_epoch=2", "task.batch_size=2", "task.eval_batch_size=4", "task.num_workers=0",
+             f"task.data_root={tmp_path / 'data'}", "trainer.amp=off", "optim.lr_scaling=linear"]
+    if IMAGENET_TWINS[recipe]:
+        extra += [f"task.model={IMAGENET_TWINS[recipe]}", "task.image_size=96"]
+    cfg, run_dir = compose_run(recipe, "sema", 0, str(tmp_path / "runs"), extra)
+    accum = cfg.trainer.grad_accum_steps
+    if accum > 2:
+        cfg.trainer.grad_accum_steps = accum = 2
     result = engine.run(cfg, run_dir)
     assert result["status"] == "completed" and result["dataset"] == "imagenet"
     assert math.isfinite(result["history"][-1]["train_loss"]) and "top1" in result["final"]
+    assert result["runtime"]["global_batch"] == 2 * accum

@@ -55,7 +55,16 @@ class Config(TaskConfig):
     #                                     official AdamW CIFAR configs); null = none
     resized_crop_scale: Optional[list[float]] = None  # [lo, hi]: RandomResizedCrop(image_size, scale) instead of
     #                              pad-and-crop, bicubic (the official 224-px ViT configs: [0.8, 1.0]); null = off
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 in the paper's AdamW recipes)
+    interpolation: str = "bicubic"  # bicubic | bilinear: RandomResizedCrop and ImageNet's test Resize (the
+    #                                   official configs: bicubic, interpolation=3)
+    random_erasing: float = 0.0  # probability of timm's RandomErasing (per-pixel noise, area 2-33%) after
+    #                              Normalize (the official ImageNet ViT/ConvNeXt configs: 0.25); 0 = off
+    mixup_alpha: float = 0.0  # batch mixup Beta(alpha, alpha) via timm.data.Mixup (official ImageNet configs: 0.8)
+    cutmix_alpha: float = 0.0  # batch cutmix Beta(alpha, alpha) (official ImageNet configs: 1.0); with both > 0,
+    #                            each batch takes one of the two, cutmix with probability mix_switch_prob
+    mix_switch_prob: float = 0.5  # P(cutmix) when both are on (openmixup draws mixup or cutmix evenly)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 in the paper's AdamW recipes); with mixing it
+    #                               smooths the mixed targets (timm's mixup_target)
     drop_path: float = 0.0  # stochastic depth of timm models (0.3 ConvNeXt-T, 0.5 ConvNeXt-S, 0.2 Swin-T)
     drop_rate: float = 0.0  # timm models' dropout before the classifier
     proj_drop_rate: float = 0.0  # timm models' dropout inside each block's MLP (openmixup's MlpMixer drop_rate)
@@ -126,17 +135,31 @@ class TransformedImages(Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
+INTERPOLATIONS = ("bicubic", "bilinear")
+
+
+def _interpolation(cfg: "Config"):
+    from torchvision import transforms as T
+
+    if cfg.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"task.interpolation={cfg.interpolation!r} is not allowed; choose one of: "
+                         f"{', '.join(INTERPOLATIONS)}")
+    return T.InterpolationMode(cfg.interpolation)
+
+
 def image_pipeline(cfg: "Config", image_size: int, mean, std, flip: bool):
-    """The training transform of the official AdamW configs: RandomResizedCrop(image_size, scale) when
-    `resized_crop_scale` is set, else RandomCrop with padding size/8 (`crop_padding`); a horizontal flip; timm's
-    RandAugment (`rand_augment`); ToTensor, Normalize."""
+    """The training transform of the official configs: RandomResizedCrop(image_size, scale, `interpolation`) when
+    `resized_crop_scale` is set (always for imagenet: default scale 0.08-1), else RandomCrop with padding size/8
+    (`crop_padding`); a horizontal flip; timm's RandAugment (`rand_augment`); ToTensor, Normalize; timm's
+    RandomErasing (`random_erasing`)."""
     from timm.data.auto_augment import rand_augment_transform
+    from timm.data.random_erasing import RandomErasing
     from torchvision import transforms as T
 
     native = DATASETS[cfg.dataset][1]
-    if cfg.resized_crop_scale is not None:
-        crop = T.RandomResizedCrop(image_size, scale=tuple(cfg.resized_crop_scale),
-                                   interpolation=T.InterpolationMode.BICUBIC)
+    if cfg.resized_crop_scale is not None or cfg.dataset == "imagenet":
+        scale = tuple(cfg.resized_crop_scale) if cfg.resized_crop_scale is not None else (0.08, 1.0)
+        crop = T.RandomResizedCrop(image_size, scale=scale, interpolation=_interpolation(cfg))
     else:
         crop = T.RandomCrop(native, padding=max(1, native // 8), padding_mode=cfg.crop_padding)
     steps = [crop] + ([T.RandomHorizontalFlip()] if flip else [])
@@ -147,7 +170,10 @@ def image_pipeline(cfg: "Config", image_size: int, mean, std, flip: bool):
         steps.append(rand_augment_transform(cfg.rand_augment, {"translate_const": int(image_size * 0.45),
                                                                "img_mean": fill,
                                                                "interpolation": Image.BICUBIC}))
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    if cfg.random_erasing:
+        steps.append(RandomErasing(cfg.random_erasing, mode="pixel", device="cpu"))
+    return T.Compose(steps)
 
 
 def _subset(n: int, cap: Optional[int]) -> Optional[np.ndarray]:
@@ -186,7 +212,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         keep = _subset(len(y), cap)
         if keep is not None:
             x, y = x[keep], y[keep]
-        if augment and (cfg.rand_augment or cfg.resized_crop_scale is not None):
+        if augment and (cfg.rand_augment or cfg.resized_crop_scale is not None or cfg.random_erasing):
             size = cfg.image_size or DATASETS[cfg.dataset][1]
             out.append(TransformedImages(x, y, image_pipeline(cfg, size, mean, std, flip)))
         else:
@@ -200,12 +226,10 @@ def _imagenet_sets(cfg: Config, mean, std):
     from benchmarks.data.imagenet import load_imagenet
 
     size = cfg.image_size or 224
-    norm = [T.ToTensor(), T.Normalize(mean, std)]
-    train_tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()] if cfg.augment else [
-        T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
-    eval_tf = [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
-    return (load_imagenet("train", cfg.data_root, T.Compose(train_tf + norm)),
-            load_imagenet("val", cfg.data_root, T.Compose(eval_tf + norm)))
+    eval_tf = T.Compose([T.Resize(int(size * 256 / 224), interpolation=_interpolation(cfg)), T.CenterCrop(size),
+                         T.ToTensor(), T.Normalize(mean, std)])
+    train_tf = image_pipeline(cfg, size, mean, std, flip=True) if cfg.augment else eval_tf
+    return load_imagenet("train", cfg.data_root, train_tf), load_imagenet("val", cfg.data_root, eval_tf)
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -279,6 +303,26 @@ def _cifar_stem(model: nn.Module) -> bool:
     return False
 
 
+def batch_mixing(cfg: Config, num_classes: int, drop_last: bool = True):
+    """timm's Mixup for `mixup_alpha` / `cutmix_alpha` > 0, else None: mix(x, y) -> (x mixed in place with the
+    flipped batch, targets lam * onehot(y) + (1 - lam) * onehot(flip(y)), smoothed by label_smoothing), one lam per
+    batch (mode "batch"); lam ~ Beta(alpha, alpha), for cutmix corrected to the pasted box's area. It draws from
+    numpy's global RNG, which the engine seeds per rank and saves in checkpoints."""
+    if cfg.mixup_alpha < 0 or cfg.cutmix_alpha < 0 or not 0 <= cfg.mix_switch_prob <= 1:
+        raise ValueError(f"task.mixup_alpha={cfg.mixup_alpha}, task.cutmix_alpha={cfg.cutmix_alpha}: each must be >= 0 "
+                         f"(0 = off), and task.mix_switch_prob={cfg.mix_switch_prob} in [0, 1]")
+    if not (cfg.mixup_alpha or cfg.cutmix_alpha):
+        return None
+    if cfg.batch_size % 2 or not drop_last:
+        raise ValueError(f"task.batch_size={cfg.batch_size} with trainer.drop_last={drop_last}: mixup/cutmix need "
+                         "even batches (timm mixes each batch with its flipped self): an even batch size and "
+                         "trainer.drop_last=true")
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, switch_prob=cfg.mix_switch_prob,
+                 label_smoothing=cfg.label_smoothing, num_classes=num_classes, mode="batch")
+
+
 # ----------------------------------------------------------------------------------------------------- task
 def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     """Build the data, the model, the loss and the evaluation for one run."""
@@ -297,9 +341,14 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
             return x
         return F.interpolate(x, size=image_size, mode="bilinear", align_corners=False)
 
+    mix = batch_mixing(cfg, num_classes, ctx.drop_last)
+
     def train_loss(model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(prepare(x)), y, label_smoothing=cfg.label_smoothing)
+        if mix is None:
+            return F.cross_entropy(model(prepare(x)), y, label_smoothing=cfg.label_smoothing)
+        x, soft = mix(x, y)  # mixed images, smoothed mixed targets [B, classes]
+        return F.cross_entropy(model(prepare(x)), soft)
 
     topk = min(5, num_classes)
 

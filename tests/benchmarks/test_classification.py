@@ -163,3 +163,78 @@ def test_the_official_adamw_pipeline_randaugment_and_resized_crop_is_reproducibl
     assert isinstance(train, cls.TransformedImages) and train[0][0].shape == (3, 16, 16)
     steps = [type(t).__name__ for t in train.transform.transforms]
     assert steps == ["RandomResizedCrop", "RandAugment", "ToTensor", "Normalize"]  # digits: no flips
+
+
+def test_mixup_mixes_each_image_with_its_flipped_partner_and_the_targets_say_how_much():
+    import numpy as np
+    import torch.nn.functional as F
+
+    mix = cls.batch_mixing(cls.Config(mixup_alpha=0.8), num_classes=4)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    np.random.seed(0)
+    mixed, soft = mix(x.clone(), y)
+    lam = soft[0, 0].item()  # image 0 (class 0) is mixed with image 3 (class 3)
+    assert 0 < lam < 1 and soft[0, 3].item() == pytest.approx(1 - lam) and torch.allclose(soft.sum(1), torch.ones(4))
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
+    np.random.seed(0)
+    assert torch.equal(mix(x.clone(), y)[0], mixed)  # numpy's global RNG (seeded, checkpointed) decides
+    logits = torch.randn(4, 4)
+    assert F.cross_entropy(logits, soft).item() == pytest.approx(-(soft * logits.log_softmax(1)).sum(1).mean().item())
+
+
+def test_cutmix_pastes_a_box_of_the_flipped_batch_and_smooths_by_its_area():
+    import numpy as np
+
+    mix = cls.batch_mixing(cls.Config(cutmix_alpha=1.0, label_smoothing=0.1), num_classes=4)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    np.random.seed(3)
+    mixed, soft = mix(x.clone(), y)
+    pasted = (mixed != x).any(dim=1)[0]  # the box where image 0 shows image 3
+    assert pasted.any() and torch.equal(mixed[0][:, pasted], x[3][:, pasted])
+    lam = 1 - pasted.float().mean().item()  # the kept area
+    off = 0.1 / 4  # label smoothing spreads 0.1 over the 4 classes
+    assert soft[0, 0].item() == pytest.approx(lam * (1 - 0.1 + off) + (1 - lam) * off)
+    assert soft[0, 3].item() == pytest.approx((1 - lam) * (1 - 0.1 + off) + lam * off)
+    assert cls.batch_mixing(cls.Config(), 4) is None
+    with pytest.raises(ValueError, match="need even batches"):
+        cls.batch_mixing(cls.Config(mixup_alpha=0.8, batch_size=5), 4)
+    with pytest.raises(ValueError, match="each must be >= 0"):
+        cls.batch_mixing(cls.Config(mixup_alpha=-1.0), 4)
+
+
+def test_the_official_imagenet_pipeline_is_timms_in_the_configs_order(tmp_path):
+    from torchvision.transforms import InterpolationMode
+
+    write_imagenet(tmp_path)
+    config = cls.Config(dataset="imagenet", data_root=str(tmp_path), image_size=32, rand_augment="rand-m9-mstd0.5-inc1",
+                        random_erasing=0.25)
+    train, test = cls.build_datasets(config)
+    steps = [type(t).__name__ for t in train.transform.transforms]
+    assert steps == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugment", "ToTensor", "Normalize",
+                     "RandomErasing"]
+    crop, resize = train.transform.transforms[0], test.transform.transforms[0]
+    assert crop.interpolation == resize.interpolation == InterpolationMode.BICUBIC and crop.scale == (0.08, 1.0)
+    assert train[0][0].shape == test[0][0].shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="task.interpolation='nearest' is not allowed; choose one of: bicubic"):
+        cls.build_datasets(cls.Config(dataset="imagenet", data_root=str(tmp_path), interpolation="nearest"))
+
+
+def test_a_run_with_mixup_and_cutmix_is_reproducible(tmp_path):
+    import json
+
+    from benchmarks import engine
+    from benchmarks.recipes import compose_run
+
+    extra = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "task.mixup_alpha=0.8", "task.cutmix_alpha=1.0",
+             "task.label_smoothing=0.1"]
+    losses = []
+    for name in ("a", "b"):
+        cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / name), extra)
+        engine.run(cfg, run_dir)
+        losses.append([h["train_loss"] for h in json.loads((run_dir / "result.json").read_text())["history"]])
+    assert losses[0] == losses[1]
+    cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path / "plain"),
+                               ["logger.wandb.mode=disabled", "trainer.num_threads=1"])
+    engine.run(cfg, run_dir)
+    plain = [h["train_loss"] for h in json.loads((run_dir / "result.json").read_text())["history"]]
+    assert plain != losses[0]  # the mixing is on
