@@ -27,8 +27,8 @@ from omegaconf import MISSING
 
 # ---------------------------------------------------------------------------------------------------------------
 # Allowed values of the enumerated string fields (checked by `validate`, listed in its error messages).
-OPTIMIZERS = ("sgd", "adamw", "adam")
-SCHEDULES = ("cosine", "constant", "multistep")
+OPTIMIZERS = ("sgd", "adamw", "adam", "lars")
+SCHEDULES = ("cosine", "constant", "multistep", "onecycle")
 LR_SCALINGS = ("linear", "none")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -54,19 +54,24 @@ class AveragingConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule (the schedule steps once per optimizer step)."""
 
-    name: str = "sgd"  # sgd | adamw | adam
+    name: str = "sgd"  # sgd | adamw | adam | lars (timm's LARS: SGD with layer-wise trust ratios, eta 0.001, on
+    #                    the groups with weight decay; the official BYOL configs, with decay_1d=false)
     lr: float = 0.1  # peak learning rate (after warm-up)
-    momentum: float = 0.9  # SGD momentum
+    momentum: float = 0.9  # SGD / LARS momentum
     nesterov: bool = False  # SGD Nesterov momentum
     weight_decay: float = 1e-4  # decoupled for adamw, L2 for sgd/adam
     decay_1d: bool = True  # weight decay also on 1-D parameters (norm weights, biases); false = none on them
     #                        (the official AdamW configs' parameter groups)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW betas
-    schedule: str = "cosine"  # cosine | constant | multistep
+    schedule: str = "cosine"  # cosine | constant | multistep | onecycle (torch's OneCycleLR, cosine phases; its
+    #                           momentum cycling is not applied)
     warmup_epochs: float = 0.0  # linear learning-rate warm-up from 0, in epochs
     min_lr: float = 0.0  # cosine floor
     milestones: list[float] = field(default_factory=list)  # multistep: epochs where the lr is multiplied by gamma
     gamma: float = 0.1  # multistep factor
+    onecycle_pct: float = 0.3  # onecycle: fraction of the steps rising from lr / onecycle_div to lr
+    onecycle_div: float = 25.0  # onecycle: the starting lr is lr / onecycle_div
+    onecycle_final_div: float = 1e4  # onecycle: the final lr is lr / (onecycle_div x onecycle_final_div)
     reference_batch: Optional[int] = None  # the global batch (task.batch_size x processes) at which `lr` is the
     #                                        recipe's; null = task.batch_size (one process)
     lr_scaling: str = "linear"  # at another global batch: linear (lr x global / reference) | none (refuse to run)
@@ -174,6 +179,13 @@ def validate(cfg: Any) -> None:
     _check_positive("optim.weight_decay", o.weight_decay, allow_zero=True)
     _check_positive("optim.warmup_epochs", o.warmup_epochs, allow_zero=True)
     _check_positive("optim.min_lr", o.min_lr, allow_zero=True)
+    if o.schedule == "onecycle":
+        if o.warmup_epochs:
+            raise ValueError(f"optim.warmup_epochs={o.warmup_epochs} with optim.schedule=onecycle: the one-cycle "
+                             "schedule rises on its own (optim.onecycle_pct); set optim.warmup_epochs=0")
+        if not 0 < o.onecycle_pct < 1 or o.onecycle_div < 1 or o.onecycle_final_div < 1:
+            raise ValueError(f"optim.onecycle_pct={o.onecycle_pct} must be in (0, 1), optim.onecycle_div="
+                             f"{o.onecycle_div} and optim.onecycle_final_div={o.onecycle_final_div} >= 1")
     _check_choice("optim.lr_scaling", o.lr_scaling, LR_SCALINGS)
     _check_positive("optim.reference_batch", o.reference_batch, optional=True)
     _check_positive("trainer.dist_timeout_min", t.dist_timeout_min)

@@ -15,6 +15,8 @@ Multiplier at optimizer step s (0-based), with W = round(warmup_epochs * steps_p
     cosine:       f + (1 - f) * (1 + cos(pi * min(1, (s - W) / max(1, T - W)))) / 2,    f = min_lr / lr
     multistep:    gamma ** (number of milestones m with s >= round(m * steps_per_epoch))
     constant:     1
+    onecycle:     torch's OneCycleLR (no warm-up of its own): with P = pct * T - 1, a = 1 / div, z = a / final_div,
+                  s <= P: c(a, 1, s / P), else c(1, z, (s - P) / (T - 1 - P)),   c(u, v, t) = v + (u - v) (1 + cos(pi t)) / 2
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def lr_multiplier(cfg_optim: Any, steps_per_epoch: int, total_steps: int) -> Cal
     floor = cfg_optim.min_lr / cfg_optim.lr
     milestones = [int(round(m * steps_per_epoch)) for m in cfg_optim.milestones]
 
+    if cfg_optim.schedule == "onecycle":
+        return _one_cycle(cfg_optim, total_steps)
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -40,6 +45,24 @@ def lr_multiplier(cfg_optim: Any, steps_per_epoch: int, total_steps: int) -> Cal
         if cfg_optim.schedule == "multistep":
             return cfg_optim.gamma ** sum(step >= m for m in milestones)
         return 1.0
+
+    return factor
+
+
+def _one_cycle(cfg_optim: Any, total_steps: int) -> Callable[[int], float]:
+    """OneCycleLR's two cosine phases (anneal_strategy="cos", three_phase=False) as a factor on the peak lr."""
+    start = 1.0 / cfg_optim.onecycle_div
+    end = start / cfg_optim.onecycle_final_div
+    peak_step = float(cfg_optim.onecycle_pct * total_steps) - 1
+    last = total_steps - 1
+
+    def anneal(u: float, v: float, t: float) -> float:
+        return v + (u - v) / 2.0 * (math.cos(math.pi * t) + 1)
+
+    def factor(step: int) -> float:
+        if step <= peak_step:
+            return anneal(start, 1.0, step / peak_step) if peak_step > 0 else 1.0
+        return anneal(1.0, end, min(1.0, (step - peak_step) / max(last - peak_step, 1e-12)))
 
     return factor
 
@@ -66,6 +89,10 @@ def build_optimizer(cfg_optim: Any, groups: list[dict], lr: Optional[float] = No
     if cfg_optim.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg_optim.momentum, nesterov=cfg_optim.nesterov,
                                weight_decay=cfg_optim.weight_decay)
+    if cfg_optim.name == "lars":
+        from timm.optim import Lars
+
+        return Lars(groups, lr=lr, momentum=cfg_optim.momentum, weight_decay=cfg_optim.weight_decay)
     optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg_optim.name]
     return optimizer_class(groups, lr=lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
 

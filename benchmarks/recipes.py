@@ -68,7 +68,8 @@ RECIPES: dict[str, Recipe] = {
                                             "(8 GPUs x 128 x 4 accumulated)"),
     "paper/imagenet_deit_small": Recipe("classification", "ImageNet-1K, DeiT-S, 300 epochs AdamW, mixup/cutmix "
                                         "(8 GPUs x 128)"),
-    "paper/ssl": Recipe("ssl", "BYOL on CIFAR-10, ResNet-18, 800 epochs; linear probe"),
+    "paper/ssl": Recipe("ssl", "BYOL on CIFAR-10, ResNet-18 at 224 px, 1000 epochs LARS (8 GPUs x 256 x 2); probes"),
+    "paper/ssl_mocov2": Recipe("ssl", "MoCo v2 on CIFAR-10, ResNet-18 at 224 px, 1000 epochs SGD (4 GPUs x 64); probes"),
     "paper/regression": Recipe("regression", "RCF-MNIST rotation angle, ResNet-18, 400 epochs"),
     "paper/agedb_resnet50": Recipe("regression", "AgeDB ages, ResNet-50 at 224, 400 epochs AdamW (4 GPUs x 64)"),
     "paper/imdb_wiki_resnet50": Recipe("regression", "IMDB-WIKI ages, ResNet-50 at 224, 200 epochs AdamW (4 x 64)"),

@@ -1,11 +1,13 @@
-"""Two random views of a batch of images, made on the device in a few batched ops (BYOL / MoCo v3 augmentations).
+"""Two random views of a batch of images, made on the device in a few batched ops (BYOL / MoCo augmentations).
 
 Per image and view: random resized crop (area scale in [min_scale, 1], aspect ratio in [3/4, 4/3]) done as one
 affine `grid_sample`, horizontal flip (p=0.5), colour jitter (p=0.8: brightness 0.4, contrast 0.4, saturation 0.2,
-in that fixed order), grayscale (p=0.2), and for BYOL's second view solarisation (p=0.2). Gaussian blur is left out,
-as in the usual CIFAR-size recipes (it hurts at 32 px), and so is hue jitter (no cheap batched form; on grey
-Fashion-MNIST it does nothing anyway). Random numbers come from torch's generator of the input's device, which the
-engine seeds.
+and hue when `hue` > 0, in that fixed order; torchvision shuffles the order per image), grayscale (p=0.2), a Gaussian
+blur when `blur_p` > 0 (sigma ~ U[0.1, 2] px, kernel about 10% of the side, reflect padding: torchvision's
+gaussian_blur per image), and solarisation when `solarize_p` > 0 (BYOL's second view: 0.2). The usual CIFAR-size
+recipes leave blur and hue out (blur hurts at 32 px); the official openmixup BYOL / MoCo v2 configs, which train at
+224 px, keep both. Random numbers come from torch's generator of the input's device, which the engine seeds; an op
+that is off draws none.
 
 Doing this per batch on the device rather than per image in the loader keeps a GPU fed without loader workers and
 costs little on CPU. The loader only has to deliver fixed-size uint8 images.
@@ -32,7 +34,9 @@ class ViewConfig:
     brightness: float = 0.4  # brightness factor drawn from [1 - b, 1 + b]
     contrast: float = 0.4  # contrast factor drawn from [1 - c, 1 + c]
     saturation: float = 0.2  # saturation factor drawn from [1 - s, 1 + s]
+    hue: float = 0.0  # hue shift drawn from [-hue, hue] (fraction of the colour circle; 0.1 in BYOL and MoCo v2)
     grayscale_p: float = 0.2  # probability of converting to grey
+    blur_p: float = 0.0  # probability of a Gaussian blur (BYOL: 1.0 first view, 0.1 second; MoCo v2: 0.5)
     solarize_p: float = 0.0  # probability of solarisation (BYOL uses 0.2 on its second view)
 
 
@@ -75,8 +79,38 @@ def colour_jitter(x: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
     y = ((y - mean) * _factor(b, cfg.contrast, dev, dt) + mean).clamp(0, 1)
     g = grey(y)
     y = ((y - g) * _factor(b, cfg.saturation, dev, dt) + g).clamp(0, 1)
+    if cfg.hue > 0 and x.shape[1] == 3:
+        y = hue_shift(y, torch.empty(b, device=dev, dtype=dt).uniform_(-cfg.hue, cfg.hue))
     apply = (torch.rand(b, 1, 1, 1, device=dev) < cfg.jitter_p).to(dt)
     return apply * y + (1 - apply) * x
+
+
+def hue_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB images [B, 3, H, W] in [0, 1] with each image's hue rotated by shift[i] (torchvision's adjust_hue, batched
+    with a factor per image, through its own RGB <-> HSV conversions)."""
+    from torchvision.transforms._functional_tensor import _hsv2rgb, _rgb2hsv
+
+    h, s, v = _rgb2hsv(x).unbind(dim=-3)
+    return _hsv2rgb(torch.stack(((h + shift.view(-1, 1, 1)) % 1.0, s, v), dim=-3))
+
+
+def gaussian_kernel_size(side: int) -> int:
+    """The blur kernel: odd, about 10% of the image side (23 px at 224, BYOL's), at least 3."""
+    return max(3, int(0.1 * side) // 2 * 2 + 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each image [B, C, H, W] blurred with its own sigma[i]: a separable kernel exp(-r^2 / (2 sigma^2)) / sum over
+    r in [-k//2, k//2] (k = gaussian_kernel_size(W)), reflect padding, as torchvision's gaussian_blur."""
+    b, c, height, width = x.shape
+    k = gaussian_kernel_size(width)
+    r = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+    kernel = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [B * C, k]
+    y = F.pad(x.reshape(1, b * c, height, width), (k // 2,) * 4, mode="reflect")
+    y = F.conv2d(y, kernel.view(b * c, 1, 1, k), groups=b * c)
+    y = F.conv2d(y, kernel.view(b * c, 1, k, 1), groups=b * c)
+    return y.view(b, c, height, width)
 
 
 def augment(x: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
@@ -86,6 +120,10 @@ def augment(x: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
     x = colour_jitter(x, cfg)
     to_grey = (torch.rand(b, 1, 1, 1, device=dev) < cfg.grayscale_p).to(x.dtype)
     x = to_grey * grey(x).expand_as(x) + (1 - to_grey) * x
+    if cfg.blur_p > 0:
+        sigma = torch.empty(b, device=dev).uniform_(0.1, 2.0)
+        blur = (torch.rand(b, 1, 1, 1, device=dev) < cfg.blur_p).to(x.dtype)
+        x = blur * gaussian_blur(x, sigma) + (1 - blur) * x
     if cfg.solarize_p > 0:
         solarize = (torch.rand(b, 1, 1, 1, device=dev) < cfg.solarize_p) & (x >= 0.5)
         x = torch.where(solarize, 1 - x, x)

@@ -1,4 +1,4 @@
-"""Self-supervised learners around any backbone: BYOL, MoCo v3 and SimSiam (projector/predictor heads and losses).
+"""Self-supervised learners around any backbone: BYOL, MoCo v2, MoCo v3 and SimSiam (heads and losses).
 
     model = SSLModel(backbone, feature_dim=512, algorithm="byol")
     loss = model(view1, view2)               # online network learns; the teacher gets no gradient
@@ -12,6 +12,10 @@ averages; `model.teacher` (backbone + projector copies) is each algorithm's own 
   teacher momentum 0.996 -> 1 (cosine).
 * MoCo v3 (Chen et al. 2021): 3-layer projector and 2-layer predictor, both ending in BN without affine; InfoNCE on
   the other view's teacher keys within the batch, scaled by 2 * temperature, symmetrised; momentum 0.99 -> 1 (cosine).
+* MoCo v2 (Chen et al. 2020): 2-layer projector Linear-ReLU-Linear (with biases, no BN), no predictor; InfoNCE
+  of the first view's queries against the second view's teacher key (positive) and a queue of `queue_size` past keys
+  (negatives), temperature 0.2, not symmetrised; each step's keys (gathered from every rank) replace the oldest
+  queue entries; constant teacher momentum 0.999.
 * SimSiam (Chen & He 2021): 3-layer projector (last BN no affine), bottleneck predictor; loss -cos(p, stopgrad(z)).
 
 The hidden widths are arguments (the papers use 4096/2048; the CPU profile uses 512).
@@ -27,18 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ALGORITHMS = ("byol", "mocov3", "simsiam")
-DEFAULT_MOMENTUM = {"byol": 0.996, "mocov3": 0.99}  # teacher momentum at step 0 in each paper
+ALGORITHMS = ("byol", "mocov2", "mocov3", "simsiam")
+DEFAULT_MOMENTUM = {"byol": 0.996, "mocov2": 0.999, "mocov3": 0.99}  # teacher momentum at step 0 in each paper
+DEFAULT_SCHEDULE = {"byol": "cosine", "mocov2": "constant", "mocov3": "cosine"}  # each paper's momentum schedule
+DEFAULT_TEMPERATURE = {"mocov2": 0.2, "mocov3": 1.0}  # InfoNCE temperatures (MoCo v3: 1.0 for ResNets)
 
 
-def mlp(dims: list[int], last_norm: str = "none") -> nn.Sequential:
-    """Linear-BN-ReLU blocks through `dims`; the last Linear is followed by nothing, BN, or BN without affine."""
+def mlp(dims: list[int], last_norm: str = "none", norm: bool = True) -> nn.Sequential:
+    """Linear-BN-ReLU blocks through `dims` (Linear-ReLU with biases when not `norm`); the last Linear is followed by
+    nothing, BN, or BN without affine."""
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
         last = i == len(dims) - 2
-        layers.append(nn.Linear(d_in, d_out, bias=last and last_norm == "none"))
+        layers.append(nn.Linear(d_in, d_out, bias=not norm or (last and last_norm == "none")))
         if not last:
-            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)] if norm else [nn.ReLU(inplace=True)]
         elif last_norm != "none":
             layers.append(nn.BatchNorm1d(d_out, affine=last_norm == "bn"))
     return nn.Sequential(*layers)
@@ -48,6 +55,8 @@ def build_heads(algorithm: str, feature_dim: int, hidden_dim: int, out_dim: int)
     """(projector, predictor) with each paper's depth and normalisation."""
     if algorithm == "byol":
         return mlp([feature_dim, hidden_dim, out_dim]), mlp([out_dim, hidden_dim, out_dim])
+    if algorithm == "mocov2":
+        return mlp([feature_dim, hidden_dim, out_dim], norm=False), nn.Identity()
     if algorithm == "mocov3":
         projector = mlp([feature_dim, hidden_dim, hidden_dim, out_dim], last_norm="bn_no_affine")
         return projector, mlp([out_dim, hidden_dim, out_dim], last_norm="bn_no_affine")
@@ -95,6 +104,27 @@ def moco_v3_loss(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.
     return 2 * temperature * F.cross_entropy(logits, torch.arange(len(q), device=q.device))
 
 
+def moco_v2_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE: for each query the logits [q.k, q.queue_1, ..., q.queue_K] / temperature, label 0 (its own key);
+    q, k are L2-normalised here, the queue holds normalised keys."""
+    q, k = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1)
+    positive = (q * k).sum(dim=1, keepdim=True)
+    negatives = q @ queue.detach().clone().t().to(q.dtype)  # a copy: the queue is updated in place after the loss
+    logits = torch.cat([positive, negatives], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def gather_keys(k: torch.Tensor) -> torch.Tensor:
+    """The keys of every rank, concatenated in rank order (the step's keys alone without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return k
+    parts = [torch.empty_like(k) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, k.contiguous())
+    return torch.cat(parts)
+
+
 def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of -cos(p, stopgrad(z))."""
     return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
@@ -105,13 +135,17 @@ class SSLModel(nn.Module):
 
     def __init__(
         self, backbone: nn.Module, feature_dim: int, algorithm: str = "byol", hidden_dim: int = 4096,
-        out_dim: int = 256, temperature: float = 1.0,
+        out_dim: int = 256, temperature: Optional[float] = None, queue_size: int = 65536,
     ):
         super().__init__()
         projector, predictor = build_heads(algorithm, feature_dim, hidden_dim, out_dim)
-        self.algorithm, self.temperature = algorithm, temperature
+        self.algorithm = algorithm
+        self.temperature = DEFAULT_TEMPERATURE.get(algorithm, 1.0) if temperature is None else temperature
         self.online = OnlineNetwork(backbone, projector, predictor)
         self.teacher: Optional[TeacherNetwork] = TeacherNetwork(self.online) if algorithm != "simsiam" else None
+        if algorithm == "mocov2":  # MoCo v2's negatives: normalised random keys at first, then the past keys
+            self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def forward(self, view1: torch.Tensor, view2: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Backbone features of `view1`; with two views, the training loss (through forward, so DDP and
@@ -122,6 +156,12 @@ class SSLModel(nn.Module):
 
     def loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """The symmetrised loss of the two augmented views (each view through each branch separately, per-view BN)."""
+        if self.algorithm == "mocov2":  # not symmetrised: queries from view 1, keys from view 2
+            with torch.no_grad():
+                k = self.teacher(view2)
+            loss = moco_v2_loss(self.online(view1)[1], k, self.queue, self.temperature)
+            self.enqueue(F.normalize(k.float(), dim=1))
+            return loss
         z1, p1 = self.online(view1)
         z2, p2 = self.online(view2)
         if self.algorithm == "simsiam":
@@ -131,6 +171,15 @@ class SSLModel(nn.Module):
         if self.algorithm == "byol":
             return byol_loss(p1, t2) + byol_loss(p2, t1)
         return moco_v3_loss(p1, t2, self.temperature) + moco_v3_loss(p2, t1, self.temperature)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """MoCo v2: every rank's `keys` replace the oldest entries of the queue (a ring buffer of queue_size)."""
+        keys = gather_keys(keys)
+        size = len(self.queue)
+        index = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
+        self.queue.index_copy_(0, index[-size:], keys[-size:].to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
 
     def teacher_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Matching (teacher, online) parameter lists over backbone + projector."""

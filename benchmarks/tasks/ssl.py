@@ -1,7 +1,7 @@
-"""Self-supervised learning: BYOL, MoCo v3 or SimSiam pre-training; k-NN and linear-probe accuracy on frozen features.
+"""Self-supervised learning: BYOL, MoCo v2, MoCo v3 or SimSiam pre-training; k-NN and linear-probe accuracy on frozen features.
 
     sema-bench recipe=quick/ssl method=sema                     # Fashion-MNIST without labels, small CNN, CPU
-    sema-bench recipe=paper/ssl method=sema task.data_root=/data   # CIFAR-100, ResNet-18 (CIFAR stem), GPU
+    sema-bench recipe=paper/ssl method=sema task.data_root=/data   # BYOL, CIFAR-10, ResNet-18 at 224 px, GPU
 
 Datasets (`task.dataset`): `fashion_mnist` (embedded default: the 60k training images without labels for
 pre-training; labels only for the probes), `cifar10`, `cifar100` (torchvision layout), `stl10` (unlabelled + train
@@ -11,7 +11,7 @@ inputs <= 64 px), shared with the classification task.
 
 Weight averaging and the teacher. The WA method under test (EMA, SEMA, ...) averages the **online** network
 (`averaged_module = model.online`: backbone + projector + predictor); the algorithm's own momentum teacher keeps its
-schedule (cosine from 0.996 (BYOL) / 0.99 (MoCo v3) to 1 over the run, `after_step`). With
+schedule (cosine from 0.996 (BYOL) / 0.99 (MoCo v3) to 1 over the run; MoCo v2: constant 0.999; `after_step`). With
 `task.teacher_switch=true` a SEMA switch also copies the (just switched) online network into the teacher, as the
 official openmixup SSL code does on its switch iterations. `task.teacher_switch_every=N` is that official variant
 itself (openmixup's CosineHook with switch_ema): every N steps the momentum update is replaced by the copy online ->
@@ -47,7 +47,7 @@ DATASETS = {
     "stl10": (10, 96, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
     "imagefolder": (None, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-ALGORITHMS = ("byol", "mocov3", "simsiam")
+ALGORITHMS = ("byol", "mocov2", "mocov3", "simsiam")
 SUBSET_SEED = 0  # fixed subsets (max_*_samples, probe_train_samples): the same for every seed and method
 
 
@@ -58,17 +58,27 @@ class Config(TaskConfig):
     name: str = "ssl"
     dataset: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | stl10 | imagefolder
     model: str = "small_cnn"  # backbone: small_cnn | tiny_cnn | any timm name (random init)
-    algorithm: str = "byol"  # byol | mocov3 | simsiam
-    hidden_dim: int = 512  # projector/predictor hidden width (4096 in BYOL and MoCo v3, 2048 in SimSiam)
-    out_dim: int = 128  # projection width (256 in BYOL and MoCo v3, 2048 in SimSiam)
-    temperature: float = 1.0  # MoCo v3 InfoNCE temperature (1.0 for ResNets in the MoCo v3 code, 0.2 for ViTs)
-    teacher_momentum: Optional[float] = None  # teacher momentum at step 0; null = 0.996 BYOL, 0.99 MoCo v3
-    teacher_schedule: str = "cosine"  # cosine (to 1 at the end of training) | constant
+    algorithm: str = "byol"  # byol | mocov2 | mocov3 | simsiam
+    hidden_dim: int = 512  # projector/predictor hidden width (4096 in BYOL and MoCo v3, 2048 in SimSiam, MoCo v2)
+    out_dim: int = 128  # projection width (256 in BYOL and MoCo v3, 2048 in SimSiam, 128 in MoCo v2)
+    temperature: Optional[float] = None  # InfoNCE temperature; null = 0.2 MoCo v2, 1.0 MoCo v3 (its ResNet value)
+    queue_size: int = 65536  # MoCo v2's queue of negative keys
+    teacher_momentum: Optional[float] = None  # teacher momentum at step 0; null = 0.996 BYOL, 0.999 MoCo v2,
+    #                                           0.99 MoCo v3
+    teacher_schedule: Optional[str] = None  # cosine (to 1 at the end of training) | constant; null = the paper's:
+    #                                         cosine for BYOL and MoCo v3, constant for MoCo v2
     teacher_switch: bool = False  # a WA switch also copies the online network into the teacher
     teacher_switch_every: Optional[int] = None  # openmixup's SSL switch (CosineHook switch_ema): every n steps the
     #                                             momentum update is replaced by teacher <- online; null = off
     image_size: Optional[int] = None  # side of the training crops; null = the dataset's native size
     min_crop_scale: float = 0.2  # random-resized-crop minimum area (0.2 CIFAR recipes, 0.08 ImageNet)
+    saturation: Optional[float] = None  # colour-jitter saturation strength; null = 0.4 MoCo v2, 0.2 the others
+    hue: float = 0.0  # colour-jitter hue strength (0.1 in the official BYOL / MoCo v2 configs; 0 = off, as CIFAR
+    #                   recipes usually do)
+    blur_p: Optional[list[float]] = None  # Gaussian-blur probability of [view 1, view 2] (official BYOL [1.0, 0.1],
+    #                                       MoCo v2 [0.5, 0.5]); null = [0, 0]
+    solarize_p: Optional[list[float]] = None  # solarisation probability of [view 1, view 2]; null = BYOL's [0, 0.2],
+    #                                           [0, 0] for the others
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for timm ResNet/ConvNeXt; null = when image size <= 64
     drop_path: float = 0.0  # stochastic depth of timm backbones
     probe_train_samples: Optional[int] = None  # labelled training images for the k-NN bank and the linear probe;
@@ -266,12 +276,20 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     if cfg.algorithm not in ALGORITHMS:
         raise ValueError(
             f"task.algorithm={cfg.algorithm!r} is not allowed; choose one of: {', '.join(ALGORITHMS)}")
-    if cfg.teacher_schedule not in ("cosine", "constant"):
+    if cfg.teacher_schedule not in (None, "cosine", "constant"):
         raise ValueError(
             f"task.teacher_schedule={cfg.teacher_schedule!r} is not allowed; choose one of: cosine, constant")
     if (cfg.teacher_switch or cfg.teacher_switch_every) and cfg.algorithm == "simsiam":
         raise ValueError("task.teacher_switch / teacher_switch_every need a teacher; SimSiam has none "
                          "(use byol or mocov3)")
+    for key in ("blur_p", "solarize_p"):
+        value = getattr(cfg, key)
+        if value is not None and (len(value) != 2 or not all(0 <= v <= 1 for v in value)):
+            raise ValueError(f"task.{key}={list(value)} must be two probabilities in [0, 1], one per view")
+    if not 0 <= cfg.hue <= 0.5:
+        raise ValueError(f"task.hue={cfg.hue} must be in [0, 0.5] (a fraction of the colour circle)")
+    if cfg.queue_size < 1:
+        raise ValueError(f"task.queue_size={cfg.queue_size} must be a positive number of keys (MoCo v2: 65536)")
     if cfg.teacher_switch_every is not None and cfg.teacher_switch_every < 1:
         raise ValueError(f"task.teacher_switch_every={cfg.teacher_switch_every} must be a positive number of steps "
                          "or null")
@@ -280,11 +298,15 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     pretrain, probe_train, test, num_classes = build_datasets(cfg)
 
     backbone, feature_dim = _backbone_and_dim(cfg, image_size)
-    model = ssl_heads.SSLModel(backbone, feature_dim, cfg.algorithm, cfg.hidden_dim, cfg.out_dim, cfg.temperature)
+    model = ssl_heads.SSLModel(backbone, feature_dim, cfg.algorithm, cfg.hidden_dim, cfg.out_dim, cfg.temperature,
+                                 cfg.queue_size)
     mean_t = torch.tensor(mean, device=ctx.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=ctx.device).view(1, -1, 1, 1)
-    views = (ViewConfig(image_size, cfg.min_crop_scale),
-             ViewConfig(image_size, cfg.min_crop_scale, solarize_p=0.2 if cfg.algorithm == "byol" else 0.0))
+    saturation = cfg.saturation if cfg.saturation is not None else 0.4 if cfg.algorithm == "mocov2" else 0.2
+    blur = cfg.blur_p or [0.0, 0.0]
+    solarize = cfg.solarize_p or ([0.0, 0.2] if cfg.algorithm == "byol" else [0.0, 0.0])
+    views = tuple(ViewConfig(image_size, cfg.min_crop_scale, saturation=saturation, hue=cfg.hue, blur_p=blur[i],
+                             solarize_p=solarize[i]) for i in range(2))
 
     def train_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         x = batch.float() / 255.0
@@ -324,7 +346,8 @@ def setup(cfg: Config, ctx: RunContext) -> TaskSetup:
     if model.teacher is not None:
         base = ssl_heads.DEFAULT_MOMENTUM[cfg.algorithm] if cfg.teacher_momentum is None else cfg.teacher_momentum
         total = ctx.total_steps(len(pretrain))  # the run's optimizer steps: the cosine schedule reaches 1 there
-        cosine = cfg.teacher_schedule == "cosine" and total > 0
+        schedule = cfg.teacher_schedule or ssl_heads.DEFAULT_SCHEDULE[cfg.algorithm]
+        cosine = schedule == "cosine" and total > 0
 
         def after_step(step: int) -> None:
             # `step` = optimizer steps done; the momentum for this update is the schedule's value before it.

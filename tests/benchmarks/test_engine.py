@@ -140,6 +140,35 @@ def test_lr_schedule_matches_hand_computed_values():
     assert [f(7), f(8)] == [1.0, pytest.approx(0.1)]
 
 
+@pytest.mark.parametrize("total", [10, 37])
+def test_the_onecycle_schedule_equals_torchs_one_cycle_lr(total):
+    optim = OmegaConf.create({"warmup_epochs": 0, "min_lr": 0.0, "lr": 0.01, "schedule": "onecycle", "milestones": [],
+                              "gamma": 0.1, "onecycle_pct": 0.3, "onecycle_div": 25.0, "onecycle_final_div": 1e4})
+    f = lr_multiplier(optim, steps_per_epoch=5, total_steps=total)
+    sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    torch_lrs = []
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(sgd, max_lr=0.01, total_steps=total, cycle_momentum=False)
+    for _ in range(total):
+        torch_lrs.append(sgd.param_groups[0]["lr"])
+        sgd.step()
+        scheduler.step()
+    assert [0.01 * f(s) for s in range(total)] == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
+    assert f(0) == pytest.approx(1 / 25) and f(total - 1) == pytest.approx(1 / 25 / 1e4)
+
+
+def test_lars_adapts_only_the_groups_with_weight_decay():
+    from benchmarks.optim import build_optimizer
+
+    w, b = torch.nn.Parameter(torch.full((2, 2), 3.0)), torch.nn.Parameter(torch.ones(2))
+    optim = OmegaConf.create({"name": "lars", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.5})
+    lars = build_optimizer(optim, [{"params": [w]}, {"params": [b], "weight_decay": 0.0}])
+    w.grad, b.grad = torch.ones(2, 2), torch.ones(2)
+    lars.step()
+    # w: g + wd w = 2.5 everywhere; trust 0.001 * |w| / (|g| + wd |w|) = 0.001 * 6 / (2 + 3); step lr x trust x 2.5
+    assert torch.allclose(w, torch.full((2, 2), 3.0 - 0.001 * 6 / 5 * 2.5))
+    assert torch.allclose(b, torch.zeros(2))  # no decay, no trust ratio: a plain SGD step of lr x g
+
+
 def test_batch_helpers():
     batch = {"x": torch.zeros(5, 2), "meta": [torch.ones(5)], "name": "a"}
     assert engine.batch_size_of(batch) == 5 and engine.batch_size_of((torch.zeros(()), torch.ones(3))) == 3

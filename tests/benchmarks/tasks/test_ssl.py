@@ -61,6 +61,27 @@ def test_losses_match_hand_computed_values():
     assert ssl_heads.simsiam_loss(e, 3 * e).item() == pytest.approx(-1.0)
     # logits [[1, 0], [0, 1]] at T=1: CE = log(1 + e^-1), times 2T
     assert ssl_heads.moco_v3_loss(e, e, 1.0).item() == pytest.approx(2 * math.log(1 + math.exp(-1)))
+    # MoCo v2, T=0.5: query e0, key e0 (logit 1/0.5), queue [e1, -e0] (logits 0, -2): CE = -log(e^2 / (e^2+1+e^-2))
+    queue = torch.stack([e[1], -e[0]])
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-2)))
+    assert ssl_heads.moco_v2_loss(3 * e[:1], 2 * e[:1], queue, 0.5).item() == pytest.approx(expected)
+
+
+def test_moco_v2_queue_is_a_ring_of_the_latest_keys_and_its_loss_uses_view_one_against_view_two():
+    torch.manual_seed(0)
+    model = ssl_heads.SSLModel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6)), 6, "mocov2",
+                               hidden_dim=8, out_dim=4, queue_size=5)
+    assert model.temperature == 0.2 and isinstance(model.online.predictor, torch.nn.Identity)
+    assert [type(m).__name__ for m in model.online.projector] == ["Linear", "ReLU", "Linear"]  # no BN
+    keys = [torch.nn.functional.normalize(torch.randn(3, 4), dim=1) for _ in range(2)]
+    model.enqueue(keys[0])
+    model.enqueue(keys[1])  # 6 keys into 5 slots: the first key is overwritten by the last
+    assert torch.equal(model.queue, torch.cat([keys[1][2:], keys[0][1:], keys[1][:2]])) and model.queue_ptr == 1
+    v1, v2 = torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)
+    queue = model.queue.clone()
+    expected = ssl_heads.moco_v2_loss(model.online(v1)[1], model.teacher(v2), queue, 0.2)
+    assert model(v1, v2).item() == pytest.approx(expected.item())
+    assert torch.allclose(model.queue[1:3], torch.nn.functional.normalize(model.teacher(v2), dim=1))  # enqueued
 
 
 def test_cosine_momentum_rises_from_base_to_one():
@@ -106,7 +127,7 @@ def test_the_official_switch_copies_online_into_the_teacher_every_n_steps_instea
         ssl.setup(tiny_cfg(algorithm="simsiam", teacher_switch_every=2), ctx(tmp_path))
 
 
-@pytest.mark.parametrize("algorithm", ["byol", "mocov3", "simsiam"])
+@pytest.mark.parametrize("algorithm", ["byol", "mocov2", "mocov3", "simsiam"])
 def test_one_step_trains_the_online_network_only(tmp_path, algorithm):
     torch.manual_seed(0)
     setup = ssl.setup(tiny_cfg(algorithm=algorithm), ctx(tmp_path))
@@ -131,10 +152,16 @@ def test_one_step_trains_the_online_network_only(tmp_path, algorithm):
 
 
 def test_bad_choices_and_missing_roots_are_explained(tmp_path):
-    with pytest.raises(ValueError, match="byol, mocov3, simsiam"):
+    with pytest.raises(ValueError, match="byol, mocov2, mocov3, simsiam"):
         ssl.setup(tiny_cfg(algorithm="dino"), ctx(tmp_path))
     with pytest.raises(ValueError, match="SimSiam has none"):
         ssl.setup(tiny_cfg(algorithm="simsiam", teacher_switch=True), ctx(tmp_path))
+    with pytest.raises(ValueError, match=r"task.blur_p=\[1.0\] must be two probabilities in \[0, 1\], one per view"):
+        ssl.setup(tiny_cfg(blur_p=[1.0]), ctx(tmp_path))
+    with pytest.raises(ValueError, match="task.hue=0.7 must be in"):
+        ssl.setup(tiny_cfg(hue=0.7), ctx(tmp_path))
+    with pytest.raises(ValueError, match="task.queue_size=0 must be a positive"):
+        ssl.setup(tiny_cfg(algorithm="mocov2", queue_size=0), ctx(tmp_path))
     with pytest.raises(ValueError, match="fashion_mnist, cifar10"):
         ssl.setup(tiny_cfg(dataset="mnist"), ctx(tmp_path))
     with pytest.raises(MissingDataset, match="cifar-100-python"):
@@ -166,3 +193,27 @@ def test_sema_smoke_run_through_the_engine(tmp_path, teacher_switch):
     # The final switch wrote the average into the online network; the official variant also copies it into the
     # teacher, so after the last epoch the teacher equals the online network exactly; the default keeps its own.
     assert _teacher_matches_online(online) is teacher_switch
+
+
+def _moco_rank(rank: int, world: int, init_file: str, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)  # the same model on both ranks, as DDP makes it
+        model = ssl_heads.SSLModel(torch.nn.Linear(3, 6), 6, "mocov2", hidden_dim=8, out_dim=2, queue_size=6)
+        model.enqueue(torch.full((2, 2), float(rank + 1)))  # each rank's keys: rows of 1s (rank 0), 2s (rank 1)
+        out[rank] = model.queue.tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_moco_v2_ranks_enqueue_every_ranks_keys_in_rank_order(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_moco_rank, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+        assert out[0] == out[1]
+        assert out[0][:4] == [[1.0, 1.0]] * 2 + [[2.0, 2.0]] * 2
