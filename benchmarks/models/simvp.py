@@ -29,10 +29,11 @@ class SimVPSize:
     hid_temporal: int  # channels inside the translator (hid_T)
     n_spatial: int  # encoder (and decoder) layers; every second one halves (doubles) the resolution (N_S)
     n_translator: int  # translator blocks (N_T)
+    mlp_ratio: int = 4  # expansion of each translator block's conv MLP (OpenSTL's gSTA: 8)
 
 
 SIZES = {
-    "simvp_paper": SimVPSize(hid_spatial=64, hid_temporal=512, n_spatial=4, n_translator=8),
+    "simvp_paper": SimVPSize(hid_spatial=64, hid_temporal=512, n_spatial=4, n_translator=8, mlp_ratio=8),
     "simvp_small": SimVPSize(hid_spatial=16, hid_temporal=128, n_spatial=4, n_translator=4),
     "simvp_cpu": SimVPSize(hid_spatial=8, hid_temporal=64, n_spatial=4, n_translator=2),
 }
@@ -125,10 +126,10 @@ class TranslatorBlock(nn.Module):
 class Translator(nn.Module):
     """[B, T*hid_S, h, w] -> same shape, through `n_blocks` blocks at width hid_T (1x1 convs in and out)."""
 
-    def __init__(self, c_in: int, hid: int, n_blocks: int):
+    def __init__(self, c_in: int, hid: int, n_blocks: int, mlp_ratio: int = 4):
         super().__init__()
         self.reduce = nn.Conv2d(c_in, hid, 1)
-        self.blocks = nn.Sequential(*(TranslatorBlock(hid) for _ in range(n_blocks)))
+        self.blocks = nn.Sequential(*(TranslatorBlock(hid, mlp_ratio) for _ in range(n_blocks)))
         self.expand = nn.Conv2d(hid, c_in, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,8 @@ class SimVP(nn.Module):
         super().__init__()
         self.n_frames, self.channels = n_frames, channels
         self.encoder = Encoder(channels, size.hid_spatial, size.n_spatial)
-        self.translator = Translator(n_frames * size.hid_spatial, size.hid_temporal, size.n_translator)
+        self.translator = Translator(n_frames * size.hid_spatial, size.hid_temporal, size.n_translator,
+                                     size.mlp_ratio)
         self.decoder = Decoder(size.hid_spatial, channels, size.n_spatial)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,10 @@ class Config(TaskConfig):
     model: str = "small_cnn"  # small_cnn | tiny_cnn | any timm name (random init, no download)
     loss: str = "l1"  # l1 (the paper's) | mse
     image_size: Optional[int] = None  # input side; null = 32 for rcf_mnist, 224 for the age datasets
-    augment: bool = True  # age datasets: RandomResizedCrop(scale 0.5-1) + flip; rcf_mnist is never augmented
-    #                       (a rotation or flip would change its target)
+    augment: bool = True  # age datasets: RandomResizedCrop(scale 0.5-1) + flip; rcf_mnist is never rotated or
+    #                       flipped (that would change its target), only shifted by `crop_padding`
+    crop_padding: int = 0  # rcf_mnist training images: random 32-px crop after zero padding by this many pixels (the
+    #                        official config: RandomCrop(32, padding=2)); 0 = none
     standardize_target: bool = True  # the network predicts (y - mean) / std of the training targets
     cifar_stem: Optional[bool] = None  # 3x3 stride-1 stem for timm ResNet/ConvNeXt; null = when image size <= 64
     drop_path: float = 0.0  # stochastic depth of timm models
@@ -60,9 +62,11 @@ class Config(TaskConfig):
 
 # ----------------------------------------------------------------------------------------------------- data
 class ArrayRegression(Dataset):
-    """uint8 images [N, H, W, C] and float targets [N] -> (normalised float [C, H, W], target)."""
+    """uint8 images [N, H, W, C] and float targets [N] -> (normalised float [C, H, W], target); with `pad` > 0 a
+    random crop of the image zero-padded by `pad` pixels (offsets from torch's global RNG, seeded by the engine)."""
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, mean: np.ndarray, std: np.ndarray):
+    def __init__(self, images: np.ndarray, targets: np.ndarray, mean: np.ndarray, std: np.ndarray, pad: int = 0):
+        self.pad = pad
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         self.targets = torch.from_numpy(targets.astype(np.float32))
         self.mean = torch.from_numpy(mean.astype(np.float32)).view(-1, 1, 1)
@@ -72,7 +76,12 @@ class ArrayRegression(Dataset):
         return len(self.targets)
 
     def __getitem__(self, i: int):
-        return (self.images[i].float() / 255.0 - self.mean) / self.std, self.targets[i]
+        x = self.images[i].float()
+        if self.pad:
+            h, w = x.shape[-2:]
+            top, left = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+            x = F.pad(x, (self.pad,) * 4)[:, top : top + h, left : left + w]
+        return (x / 255.0 - self.mean) / self.std, self.targets[i]
 
 
 def _rcf_sets(cfg: Config, ctx: RunContext) -> tuple[Dataset, Dataset, np.ndarray]:
@@ -82,7 +91,11 @@ def _rcf_sets(cfg: Config, ctx: RunContext) -> tuple[Dataset, Dataset, np.ndarra
     test_x, test_y = build_rcf_mnist("test", cfg.max_eval_samples, cfg.data_root, ctx.cache_dir)
     pixels = train_x.reshape(-1, 3) / 255.0
     mean, std = pixels.mean(axis=0), pixels.std(axis=0)
-    return ArrayRegression(train_x, train_y, mean, std), ArrayRegression(test_x, test_y, mean, std), train_y
+    if cfg.crop_padding < 0:
+        raise ValueError(f"task.crop_padding={cfg.crop_padding} must be >= 0 pixels (the official RCF-MNIST config: 2)")
+    pad = cfg.crop_padding if cfg.augment else 0
+    train = ArrayRegression(train_x, train_y, mean, std, pad)
+    return train, ArrayRegression(test_x, test_y, mean, std), train_y
 
 
 def _age_sets(cfg: Config, size: int) -> tuple[Dataset, Dataset, np.ndarray]:

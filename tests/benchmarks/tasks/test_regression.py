@@ -51,6 +51,25 @@ def test_rcf_setup_predicts_in_degrees(tmp_path):
     assert set(metrics) == {"mae", "rmse"} and 0 < metrics["mae"] <= metrics["rmse"] < 360
 
 
+def test_rcf_crop_padding_shifts_the_image_by_at_most_the_padding_and_keeps_the_angle(tmp_path):
+    images = np.zeros((1, 4, 4, 3), np.uint8)
+    images[0, 1, 2] = 255  # one white pixel at row 1, column 2
+    data = regression.ArrayRegression(images, np.array([36.0]), np.zeros(3), np.ones(3), pad=2)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        x, y = data[0]
+        assert y.item() == 36.0 and x.shape == (3, 4, 4)
+        where = (x[0] == 1.0).nonzero().tolist()
+        assert len(where) <= 1  # shifted (maybe out of the crop), never duplicated
+        if where:
+            seen.add(tuple(where[0]))
+    assert {(r, c) for r in range(4) for c in range(4) if abs(r - 1) <= 2 and abs(c - 2) <= 2} == seen
+    with pytest.raises(ValueError, match="task.crop_padding=-1 must be >= 0 pixels"):
+        regression.setup(regression.Config(model="tiny_cnn", max_train_samples=8, max_eval_samples=4,
+                                           crop_padding=-1), ctx(tmp_path))
+
+
 def test_agedb_fixture_trains_and_reports_buckets(tmp_path):
     rows = [(f"agedb/{i}.png", age, "train") for i, age in enumerate([20, 22, 35, 36, 51, 52, 60, 61])]
     rows += [(f"agedb/t{i}.png", age, "test") for i, age in enumerate([21, 37, 55, 90])]
