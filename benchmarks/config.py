@@ -28,7 +28,7 @@ from omegaconf import MISSING
 # ---------------------------------------------------------------------------------------------------------------
 # Allowed values of the enumerated string fields (checked by `validate`, listed in its error messages).
 OPTIMIZERS = ("sgd", "adamw", "adam", "lars")
-SCHEDULES = ("cosine", "constant", "multistep", "onecycle")
+SCHEDULES = ("cosine", "constant", "multistep", "onecycle", "poly")
 LR_SCALINGS = ("linear", "none")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -64,11 +64,12 @@ class OptimConfig:
     #                        (the official AdamW configs' parameter groups)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW betas
     schedule: str = "cosine"  # cosine | constant | multistep | onecycle (torch's OneCycleLR, cosine phases; its
-    #                           momentum cycling is not applied)
+    #                           momentum cycling is not applied) | poly (mmcv's PolyLR, to min_lr)
     warmup_epochs: float = 0.0  # linear learning-rate warm-up from 0, in epochs
     min_lr: float = 0.0  # cosine floor
     milestones: list[float] = field(default_factory=list)  # multistep: epochs where the lr is multiplied by gamma
     gamma: float = 0.1  # multistep factor
+    poly_power: float = 0.9  # poly: lr = (lr - min_lr) (1 - progress) ** poly_power + min_lr (mmseg: 0.9)
     onecycle_pct: float = 0.3  # onecycle: fraction of the steps rising from lr / onecycle_div to lr
     onecycle_div: float = 25.0  # onecycle: the starting lr is lr / onecycle_div
     onecycle_final_div: float = 1e4  # onecycle: the final lr is lr / (onecycle_div x onecycle_final_div)

@@ -13,6 +13,7 @@ Multiplier at optimizer step s (0-based), with W = round(warmup_epochs * steps_p
 
     s < W:        (s + 1) / W
     cosine:       f + (1 - f) * (1 + cos(pi * min(1, (s - W) / max(1, T - W)))) / 2,    f = min_lr / lr
+    poly:         f + (1 - f) * (1 - min(1, (s - W) / max(1, T - W))) ** poly_power
     multistep:    gamma ** (number of milestones m with s >= round(m * steps_per_epoch))
     constant:     1
     onecycle:     torch's OneCycleLR (no warm-up of its own): with P = pct * T - 1, a = 1 / div, z = a / final_div,
@@ -42,6 +43,9 @@ def lr_multiplier(cfg_optim: Any, steps_per_epoch: int, total_steps: int) -> Cal
         if cfg_optim.schedule == "cosine":
             progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg_optim.schedule == "poly":
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return floor + (1 - floor) * (1 - progress) ** cfg_optim.poly_power
         if cfg_optim.schedule == "multistep":
             return cfg_optim.gamma ** sum(step >= m for m in milestones)
         return 1.0

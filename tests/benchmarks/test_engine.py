@@ -138,6 +138,9 @@ def test_lr_schedule_matches_hand_computed_values():
     optim.schedule, optim.warmup_epochs = "multistep", 0
     f = lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
     assert [f(7), f(8)] == [1.0, pytest.approx(0.1)]
+    optim.schedule, optim.poly_power = "poly", 0.9  # mmcv's PolyLR: (lr - min) (1 - s / T) ** 0.9 + min
+    f = lr_multiplier(optim, steps_per_epoch=4, total_steps=12)
+    assert [0.1 * f(s) for s in (0, 6, 12)] == pytest.approx([0.1, 0.09 * 0.5**0.9 + 0.01, 0.01])
 
 
 @pytest.mark.parametrize("total", [10, 37])
