@@ -78,6 +78,8 @@ RECIPES: dict[str, Recipe] = {
     "paper/detection_retinanet": Recipe("detection", "COCO 2017, RetinaNet R50-FPN, 1x schedule (12 epochs)"),
     "paper/segmentation": Recipe("segmentation", "ADE20K, DeepLabV3 R50, 64 epochs, sliding-window mIoU"),
     "paper/generation": Recipe("generation", "DDPM on CIFAR-10, U-Net, 2048 epochs, FID"),
+    "paper/generation_celeba": Recipe("generation", "DDPM on CelebA 64x64, the DDIM CelebA-64 U-Net (78.7M), 500k steps; "
+                                      "FID vs train, 50k samples"),
     "paper/lm": Recipe("lm", "GPT-2 124M on a local text corpus, 20 epochs x 5000 steps"),
     "paper/lm_gpt2_medium": Recipe("lm", "GPT-2 medium (355M) on a local corpus, one 80 GB GPU, grad accumulation"),
     "paper/lm_llama_7b": Recipe("lm", "Llama-7B shape on a local corpus, FSDP2 over 8 GPUs, sharded average"),
@@ -124,9 +126,29 @@ def check_recipe_files(recipe_dir: Path = RECIPE_DIR) -> None:
                              f"profile: {profile}")
 
 
+MAX_VARIANT_CHARS = 120  # run directories: a longer override list is cut (at a comma) and suffixed with its hash
+
+
+def variant_dirname(overrides: str) -> str:
+    """The run directory's last part: Hydra's override_dirname as it is when short, else its first overrides up to
+    MAX_VARIANT_CHARS and "~" + the first 12 hex digits of the SHA-1 of the whole string (file systems allow 255
+    bytes per name; the run's config.yaml keeps every override)."""
+    import hashlib
+
+    if len(overrides) <= MAX_VARIANT_CHARS:
+        return overrides
+    cut = overrides[:MAX_VARIANT_CHARS].rsplit(",", 1)[0]
+    return f"{cut}~{hashlib.sha1(overrides.encode()).hexdigest()[:12]}"
+
+
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent; called before Hydra composes a config)."""
+    """Store every schema in Hydra's ConfigStore and the run-directory resolver (idempotent; called before Hydra
+    composes a config)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("variant_dirname"):
+        OmegaConf.register_new_resolver("variant_dirname", variant_dirname)
 
     from benchmarks import methods
     from benchmarks.config import Config

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: every task's smoke recipe on CUDA (x baseline, ema, sema), a 2-process DDP smoke run when two GPUs
-# exist, the GPU-only sema test, the sema-overhead benchmark and the engine-vs-hand-loop benchmark on CUDA.
+# exist, the GPU-only sema test, the sema-overhead benchmark, the engine-vs-hand-loop benchmark on CUDA, and the
+# first two steps of every paper recipe with its own model at its own size (tests/test_paper_recipes.py's twins with
+# SEMA_TWIN_DEVICE=cuda SEMA_TWIN_FULL=1: tiny fixture data in the real formats, so no dataset is needed).
 # Writes results/gpu/ (summary.md with provenance, and each check's output); prints one line per check.
 #
 #   scripts/gpu_check.sh --prepare      # HERE, once, with network access to the package index: downloads the
@@ -100,6 +102,8 @@ check engine_overhead "$PY" -m benchmarks.engine_overhead --method sema --steps 
 # speed settings on (not deterministic: cudnn.benchmark, TF32, channels_last, batches made on the device).
 check engine_resnet18 "$PY" -m benchmarks.engine_overhead --method sema --steps 40 --reps 5 "trainer.device=$DEVICE" \
   task.model=resnet18 task.batch_size=100 trainer.deterministic=false
+check paper_recipes env SEMA_TWIN_DEVICE="$DEVICE" SEMA_TWIN_FULL="${GPU_CHECK_FULL_RECIPES:-1}" \
+  "$PY" -m pytest -q -p no:cacheprovider tests/test_paper_recipes.py -k twin_runs --durations=0
 # The suite's comparison table and every run's device record, kept with the summary.
 cp "$RUNS/suite/smoke/report/report.md" "$OUT/smoke_report.md" 2>/dev/null
 "$PY" - "$RUNS/suite" >> "$SUMMARY" <<'EOF'

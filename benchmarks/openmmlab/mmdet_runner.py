@@ -229,14 +229,21 @@ def _data_sources(cfg: Any) -> tuple[dict, dict, str]:
             sources.append(dict(data_root=str(scenes.root), ann_file="instances.json", img="images/",
                                 classes=tuple(c["name"] for c in CATEGORIES)))
         return sources[0], sources[1], "procedural_coco (offline)"
+    import json
+
     from benchmarks.data.coco import coco2017_paths
 
     out = []
     for split in ("train", "val"):
         image_dir, ann_file = coco2017_paths(task.data_root, split)
         root = image_dir.parent
-        out.append(dict(data_root=str(root), ann_file=str(ann_file.relative_to(root)), img=f"{image_dir.name}/",
-                        classes=None))  # None: mmdet's own 80 COCO class names
+        out.append(dict(data_root=str(root), ann_file=str(ann_file.relative_to(root)), img=f"{image_dir.name}/"))
+    # The classes are the training annotations' categories in id order, as the torchvision path numbers them (for
+    # COCO 2017 these are mmdet's own 80 names in the same order; a COCO-format subset keeps just its own).
+    categories = json.loads((Path(out[0]["data_root"]) / out[0]["ann_file"]).read_text())["categories"]
+    classes = tuple(c["name"] for c in sorted(categories, key=lambda c: c["id"]))
+    for source in out:
+        source["classes"] = classes
     return out[0], out[1], "coco2017"
 
 
@@ -244,8 +251,7 @@ def _dataset(source: dict, pipeline: list, train: bool, max_images) -> dict:
     dataset = dict(type="CocoDataset", data_root=source["data_root"], ann_file=source["ann_file"],
                    data_prefix=dict(img=source["img"]), pipeline=pipeline, test_mode=not train,
                    filter_cfg=dict(filter_empty_gt=True, min_size=1) if train else None, backend_args=None)
-    if source["classes"] is not None:
-        dataset["metainfo"] = dict(classes=source["classes"])
+    dataset["metainfo"] = dict(classes=source["classes"])
     if max_images is not None:
         dataset["indices"] = int(max_images)  # the first N images, as the torchvision path's max_*_samples
     return dataset
@@ -314,7 +320,7 @@ def run_mmdet(cfg: Any, run_dir: Path) -> dict:
         total_steps = steps_per_epoch * cfg.trainer.epochs
         sema_hook, lr_hook, recorder = common.make_hooks(cfg, steps_per_epoch, total_steps, result,
                                                          Path(run_dir) / "result.json")
-        num_classes = len(train_source["classes"]) if train_source["classes"] else 80
+        num_classes = len(train_source["classes"])
         runner = Runner(
             model=ConfigDict(model_cfg(task, num_classes)),  # attribute access (cfg.min_bbox_size) needs it
             train_dataloader=train_dataloader, val_dataloader=val_dataloader, val_evaluator=val_evaluator,

@@ -36,6 +36,10 @@ UNETS: dict[str, dict] = {
     "unet-ddpm": dict(
         base_channels=128, channel_mults=(1, 2, 2, 2), blocks_per_level=2, attention_levels=(1,)
     ),
+    # The DDIM repository's CelebA-64 network (configs/celeba.yml: ch 128, ch_mult 1-2-2-2-4, attention at 16 px)
+    "unet-celeba64": dict(
+        base_channels=128, channel_mults=(1, 2, 2, 2, 4), blocks_per_level=2, attention_levels=(2,)
+    ),
 }
 
 
@@ -43,7 +47,8 @@ UNETS: dict[str, dict] = {
 class Config(TaskConfig):
     name: str = "generation"
     dataset: str = "fashion_mnist"  # fashion_mnist (offline) | cifar10 | celeba (task.data_root)
-    model: str = "unet-small"  # one of UNETS; unet-ddpm is DDPM's CIFAR-10 network (35.7M parameters)
+    model: str = "unet-small"  # one of UNETS; unet-ddpm is DDPM's CIFAR-10 network (35.7M parameters),
+    #                            unet-celeba64 the DDIM repository's CelebA-64 one
     batch_size: int = 128
     eval_batch_size: int = 256
     image_size: int = 32  # training resolution (celeba is centre-cropped, then resized to this)

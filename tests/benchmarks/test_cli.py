@@ -155,3 +155,20 @@ def test_slurm_needs_a_partition_and_out_dir_becomes_absolute(tmp_path):
     assert _absolute_out_dir(["method=sema"]) == ["method=sema", f"out_dir={Path('runs').absolute()}"]
     assert _absolute_out_dir(["out_dir=x/y"]) == [f"out_dir={Path('x/y').absolute()}"]
     assert _absolute_out_dir(["out_dir=a,/b"]) == [f"out_dir={Path('a').absolute()},/b"]  # a sweep's list
+
+
+def test_a_long_override_list_gets_a_short_hashed_run_directory(tmp_path):
+    from benchmarks.recipes import MAX_VARIANT_CHARS, compose_run
+
+    many = [f"task.eval_batch_size={n}" for n in (64,)] + [f"optim.lr={0.1 + i / 1000}" for i in range(1)] + [
+        "task.hue=0.1", "task.blur_p=[1.0,0.1]", "task.solarize_p=[0.0,0.2]", "task.saturation=0.3",
+        "optim.weight_decay=0.001", "trainer.max_steps_per_epoch=3", "task.hidden_dim=64", "task.out_dim=32"]
+    _, run_dir = compose_run("quick/ssl", "sema", 0, str(tmp_path), many)
+    _, again = compose_run("quick/ssl", "sema", 0, str(tmp_path), list(reversed(many)))
+    _, other = compose_run("quick/ssl", "sema", 0, str(tmp_path), [*many[:-1], "task.out_dim=16"])
+    assert run_dir == again  # the order of the overrides does not matter (Hydra sorts them)
+    name = run_dir.name
+    assert len(name) <= MAX_VARIANT_CHARS + 13 and name.startswith("optim.lr=0.1,optim.weight_decay=0.001,")
+    assert name.rsplit("~", 1)[1] != other.name.rsplit("~", 1)[1]  # a different override, a different hash
+    _, short = compose_run("quick/ssl", "sema", 0, str(tmp_path), ["trainer.epochs=3"])
+    assert short.name == "trainer.epochs=3"

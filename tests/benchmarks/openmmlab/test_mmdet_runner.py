@@ -47,3 +47,26 @@ def test_mask_rcnn_smoke_run_reports_mask_ap(tmp_path, monkeypatch):
     result = frameworks.run(cfg, run_dir)
     assert result["status"] == "completed" and result["history"][0]["avg"] is None
     assert {"bbox_ap", "mask_ap", "mask_ap50", "mask_ap75"} <= set(result["final"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,model", [("paper/detection", "maskrcnn_resnet18_fpn"),
+                                          ("paper/detection_retinanet", "retinanet_resnet18_fpn")])
+def test_the_paper_detection_recipes_twin_runs_through_mmdet(recipe, model, tmp_path, monkeypatch):
+    import torch
+    import torchvision
+    from fixture_writers import write_coco2017
+
+    monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
+    write_coco2017(tmp_path / "coco", size=64)
+    weights = tmp_path / "resnet18.pth"  # torchvision's file format, random weights: frozen BN needs a backbone file
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    cfg, run_dir = compose_run(recipe, "sema", 0, str(tmp_path / "runs"), [
+        *FAST, f"task.model={model}", f"task.data_root={tmp_path / 'coco'}", f"task.backbone_weights={weights}",
+        "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "task.batch_size=2",
+        "task.eval_batch_size=1", "task.num_workers=0", "task.min_size=64", "task.max_size=64",
+        "task.detections_per_image=10"])
+    result = frameworks.run(cfg, run_dir)
+    assert result["status"] == "completed" and result["dataset"] == "coco2017" and result["model"] == model
+    assert result["runtime"]["peak_lr"] == pytest.approx(cfg.optim.lr * 2 / 16)  # the 1x lr is for batch 16
+    assert "bbox_ap" in result["final"] and ("mask_ap" in result["final"]) == model.startswith("maskrcnn")
