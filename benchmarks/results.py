@@ -5,9 +5,11 @@ summary with `summarize`, so the two paths cannot drift apart. Summary, over the
 of the reported weights (the average's metrics for an averaging method, else the model's):
 
     final          the last evaluation           final_online   the online model's last evaluation
-    best           the evaluation with the best headline, best_epoch its epoch
+    best           the evaluation with the best headline, best_epoch its epoch;
+                   best_online the online model's evaluation with its best headline
     median_last    per metric, the median over the last k evaluations (trainer.median_of_last, default LAST_K = 3;
-                   openmixup's CIFAR tables use the median of the last 10 epochs); median_last_k = the k used
+                   openmixup's CIFAR tables use the median of the last 10 epochs); median_last_k = the k used;
+                   median_last_online the same over the online model's evaluations
 
 Written atomically (temporary file in the same folder, fsync, rename), so a reader or a killed run never sees a
 half-written file. Non-finite floats (a diverged loss) are stored as null, keeping the file strict JSON.
@@ -141,7 +143,8 @@ def new_result(cfg: Any, *, dataset: Any = None, headline: Optional[str] = None,
         "status": "running", "task": cfg.task.name, "dataset": dataset if dataset is not None else cfg.task.dataset,
         "model": cfg.task.model, "method": cfg.method.name, "method_kwargs": method_kwargs, "seed": cfg.seed,
         "profile": cfg.profile, "headline": headline, "higher_is_better": higher_is_better, "final": None,
-        "final_online": None, "best": None, "best_epoch": None, "median_last": None, "median_last_k": None,
+        "final_online": None, "best": None, "best_epoch": None, "best_online": None, "median_last": None,
+        "median_last_k": None, "median_last_online": None,
         "history": [],
         "wall_time_s": None, "throughput_samples_per_s": None, "throughput": None, "peak_memory_mb": None,
         "runtime": None,
@@ -168,10 +171,15 @@ def summarize(result: dict, *, wall_time_s: float, samples: int, train_time_s: f
         result["final"], result["final_online"] = dict(reported(last)), dict(last["online"])
         best = max(evaluated, key=lambda r: sign * reported(r)[result["headline"]])
         result["best"], result["best_epoch"] = dict(reported(best)), best["epoch"]
-        tail = [reported(r) for r in evaluated[-last_k:]]
-        result["median_last_k"] = len(tail)
-        result["median_last"] = {k: statistics.median(m[k] for m in tail) for k in tail[-1]
-                                 if all(isinstance(m.get(k), (int, float)) for m in tail)}
+        result["best_online"] = dict(max(evaluated, key=lambda r: sign * r["online"][result["headline"]])["online"])
+
+        def median_of(tail: list[dict]) -> dict:
+            return {k: statistics.median(m[k] for m in tail) for k in tail[-1]
+                    if all(isinstance(m.get(k), (int, float)) for m in tail)}
+
+        result["median_last_k"] = len(evaluated[-last_k:])
+        result["median_last"] = median_of([reported(r) for r in evaluated[-last_k:]])
+        result["median_last_online"] = median_of([r["online"] for r in evaluated[-last_k:]])
     result["wall_time_s"] = wall_time_s
     if train_time_s > 0:
         result["throughput_samples_per_s"] = samples / train_time_s

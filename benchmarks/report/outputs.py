@@ -50,6 +50,7 @@ def write_csvs(table: TaskTable, out: Path) -> list[Path]:
         "dataset",
         "model",
         "profile",
+        "statistic",
         "method",
         "headline",
         "higher_is_better",

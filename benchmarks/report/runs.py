@@ -27,12 +27,12 @@ class Run:
     profile: str
     method: str  # method name from result.json
     seed: int
-    group_key: tuple  # (task, dataset key, model, profile): runs with the same key share a table
+    group_key: tuple  # (task, dataset key, model, profile, statistic): runs with the same key share a table
     headline: Optional[str] = None  # metric the table compares
     higher_is_better: bool = True
     final: dict = field(default_factory=dict)  # the reported weights' metrics, of `statistic`
     statistic: str = "final"  # which of result.json's final | best | median_last (the run's trainer.reported)
-    final_online: dict = field(default_factory=dict)  # the online weights' final metrics
+    final_online: dict = field(default_factory=dict)  # the online weights' metrics, of the same `statistic`
     history: list = field(default_factory=list)  # per-epoch records
     error: Optional[str] = None  # traceback of a failed run
     config: dict = field(default_factory=dict)  # the resolved config
@@ -96,11 +96,13 @@ def read_run(path: Path) -> Run:
     dataset = str(record.get("dataset") or task_cfg.get("dataset") or "?")
     model = str(record.get("model") or task_cfg.get("model") or "?")
     profile = str(record.get("profile") or config.get("profile") or "?")
-    group_key = (
+    statistic = str((config.get("trainer") or {}).get("reported") or "final")  # the recipe's choice
+    group_key = (  # a table compares one statistic: runs reporting another one get their own table
         str(record["task"]),
         str(task_cfg.get("dataset") or dataset),
         str(task_cfg.get("model") or model),
         profile,
+        statistic,
     )
     try:
         seed = int(record["seed"])
@@ -125,7 +127,6 @@ def read_run(path: Path) -> Run:
     headline = record.get("headline")
     if not isinstance(headline, str):
         raise ValueError("completed run without a 'headline' metric name")
-    statistic = str((config.get("trainer") or {}).get("reported") or "final")  # the recipe's choice
     if statistic not in REPORTED:
         raise ValueError(f"trainer.reported={statistic!r} is not one of {', '.join(REPORTED)}")
     final = record.get(statistic)
@@ -142,7 +143,8 @@ def read_run(path: Path) -> Run:
     run.higher_is_better = record["higher_is_better"]
     run.final = final
     run.statistic = statistic
-    run.final_online = record.get("final_online") if isinstance(record.get("final_online"), dict) else {}
+    online = record.get(f"{statistic}_online")  # files written before best_online / median_last_online: none
+    run.final_online = online if isinstance(online, dict) else {}
     run.history = [h for h in history if isinstance(h, dict)]
     return run
 

@@ -306,7 +306,7 @@ def build_tables(runs: Sequence[Run], fractions: Sequence[float] = DEFAULT_FRACT
             online = {
                 s: float(v)
                 for s, r in by_seed.items()
-                if (v := as_number(r.final_online.get(headline, r.final.get(headline)))) is not None
+                if (v := as_number(r.final_online.get(headline))) is not None
             }
             summary = MethodSummary(
                 label=label,
@@ -333,16 +333,17 @@ def build_tables(runs: Sequence[Run], fractions: Sequence[float] = DEFAULT_FRACT
                 )
         baseline = next((m for m in methods if m.label == references.get("baseline")), None)
         convergence, convergence_note = _convergence(table_runs, baseline, fractions, higher_is_better)
-        task, dataset_key, model, profile = key
+        task, dataset_key, model, profile, statistic = key
         dataset = next((r.dataset for r in completed), dataset_key)
+        shown = "" if statistic == "final" else f", {statistic}"  # a recipe's headline statistic other than final
         tables.append(
             TaskTable(
                 key=key,
-                title=f"{task} / {dataset} / {model} (profile {profile})",
-                slug=_slug(task, dataset_key, model, profile),
+                title=f"{task} / {dataset} / {model} (profile {profile}{shown})",
+                slug=_slug(task, dataset_key, model, profile, *([statistic] if shown else [])),
                 headline=headline,
                 higher_is_better=higher_is_better,
-                statistic=" and ".join(sorted({r.statistic for r in completed})),
+                statistic=statistic,
                 methods=methods,
                 references=references,
                 convergence=convergence,

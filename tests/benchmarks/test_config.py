@@ -112,8 +112,9 @@ def test_unknown_keys_and_wrong_types_are_rejected(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.name=lion", "optim.name='lion' is not allowed; choose one of: sgd, adamw, adam"),
-    ("optim.schedule=linear", "optim.schedule='linear' is not allowed; choose one of: cosine, constant, multistep"),
+    ("optim.name=lion", "optim.name='lion' is not allowed; choose one of: sgd, adamw, adam, lars"),
+    ("optim.schedule=linear",
+     "optim.schedule='linear' is not allowed; choose one of: cosine, constant, multistep, onecycle, poly"),
     ("trainer.amp=fp8", "trainer.amp='fp8' is not allowed; choose one of: auto, off, bf16, fp16"),
     ("trainer.device=tpu", "trainer.device='tpu' is not allowed; choose one of: auto, cpu, cuda"),
     ("logger.wandb.mode=cloud", "logger.wandb.mode='cloud' is not allowed; choose one of: offline, online, disabled"),
@@ -156,3 +157,13 @@ def test_a_recipe_header_that_names_the_first_switch_names_the_right_one(recipe)
     start = yaml.safe_load(text)["averaging"]["switch_start"]
     for claimed in re.findall(r"SEMA switches[^.]*? from epoch (\d+)", header):
         assert int(claimed) == start + 1, (recipe, claimed, start)  # due(n) iff n > switch_start
+
+
+def test_onecycle_refuses_a_separate_warm_up_and_bad_factors(tmp_path):
+    from benchmarks.config import validate
+
+    for extra, message in (("optim.warmup_epochs=1", "the one-cycle schedule rises on its own"),
+                           ("optim.onecycle_pct=1.5", r"optim.onecycle_pct=1.5 must be in \(0, 1\)")):
+        cfg, _ = compose_run("smoke/classification", "sema", 0, str(tmp_path), ["optim.schedule=onecycle", extra])
+        with pytest.raises(ValueError, match=message):
+            validate(cfg)

@@ -27,3 +27,16 @@ def test_provenance_has_the_documented_fields():
     assert set(p) == {"git_commit", "git_dirty", "command", "packages", "hardware", "date", "seed"}
     assert p["seed"] == 4 and p["packages"]["torch"] and p["hardware"]["cpu_count"] >= 1
     assert p["git_commit"] is None or len(p["git_commit"]) == 40
+
+
+def test_summaries_of_the_average_and_of_the_online_model_by_hand():
+    from benchmarks.results import summarize
+
+    values = [(0.5, 0.4), (0.9, 0.8), (0.7, 0.9), (0.8, 0.6)]  # (average, online) top1 per epoch
+    result = {"headline": "top1", "higher_is_better": True,
+              "history": [{"epoch": i + 1, "avg": {"top1": a}, "online": {"top1": o}} for i, (a, o) in enumerate(values)]}
+    summarize(result, wall_time_s=1.0, samples=0, train_time_s=0.0, peak_memory_mb=None, last_k=3)
+    assert result["final"] == {"top1": 0.8} and result["final_online"] == {"top1": 0.6}
+    assert (result["best"], result["best_epoch"], result["best_online"]) == ({"top1": 0.9}, 2, {"top1": 0.9})
+    assert result["median_last"] == {"top1": 0.8} and result["median_last_online"] == {"top1": 0.8}  # of 0.8 0.9 0.6
+    assert result["median_last_k"] == 3

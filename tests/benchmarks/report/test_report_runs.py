@@ -56,3 +56,23 @@ def test_a_recipe_chooses_the_statistic_the_report_compares(tmp_path):
     (run_dir / "result.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="trainer.reported='mean' is not one of final, best, median_last"):
         read_run(run_dir / "result.json")
+
+
+def test_the_online_column_uses_the_recipes_statistic_and_statistics_never_share_a_table(tmp_path):
+    from benchmarks.report.runs import read_run
+    from benchmarks.report.tables import build_tables
+
+    run_dir = write_result(tmp_path, "r", "sema", 0, final=0.80, avg=[0.5, 0.9, 0.8], online=[0.4, 0.7, 0.6])
+    record = json.loads((run_dir / "result.json").read_text())
+    record["median_last"], record["median_last_online"] = {"top1": 0.8}, {"top1": 0.6}
+    record["config"]["trainer"]["reported"] = "median_last"
+    (run_dir / "result.json").write_text(json.dumps(record))
+    run = read_run(run_dir / "result.json")
+    assert (run.final["top1"], run.final_online["top1"]) == (0.8, 0.6)  # not final_online's last value (0.6 too)
+    record["median_last_online"] = {"top1": 0.55}
+    (run_dir / "result.json").write_text(json.dumps(record))
+    assert read_run(run_dir / "result.json").final_online == {"top1": 0.55}
+    plain = read_run(write_result(tmp_path, "p", "ema", 0, final=0.7, avg=[0.6, 0.7]) / "result.json")
+    tables = build_tables([read_run(run_dir / "result.json"), plain])
+    assert sorted(t.statistic for t in tables) == ["final", "median_last"]
+    assert [t.title.endswith(", median_last)") for t in tables if t.statistic == "median_last"] == [True]
