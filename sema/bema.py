@@ -96,6 +96,7 @@ class BEMA:
     """
 
     Settings: ClassVar[type] = BEMASettings  # the settings in epochs a recipe gives (sema.settings)
+    writes_model: ClassVar[bool] = False  # passive: never writes into the bound model (trajectories can be shared)
 
     def __init__(
         self,

@@ -69,6 +69,7 @@ class LAWA:
     """
 
     Settings: ClassVar[type] = LAWASettings  # the settings in epochs a recipe gives (sema.settings)
+    writes_model: ClassVar[bool] = False  # passive: never writes into the bound model (trajectories can be shared)
 
     def __init__(
         self,

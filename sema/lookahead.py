@@ -56,6 +56,7 @@ class Lookahead:
     """
 
     Settings: ClassVar[type] = LookaheadSettings  # the settings in epochs a recipe gives (sema.settings)
+    writes_model: ClassVar[bool] = True  # writes into the bound model: its trajectory is its own
 
     def __init__(
         self,

@@ -99,6 +99,7 @@ class PowerEMA:
     """
 
     Settings: ClassVar[type] = PowerEMASettings  # the settings in epochs a recipe gives (sema.settings)
+    writes_model: ClassVar[bool] = False  # passive: never writes into the bound model (trajectories can be shared)
 
     def __init__(
         self,

@@ -58,6 +58,7 @@ class SWA:
     """
 
     Settings: ClassVar[type] = SWASettings  # the settings in epochs a recipe gives (sema.settings)
+    writes_model: ClassVar[bool] = False  # passive: never writes into the bound model (trajectories can be shared)
 
     def __init__(
         self,

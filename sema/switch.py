@@ -107,6 +107,7 @@ class SEMA(EMA):
     """
 
     Settings: ClassVar[type] = SEMASettings  # the settings in epochs a recipe gives (sema.settings)
+    writes_model: ClassVar[bool] = True  # writes into the bound model: its trajectory is its own
 
     def __init__(
         self,

@@ -229,6 +229,37 @@ def check_no_host_sync(make: Factory, steps: int = 12) -> None:
             assert not spy.seen, f"update() at step {i + 1} called {spy.seen}, which read device values on the host"
 
 
+def check_declared_passivity(make: Factory) -> None:
+    """A method's `writes_model` tells the truth. A passive one (False) leaves training bit for bit as it is
+    without it: the same model after 9 steps, 3 epoch ends and an evaluation through swapped() each epoch (which is
+    why one trajectory can carry many passive methods). A writing one (True) changes the model at some epoch end."""
+    torch.manual_seed(0)
+    plain = BNNet()
+    with_method = copy.deepcopy(plain)
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(with_method.parameters(), lr=0.1, momentum=0.9)
+    avg = make(with_method)
+    opt = avg.wrap_optimizer(opt) if hasattr(avg, "wrap_optimizer") else opt
+    wrote = False
+    for epoch in range(3):
+        for model, optimizer, method in ((plain, opt_plain, None), (with_method, opt, avg)):
+            for i in range(3 * epoch, 3 * epoch + 3):
+                x = torch.randn(6, 4, generator=torch.Generator().manual_seed(i))
+                optimizer.zero_grad()
+                model(x).pow(2).mean().backward()
+                optimizer.step()
+                if method is not None:
+                    method.update()
+        wrote |= bool(avg.epoch_end())
+        with avg.swapped():
+            pass
+        same = all(torch.equal(a, b) for a, b in zip(_state(plain).values(), _state(with_method).values()))
+        if not type(avg).writes_model:
+            assert same and not wrote, f"{type(avg).__name__} declares writes_model=False but changed the model"
+    if type(avg).writes_model:
+        assert wrote or not same, f"{type(avg).__name__} declares writes_model=True but never changed the model"
+
+
 def check_bad_arguments(cls: type, bad_kwargs: list[dict[str, Any]]) -> None:
     assert bad_kwargs, f"{cls.__name__}: list at least one bad argument it must reject"
     for kwargs in bad_kwargs:
@@ -243,4 +274,5 @@ def check_all(make: Factory, cls: type, bad_kwargs: list[dict[str, Any]]) -> Non
     check_copy_to(make)
     check_bf16_model(make)
     check_no_host_sync(make)
+    check_declared_passivity(make)
     check_bad_arguments(cls, bad_kwargs)

@@ -14,6 +14,7 @@ from sema.testing import (
     check_bad_arguments,
     check_bf16_model,
     check_copy_to,
+    check_declared_passivity,
     check_no_host_sync,
     check_protocol,
     check_round_trip,
@@ -43,7 +44,7 @@ BAD_KWARGS = {
 }
 
 CHECKS = [check_protocol, check_round_trip, check_swapped_restores, check_copy_to, check_bf16_model,
-          check_no_host_sync]
+          check_no_host_sync, check_declared_passivity]
 
 
 def _bad_values(cls: type) -> list[dict]:
@@ -107,3 +108,21 @@ def test_template_catches_a_host_sync():
 def test_template_catches_a_lossy_checkpoint():
     with pytest.raises(AssertionError, match="after resuming at step 4"):
         check_round_trip(lambda model: _ForgetfulEMA(model, decay=0.9, warmup_steps=20))
+
+
+class _SneakyEMA(sema.EMA):
+    def epoch_end(self):
+        super().epoch_end()
+        self.copy_to()  # writes the average into the model while declaring writes_model=False
+        return False
+
+
+def test_template_catches_a_method_that_writes_while_declaring_itself_passive():
+    with pytest.raises(AssertionError, match="declares writes_model=False but changed the model"):
+        check_declared_passivity(lambda model: _SneakyEMA(model, decay=0.9))
+
+
+def test_every_method_declares_whether_it_writes_into_the_model():
+    assert {name: cls.writes_model for name, cls in sema.METHODS.items()} == {
+        "ema": False, "sema": True, "swa": False, "lawa": False, "bema": False, "power_ema": False,
+        "lookahead": True}
