@@ -43,7 +43,7 @@ import signal
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,7 @@ from benchmarks.data.device_batches import BatchesOnDevice, DeviceBatches
 from benchmarks.logger import RunLogger
 from benchmarks.evaluation import evaluate_sharded
 from benchmarks.methods import build_averager
+from benchmarks.riders import TRAJECTORY_FILE, Rider, check_shareable, plan
 from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr, without_decay_on_1d
 from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
                                 write_json_atomic)
@@ -225,7 +226,7 @@ def batch_size_of(batch: Any) -> int:
     return 0
 
 
-SHARDED_KEYS = ("model", "optimizer", "averager")  # fsdp2: the checkpoint entries DCP writes as shards
+SHARDED_KEYS = ("model", "optimizer", "averager", "riders")  # fsdp2: the checkpoint entries DCP writes as shards
 
 
 class MicroBatches(list):
@@ -266,7 +267,8 @@ def _save_weights(weights: nn.Module | tuple[dict[str, torch.Tensor], dict[str, 
 class Trainer:
     """One run's state: model, data, optimizer, schedule, averager; `train_epoch` + `evaluate` + checkpoints."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int = 0):
+    def __init__(self, cfg: DictConfig, run_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int = 0,
+                 riders: Sequence[Rider] = ()):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.rank, self.world_size = rank, world_size
         trainer = cfg.trainer
@@ -330,6 +332,11 @@ class Trainer:
                                                            self.steps_per_epoch)
         if isinstance(self.averager, WrapsOptimizer):  # methods acting on the optimizer (e.g. Lookahead)
             self.optimizer = self.averager.wrap_optimizer(self.optimizer)
+        self.riders = list(riders)  # passive methods on this trajectory (benchmarks/riders.py), each its own run
+        for rider in self.riders:
+            rider.averager, rider.method_kwargs = build_averager(rider.cfg.method,
+                                                                 self.task.averaged_module or self.model,
+                                                                 self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(cfg.optim, self.steps_per_epoch, self.total_steps))
         fp16 = self.amp_dtype == torch.float16 or (self.strategy == "fsdp2" and trainer.fsdp_param_dtype == "fp16")
@@ -514,6 +521,8 @@ class Trainer:
         self.scheduler.step()
         if self.averager is not None:
             self.averager.update()
+        for rider in self.riders:
+            rider.averager.update()
         self.global_step += 1
         if self.task.after_step is not None:
             self.task.after_step(self.global_step)
@@ -574,24 +583,28 @@ class Trainer:
         finally:
             self.model.train()
 
-    def weights(self) -> dict[str, Any]:
-        """What the run saves as weights/<name>.safetensors: "online" (and "average"): the modules, or under
-        fsdp2 their full tensors gathered from the shards (a collective: every rank calls it)."""
+    def weights(self, averager: Any = "primary") -> dict[str, Any]:
+        """What the run saves as weights/<name>.safetensors: "online" (and "average", of `averager`, default the
+        run's own): the modules, or under fsdp2 their full tensors gathered from the shards (a collective: every
+        rank calls it)."""
+        averager = self.averager if averager == "primary" else averager
         modules = {"online": self.model}
-        if self.averager is not None:
-            modules["average"] = self.averager.average
+        if averager is not None:
+            modules["average"] = averager.average
         if self.strategy == "fsdp2":
             return {k: full_weights(m) for k, m in modules.items()}
         return modules
 
-    def final_metrics(self) -> dict[str, float]:
-        """task.final_evaluate on the weights being reported (the average when there is one)."""
+    def final_metrics(self, averager: Any = "primary") -> dict[str, float]:
+        """task.final_evaluate on the weights being reported (the average of `averager`, default the run's own,
+        when there is one)."""
+        averager = self.averager if averager == "primary" else averager
         self.model.eval()
         try:
             with torch.no_grad():
-                if self.averager is None:
+                if averager is None:
                     return {k: float(v) for k, v in self.task.final_evaluate(self.model).items()}
-                with self.averager.swapped():
+                with averager.swapped():
                     return {k: float(v) for k, v in self.task.final_evaluate(self.model).items()}
         finally:
             self.model.train()
@@ -604,7 +617,7 @@ class Trainer:
         bound = self.task.averaged_module or self.model
         before = [t.detach().clone() for t in bound.state_dict().values()] if switched else None
         if isinstance(self.averager, PreparesForEval):
-            self.prepare_average(bound)
+            self.prepare_average(bound, self.averager)
         with self.averager.swapped():
             # After a switch the model usually *is* the average; evaluate twice only if a tensor differs.
             if before is not None and _state_equal(before, list(bound.state_dict().values())):
@@ -612,7 +625,17 @@ class Trainer:
             averaged = self._evaluate()
         return averaged, online, False
 
-    def prepare_average(self, bound: nn.Module) -> None:
+    def evaluate_riders(self) -> dict[str, dict]:
+        """Each rider's averaged metrics (a passive method never switched: no evaluation is reused)."""
+        out = {}
+        for rider in self.riders:
+            if isinstance(rider.averager, PreparesForEval):
+                self.prepare_average(self.task.averaged_module or self.model, rider.averager)
+            with rider.averager.swapped():
+                out[rider.name] = self._evaluate()
+        return out
+
+    def prepare_average(self, bound: nn.Module, averager: Any) -> None:
         """Call the method's `prepare_for_eval(batches, forward)` (e.g. SWA's BatchNorm re-estimation).
 
         Side-effect free for training: the batches come from a loader shuffled with a fixed seed (the same
@@ -635,7 +658,7 @@ class Trainer:
             with ckpt.preserved_rng():
                 seed_everything(self.cfg.seed)
                 self.model.train()
-                self.averager.prepare_for_eval(loader, forward)
+                averager.prepare_for_eval(loader, forward)
         finally:
             with torch.no_grad():
                 for buffer, saved in zip(outside, outside_saved):
@@ -663,6 +686,9 @@ class Trainer:
             "global_step": self.global_step,
             "model": model,
             "averager": self.averager.state_dict() if self.averager is not None else None,
+            "riders": {r.name: r.averager.state_dict() for r in self.riders},  # each rider's average
+            "rider_histories": {r.name: r.history for r in self.riders},
+            "rider_logger_ids": {r.name: r.logger.run_id if r.logger else None for r in self.riders},
             "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -730,6 +756,13 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         if self.averager is not None:
             self.averager.load_state_dict(state["averager"])
+        saved_riders = state.get("riders") or {}
+        missing = [r.name for r in self.riders if r.name not in saved_riders]
+        if missing:  # benchmarks.riders.plan only resumes the riders a checkpoint carries
+            raise ResumeRefused(f"this checkpoint carries no state for the rider(s) {missing}: run them on their own")
+        for rider in self.riders:
+            rider.averager.load_state_dict(saved_riders[rider.name])
+            rider.history = list(state["rider_histories"][rider.name])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
@@ -796,6 +829,36 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     A failure (exception, NaN/inf loss) is recorded in result.json as status "failed" with the traceback, then
     re-raised; callers that sweep catch it and go on.
     """
+    return run_trajectory(cfg, run_dir, (), progress)[0]
+
+
+def run_shared(members: Sequence[tuple[DictConfig, Path]], progress: Optional[Progress] = None) -> list[dict]:
+    """Passive runs of one recipe and seed (benchmarks/riders.py) on as few trajectories as possible: completed
+    members are skipped, the rest train once, riding on one primary. Returns every member's result in order; a
+    failure is recorded in the result.json of the runs it ended (and not raised: the caller sweeps)."""
+    check_shareable(members[0][0], [cfg for cfg, _ in members[1:]])
+    results: dict[Path, dict] = {}
+    while True:
+        primary, riders, done = plan([(c, Path(d).absolute()) for c, d in members
+                                      if Path(d).absolute() not in results])
+        for run_dir, previous in done:
+            results[run_dir] = previous
+            if progress is not None:
+                progress.end({**previous, "status": "skipped"})
+        if primary is None:
+            return [results[Path(d).absolute()] for _, d in members]
+        try:
+            out = run_trajectory(primary[0], primary[1], riders, progress)
+        except Exception as err:  # in the result.json of every run it ended; members not reached run again
+            out = [read_result(d) or {"status": "failed", "error": str(err)} for _, d in [primary, *riders]]
+        for (_, run_dir), result in zip([primary, *riders], out):
+            results[Path(run_dir)] = result
+
+
+def run_trajectory(cfg: DictConfig, run_dir: Path | str, riders: Sequence[tuple[DictConfig, Path]] = (),
+                   progress: Optional[Progress] = None) -> list[dict[str, Any]]:
+    """Train (or resume, or skip) the run in `run_dir` carrying the passive `riders` (their configs and run
+    directories; benchmarks/riders.py); returns [its result, each rider's result]."""
     run_dir = Path(run_dir).absolute()
     progress = progress or LogProgress()
     rank, world_size, local_rank, own_group = _distributed(cfg.trainer.dist_timeout_min,
@@ -803,12 +866,21 @@ def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = Non
     stop = StopRequest()
     # The engine's own loop checkpoints on SIGTERM/SIGUSR2; a framework runner keeps the process's handlers.
     engine_loop = frameworks.framework_of(cfg) == frameworks.ENGINE
+    rider_list = [Rider(rider_cfg, Path(d).absolute()) for rider_cfg, d in riders]
+    if rider_list:
+        check_shareable(cfg, [r.cfg for r in rider_list])
+        if not engine_loop:
+            raise ValueError(f"task.framework={cfg.task.framework} runs train through another framework's runner: "
+                             "riders (shared trajectories) need the engine's loop; run each method on its own")
     try:
         with _stop_signals(stop) if engine_loop else contextlib.nullcontext():
-            if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directory's lock
-                return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
-            with RunLock(run_dir):  # a second writer of this run stops here, naming the holder
-                return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop)
+            if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directories' locks
+                return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop, rider_list)
+            with contextlib.ExitStack() as locks:
+                for directory in [run_dir, *(r.run_dir for r in rider_list)]:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    locks.enter_context(RunLock(directory))  # a second writer of a run stops here, naming the holder
+                return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop, rider_list)
     finally:
         if own_group:  # the one-process group made for fsdp2: gone with the run (a suite runs many in a process)
             torch.distributed.destroy_process_group()
@@ -854,35 +926,53 @@ def _stop_signals(stop: StopRequest):
 
 
 def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_size: int,
-         local_rank: int, stop: StopRequest) -> dict[str, Any]:
+         local_rank: int, stop: StopRequest, riders: Sequence[Rider] = ()) -> list[dict[str, Any]]:
     config = OmegaConf.to_container(cfg, resolve=True)
     run_name = f"{cfg.task.name}/{cfg.method.name}/seed{cfg.seed}"
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     previous = _check_rerun(run_dir, config)
+    for rider in riders:  # a rider's directory holding another config is refused as a run's own would be
+        _check_rerun(rider.run_dir, OmegaConf.to_container(rider.cfg, resolve=True))
     if previous is not None:
         log.info("%s: already completed in %s, skipped", run_name, run_dir)
         progress.end({**previous, "status": "skipped"})
-        return previous
+        return [previous]
     if frameworks.framework_of(cfg) != frameworks.ENGINE:
         # The task trains through another framework's own runner (task.framework=mmdet|mmseg; benchmarks/
         # frameworks.py): validated as every run, options it does not follow refused, the same result.json.
         validate(cfg)
         result = frameworks.run(cfg, run_dir, world_size)
         progress.end(result)
-        return result
+        return [result]
 
     result = new_result(cfg)
+    members = [str(cfg.method.name), *(r.name for r in riders)]
+    if riders:
+        result["trajectory"] = {"trained_by": str(cfg.method.name), "members": members}
+        for rider in riders:
+            rider.result = {**new_result(rider.cfg), "trajectory": {"trained_by": str(cfg.method.name),
+                                                                     "trained_in": str(run_dir), "members": members}}
     logger: Optional[RunLogger] = None
     try:
         validate(cfg)
-        trainer = Trainer(cfg, run_dir, rank, world_size, local_rank)
+        for rider in riders:
+            validate(rider.cfg)
+        trainer = Trainer(cfg, run_dir, rank, world_size, local_rank, riders)
         trainer.stop = stop
         task = trainer.task
-        result.update(dataset=task.dataset, headline=task.headline, higher_is_better=task.higher_is_better,
-                      notes=list(task.notes), method_kwargs=trainer.method_kwargs,
+        shared = dict(dataset=task.dataset, headline=task.headline, higher_is_better=task.higher_is_better,
+                      notes=list(task.notes),
                       runtime={**describe_runtime(trainer.device, world_size, trainer.precision),
                                "global_batch": trainer.global_batch, "peak_lr": trainer.peak_lr})
+        result.update(shared, method_kwargs=trainer.method_kwargs)
+        for rider in riders:
+            rider.result.update(shared, method_kwargs=rider.method_kwargs,
+                                notes=[*shared["notes"], f"trained on the trajectory of {cfg.method.name} "
+                                                         f"({run_dir}), shared by {', '.join(members)}"])
+        if rank == 0 and riders:
+            write_json_atomic(run_dir / TRAJECTORY_FILE, {"riders": members[1:],
+                                                         "rider_dirs": [str(r.run_dir) for r in riders]})
         state = trainer.load_checkpoint()
         if state is not None:
             log.info("%s: resuming after epoch %d (step %d) from %s", run_name, trainer.epoch, trainer.global_step,
@@ -894,6 +984,15 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
                 logger.restart(trainer.history)
             result["history"] = trainer.history
             write_json_atomic(run_dir / RESULT_FILE, result)
+            for rider in riders:
+                ids = (state or {}).get("rider_logger_ids") or {}
+                rider.logger = RunLogger(rider.run_dir, rider.cfg.logger.wandb,
+                                         OmegaConf.to_container(rider.cfg, resolve=True), rider.name, cfg.seed,
+                                         run_id=ids.get(rider.name))
+                if state is not None:
+                    rider.logger.restart(rider.history)
+                rider.result["history"] = rider.history
+                write_json_atomic(rider.run_dir / RESULT_FILE, rider.result)
         _train(trainer, cfg, run_dir, result, logger, progress, run_name)
     except ResumeRefused as err:  # nothing was trained; the checkpoint and result.json stay as they were
         log.error("%s: %s", run_name, err)
@@ -904,16 +1003,21 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
         progress.end({**result, "status": "running"})
         raise
     except Exception as err:
-        result.update(status="failed", error="".join(traceback.format_exception(err)))
-        if rank == 0:
-            write_json_atomic(run_dir / RESULT_FILE, result)
-            if logger is not None:
-                logger.finish(result)
+        error = "".join(traceback.format_exception(err))
+        for record, directory, run_logger in [(result, run_dir, logger),
+                                              *((r.result, r.run_dir, r.logger) for r in riders)]:
+            record.update(status="failed", error=error)
+            if rank == 0:
+                write_json_atomic(directory / RESULT_FILE, record)
+                if run_logger is not None:
+                    run_logger.finish(record)
         log.error("%s failed: %s", run_name, err)
         progress.end(result)
         raise
     progress.end(result)
-    return result
+    for rider in riders:
+        progress.end(rider.result)
+    return [result, *(r.result for r in riders)]
 
 
 def _train(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict, logger: Optional[RunLogger],
@@ -952,22 +1056,36 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
         switched = bool(trainer.averager.epoch_end()) if trainer.averager is not None else False
         if switched and task.on_switch is not None:
             task.on_switch()
+        for rider in trainer.riders:
+            if rider.averager.epoch_end():
+                raise RuntimeError(f"method={rider.name} declares writes_model=False but wrote into the model at "
+                                   f"the end of epoch {trainer.epoch}: it cannot ride on a shared trajectory")
         record: dict[str, Any] = {"epoch": trainer.epoch, "step": trainer.global_step, "train_loss": train_loss,
                                   "lr": trainer.optimizer.param_groups[0]["lr"], "switched": switched,
                                   "avg": None, "online": None}
+        rider_avgs: dict[str, dict] = {}
         if trainer.epoch % cfg.trainer.eval_every == 0 or trainer.epoch == epochs:
             if trainer.rank == 0 or task.sharded_evaluation is not None:  # sharded: every rank, no one waits
                 avg, online, reused = trainer.evaluate(switched)
                 record.update(avg=avg, online=online, avg_reused_online=reused)
+                rider_avgs = trainer.evaluate_riders()
             _barrier(trainer.world_size)
         trainer.elapsed_s += time.perf_counter() - start
         record["time_s"] = trainer.elapsed_s
         trainer.history.append(record)
+        for rider in trainer.riders:  # the shared online record, with the rider's own average
+            evaluated = record["online"] is not None
+            rider.history.append({**record, "avg": rider_avgs.get(rider.name) if evaluated else None,
+                                  **({"avg_reused_online": False} if evaluated else {})})
         rng_ranks = trainer.rng_states() if cfg.trainer.checkpoint and trainer.world_size > 1 else None
         if trainer.rank == 0:
             _fill_summary(trainer, result)
             write_json_atomic(run_dir / RESULT_FILE, result)
             logger.log_epoch(record)
+            for rider in trainer.riders:
+                _fill_summary(trainer, rider.result, rider.history)
+                write_json_atomic(rider.run_dir / RESULT_FILE, rider.result)
+                rider.logger.log_epoch(rider.history[-1])
         if cfg.trainer.checkpoint:  # rank 0 (ddp) or every rank (fsdp2)
             trainer.save_checkpoint(writer, logger.run_id if logger else None, rng_ranks)
         if trainer.rank == 0:
@@ -976,10 +1094,18 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
         if trainer.stop_agreed() and trainer.epoch < epochs:  # stopped at an epoch's end (any rank): saved above
             raise Preempted(trainer.stopped_at(trainer.steps_per_epoch, trainer.epoch))
 
-    extra = None  # end-of-training metrics: rank 0, or every rank when the task splits them (no one waits)
-    if task.final_evaluate is not None and (trainer.rank == 0 or task.final_evaluate_on_every_rank):
-        extra = trainer.final_metrics()
-    weights = trainer.weights()  # fsdp2: gathered from the shards, by every rank
+    # End-of-training metrics: rank 0, or every rank when the task splits them (no one waits); then the weights
+    # (fsdp2: gathered from the shards, by every rank). The riders first: the run itself is "completed" last.
+    final_on_rank = task.final_evaluate is not None and (trainer.rank == 0 or task.final_evaluate_on_every_rank)
+    for rider in trainer.riders:
+        extra = trainer.final_metrics(rider.averager) if final_on_rank else None
+        weights = trainer.weights(rider.averager)
+        if trainer.rank == 0:
+            _finish(trainer, rider.run_dir, rider.result, extra, weights, rider.history)
+            write_json_atomic(rider.run_dir / RESULT_FILE, rider.result)
+            rider.logger.finish(rider.result)
+    extra = trainer.final_metrics() if final_on_rank else None
+    weights = trainer.weights()
     if trainer.rank == 0:
         writer.wait()  # the last checkpoint is on disk (or its failure raised) before the run is "completed"
         _finish(trainer, run_dir, result, extra, weights)
@@ -988,9 +1114,10 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
     _barrier(trainer.world_size)
 
 
-def _fill_summary(trainer: Trainer, result: dict) -> None:
-    """final / best / median_last / timings from the history so far (benchmarks.results.summarize)."""
-    result["history"] = trainer.history
+def _fill_summary(trainer: Trainer, result: dict, history: Optional[list] = None) -> None:
+    """final / best / median_last / timings from the history so far (benchmarks.results.summarize); `history`:
+    a rider's (default: the run's own)."""
+    result["history"] = trainer.history if history is None else history
     summarize(result, wall_time_s=trainer.elapsed_s, samples=trainer.samples_seen * trainer.world_size,
               train_time_s=trainer.train_time_s, peak_memory_mb=peak_memory_mb(trainer.device),
               last_k=trainer.cfg.trainer.median_of_last)
@@ -1007,9 +1134,9 @@ def _fill_summary(trainer: Trainer, result: dict) -> None:
 
 
 def _finish(trainer: Trainer, run_dir: Path, result: dict, extra: Optional[dict[str, float]],
-            weights: dict[str, Any]) -> None:
+            weights: dict[str, Any], history: Optional[list] = None) -> None:
     """End-of-training extras (`extra`: task.final_evaluate's metrics), weights files, status."""
-    _fill_summary(trainer, result)
+    _fill_summary(trainer, result, history)
     if extra is not None:
         result["final"] = {**(result["final"] or {}), **extra}
     for name, module in weights.items():
