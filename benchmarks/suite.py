@@ -1,12 +1,23 @@
-"""The main job: every task of the suite x its methods at one profile, then the comparison table.
+"""The main job: every task of the suite x its methods at one profile, then the comparison and the leaderboard.
 
     sema-bench                                         # = python -m benchmarks.suite (quick profile, seed 0)
     python -m benchmarks.suite --profile smoke --seeds 0 1 --out-dir /tmp/runs
+    python -m benchmarks.suite --jobs 1 --no-share     # one run at a time, each method trained on its own
 
 Runs go to the same directories as `sema-bench recipe=<profile>/<task> method=...` would use
 (`<out_dir>/<profile>/<task>/<method>/seed<seed>/`), so rerunning the suite skips completed runs and resumes
 interrupted ones. A failed run is recorded (result.json status "failed") and the suite goes on. At the end,
-`benchmarks.report.summarize` prints the comparison table and writes `<out_dir>/<profile>/report/`.
+`benchmarks.report.summarize` prints the comparison tables and the leaderboard and writes
+`<out_dir>/<profile>/report/`.
+
+How the work is laid out:
+* **shared trajectories** (benchmarks/riders.py): a task's passive methods (baseline, EMA, ... : writes_model
+  False) train once per seed, the others riding on the first one's run; each still gets its own run directory and
+  result.json, equal bit for bit to a run of its own. SEMA (it writes into the model) trains on its own.
+* **side by side**: `--jobs N` work units (a shared group or a single run) run in N processes at once, each with
+  cores / N torch threads (default N = the cores this process may use, at most 2: on 2 cores, two one-thread
+  runs). The heaviest tasks start first.
+The job prints each task's wall time and the training the shared trajectories saved.
 
 A task joins the suite with one line in `SUITE` (once its recipes configs/recipe/<profile>/<task>.yaml exist).
 """
@@ -15,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,17 +36,83 @@ from omegaconf import OmegaConf
 
 from benchmarks.recipes import compose_run, standard
 
-# (task, methods) in the order they run. One line per task.
+# (task, methods), heaviest first (the quick profile's training times on 2 cores), so that side-by-side workers
+# finish together. One line per task.
 SUITE: list[tuple[str, tuple[str, ...]]] = [
-    ("classification", ("baseline", "ema", "sema")),
-    ("segmentation", ("baseline", "ema", "sema")),
     ("detection", ("baseline", "ema", "sema")),
-    ("generation", ("baseline", "ema", "sema")),
-    ("lm", ("baseline", "ema", "sema")),
     ("ssl", ("baseline", "ema", "sema")),
-    ("regression", ("baseline", "ema", "sema")),
     ("video", ("baseline", "ema", "sema")),
+    ("segmentation", ("baseline", "ema", "sema")),
+    ("generation", ("baseline", "ema", "sema")),
+    ("regression", ("baseline", "ema", "sema")),
+    ("lm", ("baseline", "ema", "sema")),
+    ("classification", ("baseline", "ema", "sema")),
 ]
+MAX_DEFAULT_JOBS = 2  # side-by-side runs by default (more cores: more threads per run instead)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of the suite's work: the methods that train on one trajectory (one method unless shared)."""
+
+    task: str
+    methods: tuple[str, ...]
+    seed: int
+
+
+def plan_units(chosen: Sequence[tuple[str, Sequence[str]]], seeds: Sequence[int], share: bool) -> list[Unit]:
+    """Per task and seed: its passive methods as one shared unit (when `share`), every other method alone."""
+    units = []
+    for task, methods in chosen:
+        for seed in seeds:
+            passive = [m for m in methods if share and _passive(m)]
+            if len(passive) > 1:
+                units.append(Unit(task, tuple(passive), seed))
+            units += [Unit(task, (m,), seed) for m in methods if m not in passive or len(passive) == 1]
+    return units
+
+
+def _passive(method: str) -> bool:
+    """Whether `method` never writes into the model (its class's writes_model; the baseline has no class)."""
+    from benchmarks.recipes import compose
+    from benchmarks.riders import is_passive
+
+    cfg, _ = compose([f"method={method}"])
+    return is_passive(cfg.method)
+
+
+def run_unit(unit: Unit, profile: str, out_dir: str, extra: Sequence[str], progress=None) -> list[dict]:
+    """Compose and run one unit (shared or single); returns its runs' results (a failed run included)."""
+    from benchmarks import engine
+
+    members = []
+    for method in unit.methods:
+        cfg, run_dir = compose_run(standard(unit.task, profile), method, unit.seed, out_dir, extra)
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+        members.append((cfg, run_dir))
+    if len(members) > 1:
+        return engine.run_shared(members, progress=progress)
+    try:
+        return [engine.run(*members[0], progress=progress)]
+    except Exception as err:  # recorded in result.json by the engine; the suite goes on
+        return [{"task": unit.task, "method": unit.methods[0], "seed": unit.seed, "status": "failed",
+                 "error": str(err)}]
+
+
+def _run_unit_in_worker(args: tuple) -> tuple[Unit, list[dict], float]:
+    """A worker process's unit: its own logging, the results reduced to what the parent prints."""
+    unit, profile, out_dir, extra = args
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    start = time.perf_counter()
+    results = run_unit(unit, profile, out_dir, extra)
+    keep = ("task", "method", "seed", "status", "final", "headline", "wall_time_s", "trajectory", "error")
+    return unit, [{k: r.get(k) for k in keep} for r in results], time.perf_counter() - start
+
+
+def default_jobs() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_JOBS))
 
 
 class RichProgress:
@@ -86,34 +165,66 @@ class RichProgress:
 
 
 def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str = "runs",
-              tasks: Optional[Sequence[str]] = None, extra: Sequence[str] = (), console=None) -> list[dict]:
-    """Run the suite; returns the result dicts (failed runs included). Prints the comparison table at the end."""
+              tasks: Optional[Sequence[str]] = None, extra: Sequence[str] = (), console=None,
+              jobs: Optional[int] = None, share: bool = True) -> list[dict]:
+    """Run the suite; returns the result dicts (failed runs included). Prints the comparison tables, the
+    leaderboard, each task's wall time and what the shared trajectories saved."""
     from rich.console import Console
-
-    from benchmarks import engine
 
     console = console or Console()
     chosen = [(t, m) for t, m in SUITE if tasks is None or t in tasks]
     unknown = set(tasks or ()) - {t for t, _ in SUITE}
     if unknown:
         raise ValueError(f"tasks {sorted(unknown)} are not in the suite; choose from: {', '.join(t for t, _ in SUITE)}")
-    results, start = [], time.perf_counter()
-    with RichProgress(console) as progress:
-        for task, methods in chosen:
-            for method in methods:
-                for seed in seeds:
-                    cfg, run_dir = compose_run(standard(task, profile), method, seed, out_dir, extra)
-                    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-                    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-                    try:
-                        results.append(engine.run(cfg, run_dir, progress=progress))
-                    except Exception as err:  # recorded in result.json by the engine; the suite goes on
-                        results.append({"task": task, "method": method, "seed": seed, "status": "failed",
-                                        "error": str(err)})
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: at least 1")
+    units = plan_units(chosen, seeds, share)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if jobs > 1 and not any(e.startswith("trainer.num_threads=") for e in extra):
+        extra = [*extra, f"trainer.num_threads={max(1, cores // jobs)}"]  # the workers share the cores
+    results, unit_times, start = [], {}, time.perf_counter()
+    if jobs == 1:
+        with RichProgress(console) as progress:
+            for unit in units:
+                t0 = time.perf_counter()
+                results += run_unit(unit, profile, out_dir, extra, progress)
+                unit_times[unit] = time.perf_counter() - t0
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        console.print(f"{len(units)} work units on {jobs} processes ({extra[-1] if extra else ''})")
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_unit_in_worker, (u, profile, out_dir, list(extra))) for u in units]
+            for n, future in enumerate(as_completed(futures), 1):
+                unit, unit_results, took = future.result()
+                unit_times[unit] = took
+                results += unit_results
+                for r in unit_results:
+                    final, head = r.get("final") or {}, r.get("headline")
+                    score = f"{head} {final[head]:.4g}" if head in final else ""
+                    console.print(f"[{n}/{len(units)}] {unit.task}/{r['method']}/seed{unit.seed}: {r['status']} "
+                                  f"{score} ({took:.0f} s for the unit)", highlight=False)
+    total = time.perf_counter() - start
     root = Path(out_dir) / profile
-    console.print(f"\nsuite finished in {time.perf_counter() - start:.0f} s; runs under {root.resolve()}")
+    console.print(f"\nsuite finished in {total:.0f} s ({jobs} process(es)); runs under {root.resolve()}")
+    _print_times(units, unit_times, results, console)
     _print_table(root, console)
     return results
+
+
+def _print_times(units: Sequence[Unit], unit_times: dict, results: Sequence[dict], console) -> None:
+    """Wall time per task (its units' seconds, summed over processes) and the training the riders saved."""
+    per_task: dict[str, float] = {}
+    for unit in units:
+        per_task[unit.task] = per_task.get(unit.task, 0.0) + unit_times.get(unit, 0.0)
+    console.print("time per task (s, summed over its units): " + ", ".join(f"{t} {s:.0f}" for t, s in
+                                                                          per_task.items()), highlight=False)
+    riders = [r for r in results if (r.get("trajectory") or {}).get("trained_in") and r.get("status") == "completed"]
+    saved = sum(float(r.get("wall_time_s") or 0.0) for r in riders)
+    console.print(f"shared trajectories: {len(riders)} run(s) rode on another run's training, saving about "
+                  f"{saved:.0f} s of training (their trajectories' wall time)", highlight=False)
 
 
 def _print_table(root: Path, console) -> None:
@@ -132,11 +243,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run (default: 0)")
     parser.add_argument("--out-dir", default="runs", help="root of the run directories (default: runs)")
     parser.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help=f"work units side by side (default: the usable cores, at most {MAX_DEFAULT_JOBS})")
+    parser.add_argument("--no-share", action="store_true",
+                        help="train every method on its own (no shared trajectories)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     out_dir = str(Path(args.out_dir).expanduser().absolute())  # the run directories, whatever the cwd later
-    results = run_suite(args.profile, args.seeds, out_dir, args.tasks, args.overrides)
+    results = run_suite(args.profile, args.seeds, out_dir, args.tasks, args.overrides, jobs=args.jobs,
+                        share=not args.no_share)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         raise SystemExit(f"{len(failed)} of {len(results)} runs failed (see their result.json)")

@@ -3,6 +3,7 @@
     sema-report runs/quick                               # writes runs/quick/report/
     sema-report multirun/ --out results/quick            # choose where the files go
     sema-report multirun/ --wandb-mode offline           # also log the tables as wandb.Table (offline run)
+    sema-report runs/ --reference my_method ema          # the leaderboard's deltas against one's own method
 
 One table per (task, dataset, model, profile). For every method: mean +- std over seeds of the headline
 metric (the averaged weights' for averaging methods, as in the paper) and of the online weights'; the paired
@@ -10,6 +11,8 @@ difference to the baseline and to EMA with a 95% t interval (pairs = shared seed
 reach the baseline's final value and fixed fractions of the way to it; the seeds and failed runs. A line names
 the winner and says so plainly when SEMA does not win. `analysis.json` files (by `sema-analyze`, next to
 result.json) add a flatness/sharpness table. Unreadable or partial result files are listed, never fatal.
+Across tables, a leaderboard (report/leaderboard.py: leaderboard.md/.csv/.png): per method its signed differences
+to the reference methods, wins/ties/losses, a normalised score, its mean rank and the steps it needs.
 
 `summarize(directory, out=None) -> str` does the same as a function (the main job calls it at the end).
 """
@@ -21,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from benchmarks.report.outputs import WANDB_MODES, log_wandb, print_tables, write_csvs, write_plots
+from benchmarks.report.leaderboard import build_leaderboard, render_leaderboard, write_leaderboard
+from benchmarks.report.outputs import WANDB_MODES, log_wandb, print_leaderboard, print_tables, write_csvs, write_plots
 from benchmarks.report.render import provenance_header, render_problems, render_table_markdown
 from benchmarks.report.runs import load_runs
 from benchmarks.report.tables import DEFAULT_FRACTIONS, build_tables
@@ -36,6 +40,7 @@ def summarize(
     wandb_mode: str = "disabled",
     command: Optional[str] = None,
     console=None,
+    references: Sequence[str] = ("baseline", "ema"),
 ) -> str:
     """Read every result.json under `directory`, print the tables, write them under `out` (default
     `<directory>/report/`), and return the markdown report. Raises FileNotFoundError when there is nothing to
@@ -69,14 +74,19 @@ def summarize(
         (out / f"{t.slug}.md").write_text(header + "\n" + section)
         write_csvs(t, out)
         sections.append(section)
+    board = build_leaderboard(tables, references)
+    write_leaderboard(board, out, plots)
     markdown = (
         header
+        + "\n"
+        + render_leaderboard(board)
         + "\n"
         + "\n".join(sections)
         + ("\n" + render_problems(problems, directory) if problems else "")
     )
     (out / "report.md").write_text(markdown)
     print_tables(tables, problems, console)
+    print_leaderboard(board, console)
     log_wandb(tables, wandb_mode, out, directory)
     return markdown
 
@@ -99,6 +109,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="epochs-to-target fractions of the way to the baseline's final value, in (0, 1]",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--reference", nargs="+", default=["baseline", "ema"], metavar="METHOD",
+                        help="the leaderboard's reference methods; the first sets verdicts, scores and step ratios "
+                             "(default: baseline ema)")
     parser.add_argument(
         "--wandb-mode",
         choices=WANDB_MODES,
@@ -115,6 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             plots=not args.no_plots,
             wandb_mode=args.wandb_mode,
             command=command,
+            references=args.reference,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"sema-report: {err}", file=sys.stderr)

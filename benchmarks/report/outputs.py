@@ -167,6 +167,25 @@ def print_tables(tables: Sequence[TaskTable], problems: Sequence[Problem], conso
         console.print(f"[yellow]unusable[/yellow] {p.path}: {p.reason}", highlight=False)
 
 
+def print_leaderboard(board, console=None) -> None:
+    """The leaderboard's summary (report/leaderboard.py) as a terminal table: the verdict across tasks."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmarks.report.leaderboard import summary_rows
+
+    console = console or Console(width=180)
+    first = board.references[0]
+    table = Table(title=f"Leaderboard across {len(board.tasks)} table(s), against {first}", title_style="bold")
+    for column in ("method", f"W/T/L vs {first}", "mean score", "mean rank", "tables"):
+        table.add_column(column)
+    for row in summary_rows(board):
+        table.add_row(*row)
+    console.print(table)
+    for note in board.notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
+
+
 def log_wandb(tables: Sequence[TaskTable], mode: str, out: Path, directory: Path) -> None:
     """Log each table as a wandb.Table in one job_type="aggregate" run (offline mode needs no network)."""
     if mode not in WANDB_MODES:

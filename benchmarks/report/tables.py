@@ -245,12 +245,20 @@ def _winner_line(methods: list[MethodSummary], headline: str, higher_is_better: 
     if len(ranked) > 1:
         runner = ranked[1]
         diff = paired_difference(best.final, runner.final, CONFIDENCE)
-        line += f"; ahead of {runner.label} by {diff_text(diff)}{_significance(diff)}."
+        if runner.final_stats.mean == best.final_stats.mean:  # equal: a tie, never "ahead by +0"
+            tied = [m.label for m in ranked[1:] if m.final_stats.mean == best.final_stats.mean]
+            line = (f"**Tie on {headline} ({direction}): {best.label} and {', '.join(tied)}** with "
+                    f"{mean_std_text(best.final_stats)}.")
+        else:
+            line += f"; ahead of {runner.label} by {diff_text(diff)}{_significance(diff)}."
     else:
         line += " (the only method with completed runs)."
     sema = [m for m in ranked if _is_sema(m.method)]
     if not sema:
         return line + " No SEMA runs in this table."
+    top = [m for m in ranked if m.final_stats.mean == best.final_stats.mean]
+    if len(top) > 1 and any(_is_sema(m.method) for m in top):
+        return line + " SEMA ties for first."
     if _is_sema(best.method):
         return line + " SEMA wins."
     diff = paired_difference(sema[0].final, best.final, CONFIDENCE)

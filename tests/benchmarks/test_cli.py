@@ -136,15 +136,23 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_main_job_runs_the_suite_and_prints_the_table(tmp_path):
     # (classification only: each task's own tests run it at smoke scale)
+    # Two processes side by side: the baseline's trajectory carries EMA, SEMA trains on its own.
     proc = subprocess.run([sys.executable, "-m", "benchmarks.suite", "--profile", "smoke", "--out-dir",
-                           str(tmp_path), "--tasks", "classification", "--", "logger.wandb.mode=disabled",
-                           "trainer.num_threads=1"],
+                           str(tmp_path), "--tasks", "classification", "--jobs", "2", "--",
+                           "logger.wandb.mode=disabled", "trainer.num_threads=1"],
                           capture_output=True, text=True, env={**ENV, "COLUMNS": "200"}, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = tmp_path / "smoke" / "classification"
     for method in ("baseline", "ema", "sema"):
-        run_dir = tmp_path / "smoke" / "classification" / method / "seed0"  # logger.* is not part of the path
-        assert result_of(run_dir)["status"] == "completed"
-    assert "suite finished" in proc.stdout and str(tmp_path / "smoke") in proc.stdout.replace("\n", "")
+        assert result_of(runs / method / "seed0")["status"] == "completed"  # logger.* is not part of the path
+    assert result_of(runs / "ema" / "seed0")["trajectory"]["trained_by"] == "baseline"
+    assert "trajectory" not in result_of(runs / "sema" / "seed0")
+    out = proc.stdout.replace("\n", " ")
+    assert "suite finished" in out and str(tmp_path / "smoke") in proc.stdout.replace("\n", "")
+    assert "shared trajectories: 1 run(s) rode on another run's training" in out and "time per task" in out
+    assert "Leaderboard across 1 table(s), against baseline" in out
+    report = tmp_path / "smoke" / "report"
+    assert {"leaderboard.md", "leaderboard.csv"} <= {p.name for p in report.iterdir()}
 
 
 def test_slurm_needs_a_partition_and_out_dir_becomes_absolute(tmp_path):
