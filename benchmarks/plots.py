@@ -32,6 +32,21 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, title_size: int = 10) -> Path:
+    """Label the axes, grid, legend, tight layout, write `path` (its folder made), close the figure."""
+    plt = _pyplot()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_learning_curves(curves: Sequence[Curve], metric: str, title: str, path: Path) -> Path:
     """Averaged weights as solid lines, online weights dashed in the same colour; bands are mean +- std."""
     plt = _pyplot()
@@ -50,16 +65,7 @@ def plot_learning_curves(curves: Sequence[Curve], metric: str, title: str, path:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, "epoch", metric, title)
 
 
 def plot_final(

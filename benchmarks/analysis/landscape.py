@@ -158,24 +158,12 @@ def plot_curves(
     path: Path, curves: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str
 ) -> Path:
     """One line per label; the file is written with the Agg backend (no display needed)."""
-    import matplotlib
+    from benchmarks.plots import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _pyplot().subplots(figsize=(5, 3.5))
     for label, (xs, ys) in curves.items():
         ax.plot(xs, ys, marker="o", markersize=3, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, xlabel, ylabel, title, title_size=9)
 
 
 def plot_surface(path: Path, coords: Sequence[float], loss: Sequence[Sequence[float]], title: str) -> Path:

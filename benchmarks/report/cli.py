@@ -76,12 +76,12 @@ def summarize(
         sections.append(section)
     board = build_leaderboard(tables, references)
     write_leaderboard(board, out, plots)
-    markdown = (
+    markdown = (  # the per-table sections, then the verdict across them (as the terminal prints them)
         header
         + "\n"
-        + render_leaderboard(board)
-        + "\n"
         + "\n".join(sections)
+        + "\n"
+        + render_leaderboard(board)
         + ("\n" + render_problems(problems, directory) if problems else "")
     )
     (out / "report.md").write_text(markdown)

@@ -20,8 +20,8 @@ Per table (task) and method, against each reference method (default: baseline an
   tables with its standard deviation.
 * **steps to target**, as a ratio to the first reference's: epochs (= steps / steps per epoch: one recipe, one
   count per epoch) to reach 90%, 95% and 100% of the way from the baseline's first evaluated value to its final
-  value (the tables' convergence targets, report/tables.py), method / first reference; > 1 is slower, "never"
-  when the method did not reach it (on every seed).
+  value (the tables' convergence targets, report/tables.py), mean over the seeds that reached it, method / first
+  reference; > 1 is slower, "never" when no seed of the method reached it.
 * **performance profile** (Dolan & Moré; AlgoPerf's presentation): for each method, the fraction of tables in which
   its epochs to reach the reference's final value are within a factor tau of the fastest method's, over tau.
 
@@ -116,14 +116,15 @@ def _verdict(diff: Optional[PairedDiff]) -> str:
 
 
 def _epochs_to(table: TaskTable, label: str, fraction: float) -> Optional[float]:
-    """Mean epochs to reach the fraction, inf when no seed reached it, None without convergence data."""
+    """Mean epochs to reach the fraction over the seeds that reached it, inf when none did, None without
+    convergence data."""
     cells = table.convergence.get(label)
     if not cells:
         return None
     cell = next((c for c in cells if math.isclose(c.fraction, fraction)), None)
     if cell is None:
         return None
-    return cell.epochs.mean if cell.n_reached == cell.n_runs and cell.n_runs else math.inf
+    return cell.epochs.mean if cell.n_reached else math.inf
 
 
 def _identical(a: MethodSummary, b: MethodSummary, table: TaskTable) -> bool:
@@ -265,19 +266,11 @@ def write_leaderboard(board: Leaderboard, out: Path, plots: bool = True) -> list
 
 
 def plot_profile(board: Leaderboard, path: Path) -> Path:
-    from benchmarks.plots import _pyplot
+    from benchmarks.plots import _pyplot, save_figure
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
     for i, (label, fractions) in enumerate(sorted(board.profile.items())):
         ax.step(PROFILE_TAUS, fractions, where="post", label=label, color=f"C{i % 10}")
-    ax.set_xlabel(f"tau: epochs to reach {board.references[0]}'s final value / the fastest method's")
-    ax.set_ylabel("fraction of tables")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Performance profile across tasks", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, f"tau: epochs to reach the baseline's final value / the fastest method's",
+                       "fraction of tables", "Performance profile across tasks")
