@@ -3,6 +3,7 @@
     sema-bench                                                        # the main job: the quick suite (suite.py)
     sema-bench recipe=quick/classification method=sema seed=0        # one run
     sema-bench -m recipe=quick/classification method=baseline,ema,sema seed=0,1,2   # a sweep
+    sema-bench recipe=quick/classification method=baseline riders=[ema,swa]   # EMA and SWA on baseline's training
     sema-bench recipe=paper/cifar100_resnet50 task.data_root=/data method=sema     # a paper recipe
     sema-bench --list                                                 # recipes, methods, tasks
     sema-bench --plan recipe=quick/classification method=sema        # resolved config + schedule, no run
@@ -15,6 +16,7 @@ that fails exits with the error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -49,11 +51,18 @@ def run_one(cfg: DictConfig) -> dict | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     progress = _progress(cfg)
     try:
-        if hasattr(progress, "__enter__"):
-            with progress:
+        with progress if hasattr(progress, "__enter__") else contextlib.nullcontext():
+            if cfg.riders:  # passive methods on this run's trajectory, each in its own run directory
+                results = engine.run_shared([(cfg, run_dir), *_riders(cfg, list(hydra_cfg.overrides.task))],
+                                            progress=progress)
+                failed = [r for r in results if r.get("status") == "failed"]
+                if failed and hydra_cfg.mode != RunMode.MULTIRUN:
+                    raise RuntimeError(f"{len(failed)} of {len(results)} shared runs failed: "
+                                       + "; ".join(str(r.get("error", "")).strip().splitlines()[-1:][0]
+                                                   for r in failed if r.get("error")))
+                result = results[0]
+            else:
                 result = engine.run(cfg, run_dir, progress=progress)
-        else:
-            result = engine.run(cfg, run_dir, progress=progress)
     except Exception as err:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
@@ -63,11 +72,27 @@ def run_one(cfg: DictConfig) -> dict | None:
     return result
 
 
+def _riders(cfg: DictConfig, overrides: list[str]) -> list[tuple[DictConfig, Path]]:
+    """(config, run directory) of each of cfg.riders, composed from this run's overrides with method=<rider>."""
+    from benchmarks.recipes import compose
+
+    from omegaconf import OmegaConf
+
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("method=", "riders="))]
+    riders = [compose([*kept, f"method={name}"]) for name in cfg.riders]
+    for rider_cfg, rider_dir in riders:  # the composed config beside each rider's result, as Hydra does for a run
+        (rider_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(rider_cfg, rider_dir / ".hydra" / "config.yaml")
+    return riders
+
+
 HELP = """sema-bench: Switch EMA and other weight-averaging methods, trained and compared.
 
   sema-bench                        the main job: every task's quick recipe x baseline, ema, sema (seed 0), then
                                     the comparison table (runs/quick/report/); rerun to resume
   sema-bench recipe=R method=M [seed=S] [key=value ...]      one run, in runs/<R>/<M>/seed<S>/[overrides]
+  sema-bench recipe=R method=baseline riders=[ema,swa,lawa]  passive methods trained on one trajectory, each in
+                                                             its own run directory (as method=<rider> would be)
   sema-bench -m recipe=R1,R2 method=M1,M2 seed=0,1,2 [...]   a sweep (hydra/launcher=joblib|submitit_local|slurm)
   sema-bench --plan recipe=R method=M [...]                  print the resolved config, the steps per epoch, the
                                                              method's arguments, warm-up end and switch epochs

@@ -145,6 +145,8 @@ class Config:
     profile: str = MISSING  # smoke | quick | paper (set by the recipe; its folder under configs/recipe/)
     seed: int = 0  # the run's seed (model init, data order, augmentation)
     out_dir: str = "runs"  # root of all run directories (see hydra.run.dir in configs/config.yaml)
+    riders: list[str] = field(default_factory=list)  # passive methods trained on this run's trajectory, each in the
+    #                  run directory `method=<name>` would use (benchmarks/riders.py), e.g. riders=[ema,swa,lawa]
 
 
 def _check_choice(where: str, value: Any, allowed: tuple[str, ...], optional: bool = False) -> None:

@@ -73,7 +73,7 @@ from sema.protocol import PreparesForEval, WrapsOptimizer
 log = logging.getLogger(__name__)
 # Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
 # or loader workers, where the data lives): they are also left out of the run directory's name.
-IGNORED_FOR_RESUME = ("logger", "out_dir", "trainer.num_threads", "task.num_workers",
+IGNORED_FOR_RESUME = ("logger", "out_dir", "riders", "trainer.num_threads", "task.num_workers",
                       "trainer.dist_timeout_min", "trainer.checkpoint_every_steps",
                       "trainer.checkpoint_in_background")  # may change on a rerun
 # A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.

@@ -178,9 +178,14 @@ def compose(overrides: Sequence[str]) -> tuple[Any, Path]:
     for item in overrides:
         if item.startswith("recipe="):
             check_recipe_name(item.split("=", 1)[1])
+    from hydra.core.global_hydra import GlobalHydra
+
     register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (sema-bench composing its riders)
         cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
     run_dir = Path(str(cfg.hydra.run.dir))
     with open_dict(cfg):
         del cfg["hydra"]

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 # Config keys a rider may differ in from its primary (everything else must be equal to share a trajectory).
-MAY_DIFFER = ("method", "logger", "out_dir")
+MAY_DIFFER = ("method", "logger", "out_dir", "riders")
 
 
 @dataclass

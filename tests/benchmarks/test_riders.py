@@ -87,3 +87,20 @@ def test_methods_that_write_into_the_model_or_other_configs_cannot_share(tmp_pat
         check_shareable(base[0], [other])
     with pytest.raises(ValueError, match="listed twice"):
         check_shareable(base[0], [base[0]])
+
+
+def test_the_command_line_carries_riders_into_the_directories_their_own_runs_use(tmp_path):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "benchmarks.cli", "recipe=smoke/classification", "method=baseline",
+            f"out_dir={tmp_path}", *FAST]
+    subprocess.run([*args, "riders=[ema,lawa]"], check=True, capture_output=True, text=True)
+    runs = tmp_path / "smoke" / "classification"
+    shared = {m: json.loads((runs / m / "seed0" / "result.json").read_text()) for m in ("baseline", "ema", "lawa")}
+    assert shared["lawa"]["trajectory"]["members"] == ["baseline", "ema", "lawa"]
+    assert (runs / "lawa" / "seed0" / ".hydra" / "config.yaml").exists()
+    alone = subprocess.run([*args[:4], "method=lawa", *args[5:]], check=True, capture_output=True, text=True)
+    assert "already completed" in alone.stderr + alone.stdout  # the rider is a run: a rerun of it skips
+    refused = subprocess.run([*args, "riders=[sema]"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "method=sema writes into the model" in refused.stderr
