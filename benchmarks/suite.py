@@ -61,15 +61,18 @@ class Unit:
 
 
 def plan_units(chosen: Sequence[tuple[str, Sequence[str]]], seeds: Sequence[int], share: bool) -> list[Unit]:
-    """Per task and seed: its passive methods as one shared unit (when `share`), every other method alone."""
-    units = []
+    """Per task and seed: its passive methods as one shared unit (when `share`), every other method alone. All the
+    shared units come first, in task order (heaviest first), then the others: side-by-side workers start on
+    different tasks, and a task's second unit finds the caches (datasets, FID proxy) its first one made."""
+    passive = {m: share and _passive(m) for _, methods in chosen for m in methods}
+    first, then = [], []
     for task, methods in chosen:
         for seed in seeds:
-            passive = [m for m in methods if share and _passive(m)]
-            if len(passive) > 1:
-                units.append(Unit(task, tuple(passive), seed))
-            units += [Unit(task, (m,), seed) for m in methods if m not in passive or len(passive) == 1]
-    return units
+            group = tuple(m for m in methods if passive[m])
+            if len(group) > 1:
+                first.append(Unit(task, group, seed))
+            then += [Unit(task, (m,), seed) for m in methods if m not in group or len(group) == 1]
+    return first + then
 
 
 def _passive(method: str) -> bool:

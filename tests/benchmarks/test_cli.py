@@ -180,3 +180,14 @@ def test_a_long_override_list_gets_a_short_hashed_run_directory(tmp_path):
     assert name.rsplit("~", 1)[1] != other.name.rsplit("~", 1)[1]  # a different override, a different hash
     _, short = compose_run("quick/ssl", "sema", 0, str(tmp_path), ["trainer.epochs=3"])
     assert short.name == "trainer.epochs=3"
+
+
+def test_the_suite_shares_the_passive_methods_and_starts_every_shared_unit_first():
+    from benchmarks.suite import Unit, plan_units
+
+    chosen = [("detection", ("baseline", "ema", "sema")), ("lm", ("baseline", "swa", "lookahead", "sema"))]
+    assert plan_units(chosen, [0], share=True) == [
+        Unit("detection", ("baseline", "ema"), 0), Unit("lm", ("baseline", "swa"), 0),
+        Unit("detection", ("sema",), 0), Unit("lm", ("lookahead",), 0), Unit("lm", ("sema",), 0)]
+    assert plan_units(chosen[:1], [0, 1], share=False) == [Unit("detection", (m,), s) for s in (0, 1)
+                                                           for m in ("baseline", "ema", "sema")]
