@@ -50,7 +50,7 @@ class RunLogger:
             self.wandb_run = wandb.init(
                 project=wandb_cfg.project, entity=wandb_cfg.entity, mode=wandb_cfg.mode, group=wandb_cfg.group,
                 job_type=method, name=f"{method}-s{seed}", config=config, dir=str(self.run_dir), id=self.run_id,
-                resume="allow", reinit="finish_previous",
+                resume="allow", reinit="create_new",  # riders: several runs of one process log at once
                 settings=wandb.Settings(silent=True),  # its banner would break the progress bars; files say it all
             )
 

@@ -104,3 +104,12 @@ def test_the_command_line_carries_riders_into_the_directories_their_own_runs_use
     assert "already completed" in alone.stderr + alone.stdout  # the rider is a run: a rerun of it skips
     refused = subprocess.run([*args, "riders=[sema]"], capture_output=True, text=True)
     assert refused.returncode != 0 and "method=sema writes into the model" in refused.stderr
+
+
+def test_riders_each_log_their_own_offline_wandb_run(tmp_path):
+    shared = [compose_run("smoke/classification", m, 0, str(tmp_path), ["logger.wandb.mode=offline",
+                                                                           "trainer.num_threads=1"])
+              for m in ("baseline", "ema")]
+    assert [r["status"] for r in engine.run_shared(shared)] == ["completed", "completed"]
+    for _, run_dir in shared:  # one process, two live wandb runs (reinit="create_new"), one folder each
+        assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
