@@ -3,6 +3,7 @@
     sema-bench                                         # = python -m benchmarks.suite (quick profile, seed 0)
     python -m benchmarks.suite --profile smoke --seeds 0 1 --out-dir /tmp/runs
     python -m benchmarks.suite --jobs 1 --no-share     # one run at a time, each method trained on its own
+    python -m benchmarks.suite --study                 # the longer CPU suite: every method x 3 seeds (resumable)
 
 Runs go to the same directories as `sema-bench recipe=<profile>/<task> method=...` would use
 (`<out_dir>/<profile>/<task>/<method>/seed<seed>/`), so rerunning the suite skips completed runs and resumes
@@ -49,6 +50,9 @@ SUITE: list[tuple[str, tuple[str, ...]]] = [
     ("classification", ("baseline", "ema", "sema")),
 ]
 MAX_DEFAULT_JOBS = 2  # side-by-side runs by default (more cores: more threads per run instead)
+# The longer CPU suite the reproduction runs (`--study`): every task x every method x 3 seeds at the quick profile.
+STUDY_METHODS = ("baseline", "ema", "sema", "swa", "lawa", "bema", "power_ema", "lookahead", "sema_paper")
+STUDY_SEEDS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,51 @@ def _run_unit_in_worker(args: tuple) -> tuple[Unit, list[dict], float]:
     return unit, [{k: r.get(k) for k in keep} for r in results], time.perf_counter() - start
 
 
+def study_plan(tasks: Optional[Sequence[str]] = None) -> list[tuple[str, tuple[str, ...]]]:
+    """(task, methods) of the study: every task of SUITE with STUDY_METHODS."""
+    return [(t, STUDY_METHODS) for t, _ in SUITE if tasks is None or t in tasks]
+
+
+def estimate_text(units: Sequence[Unit], jobs: int, out_dir: str, profile: str) -> str:
+    """What the job will cost, stated before it starts: its units and runs, and a duration estimate from the
+    main job's units already finished under `out_dir` (their result.json wall times), when there are any."""
+    import json
+
+    runs = sum(len(u.methods) for u in units)
+    seconds = {}
+    for unit in units:
+        path = Path(out_dir) / profile / unit.task / unit.methods[0] / f"seed{unit.seed}" / "result.json"
+        try:
+            seconds[unit] = float(json.loads(path.read_text()).get("wall_time_s") or 0) or None
+        except (OSError, ValueError):
+            seconds[unit] = None
+    known = [v for v in seconds.values() if v]
+    text = f"{len(units)} work units ({runs} runs) on {jobs} process(es)"
+    if known:
+        per_task: dict[str, float] = {}
+        for unit, value in seconds.items():
+            if value:
+                per_task[unit.task] = max(per_task.get(unit.task, 0.0), value)
+        guess = sum(seconds[u] or per_task.get(u.task, sum(known) / len(known)) for u in units) / jobs
+        text += (f"; about {guess / 60:.0f} min if each unit takes as long as its task's finished runs did "
+                 f"(shared units with more riders take longer: more evaluations)")
+    return text
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: if the suite's process dies (killed, not interrupted), stop like a preempted run: SIGTERM
+    to this worker, whose run checkpoints at its next step and stops; a rerun of the suite resumes it."""
+    import signal
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def default_jobs() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, MAX_DEFAULT_JOBS))
@@ -169,13 +218,13 @@ class RichProgress:
 
 def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str = "runs",
               tasks: Optional[Sequence[str]] = None, extra: Sequence[str] = (), console=None,
-              jobs: Optional[int] = None, share: bool = True) -> list[dict]:
-    """Run the suite; returns the result dicts (failed runs included). Prints the comparison tables, the
-    leaderboard, each task's wall time and what the shared trajectories saved."""
+              jobs: Optional[int] = None, share: bool = True, study: bool = False) -> list[dict]:
+    """Run the suite (`study`: every method, see STUDY_METHODS); returns the result dicts (failed runs included).
+    Prints the comparison tables, the leaderboard, each task's wall time and what the shared trajectories saved."""
     from rich.console import Console
 
     console = console or Console()
-    chosen = [(t, m) for t, m in SUITE if tasks is None or t in tasks]
+    chosen = study_plan(tasks) if study else [(t, m) for t, m in SUITE if tasks is None or t in tasks]
     unknown = set(tasks or ()) - {t for t, _ in SUITE}
     if unknown:
         raise ValueError(f"tasks {sorted(unknown)} are not in the suite; choose from: {', '.join(t for t, _ in SUITE)}")
@@ -186,6 +235,7 @@ def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if jobs > 1 and not any(e.startswith("trainer.num_threads=") for e in extra):
         extra = [*extra, f"trainer.num_threads={max(1, cores // jobs)}"]  # the workers share the cores
+    console.print(("the study: " if study else "") + estimate_text(units, jobs, out_dir, profile), highlight=False)
     results, unit_times, start = [], {}, time.perf_counter()
     if jobs == 1:
         with RichProgress(console) as progress:
@@ -197,8 +247,8 @@ def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str 
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        console.print(f"{len(units)} work units on {jobs} processes ({extra[-1] if extra else ''})")
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_unit_in_worker, (u, profile, out_dir, list(extra))) for u in units]
             for n, future in enumerate(as_completed(futures), 1):
                 unit, unit_results, took = future.result()
@@ -243,19 +293,24 @@ def _print_table(root: Path, console) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run (default: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="seeds to run (default: 0; with --study 0 1 2)")
     parser.add_argument("--out-dir", default="runs", help="root of the run directories (default: runs)")
     parser.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
     parser.add_argument("--jobs", type=int, default=None,
                         help=f"work units side by side (default: the usable cores, at most {MAX_DEFAULT_JOBS})")
     parser.add_argument("--no-share", action="store_true",
                         help="train every method on its own (no shared trajectories)")
+    parser.add_argument("--study", action="store_true",
+                        help=f"the longer CPU suite: every method ({', '.join(STUDY_METHODS)}) x seeds "
+                             f"{' '.join(map(str, STUDY_SEEDS))} (unless --seeds is given); states its size first")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     out_dir = str(Path(args.out_dir).expanduser().absolute())  # the run directories, whatever the cwd later
-    results = run_suite(args.profile, args.seeds, out_dir, args.tasks, args.overrides, jobs=args.jobs,
-                        share=not args.no_share)
+    seeds = args.seeds or (list(STUDY_SEEDS) if args.study else [0])
+    results = run_suite(args.profile, seeds, out_dir, args.tasks, args.overrides, jobs=args.jobs,
+                        share=not args.no_share, study=args.study)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         raise SystemExit(f"{len(failed)} of {len(results)} runs failed (see their result.json)")
