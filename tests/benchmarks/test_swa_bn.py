@@ -76,7 +76,7 @@ def test_engine_bn_update_matches_swa_utils_and_leaves_training_untouched(tmp_pa
     # a second pass draws the same batches (same statistics) and leaves the RNG where it was (the evaluation's
     # own loaders draw from it, so this is checked around the pass alone)
     rng_before = torch.get_rng_state()
-    trainer.prepare_average(trainer.model)
+    trainer.prepare_average(trainer.model, trainer.averager)
     assert torch.equal(torch.get_rng_state(), rng_before)
     again = bn_buffers(trainer.averager.average)
     assert again.keys() == ours.keys() and all(torch.equal(again[k], ours[k]) for k in ours)
