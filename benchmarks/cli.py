@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -39,6 +41,28 @@ def _progress(cfg: DictConfig):
 
         return RichProgress()
     return LogProgress()
+
+
+SWEEP_FAILED: list[Path] = []  # result.json files of this process's sweep that ended "failed" (SweepFailures)
+
+
+class SweepFailures(Callback):
+    """Hydra callback (configs/config.yaml): at the end of a sweep, the runs whose result.json says "failed" and
+    was written during the sweep go into SWEEP_FAILED; `main` then exits non-zero listing them (every job ran)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        import json
+
+        root = Path(str(config.hydra.sweep.dir))
+        for path in sorted(root.rglob("result.json")) if root.is_dir() else []:
+            try:
+                if path.stat().st_mtime >= self.started and json.loads(path.read_text()).get("status") == "failed":
+                    SWEEP_FAILED.append(path)
+            except (OSError, ValueError):  # unreadable: sema-report lists it
+                continue
 
 
 # An absolute path: a relative one is resolved against the console script's location, not this file's.
@@ -205,6 +229,11 @@ def main() -> None:
                 raise SystemExit(f"sema-bench: {err}") from None
     register_configs()
     run_one()
+    from benchmarks.cli import SWEEP_FAILED as failed  # the module Hydra's callback filled (also under python -m)
+
+    if failed:
+        raise SystemExit(f"sema-bench: {len(failed)} run(s) of the sweep failed (each result.json holds its error; "
+                         "rerun the sweep to redo them):\n  " + "\n  ".join(str(p.parent) for p in failed))
 
 
 if __name__ == "__main__":

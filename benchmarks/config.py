@@ -172,7 +172,14 @@ def validate(cfg: Any) -> None:
     on a one-layer model (`benchmarks.methods.check_method`: `sema` itself checks them, with the same kind of
     message), before any data is loaded.
     """
+    from pathlib import Path
+
     from benchmarks.methods import check_method
+
+    root = cfg.task.get("data_root") if hasattr(cfg.task, "get") else getattr(cfg.task, "data_root", None)
+    if root is not None and not Path(str(root)).expanduser().exists():
+        raise ValueError(f"task.data_root={root} does not exist; point it at the folder (or file) holding the "
+                         "dataset (docs/data.md gives each layout), or leave it unset for the embedded default")
 
     _check_choice("profile", cfg.profile, PROFILES)
     o, t, a = cfg.optim, cfg.trainer, cfg.averaging

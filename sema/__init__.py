@@ -12,6 +12,7 @@
 Every method satisfies `sema.protocol.WeightAverager`. Runtime dependency: torch only.
 """
 
+from sema import bn  # noqa: F401  (documented as sema.bn.update_bn: importable as an attribute)
 from sema.bema import BEMA
 from sema.ema import EMA
 from sema.lawa import LAWA

@@ -5,6 +5,8 @@
 
 The files are the official pickles (dicts with `data` [N, 3072] uint8 in CHW order and `labels` or
 `fine_labels`); they are read here directly, without torchvision's md5 check, so a partial or re-packed copy works.
+They are unpickled with `SafeUnpickler`, which builds only what those files hold (dicts, lists, strings, numbers
+and numpy arrays): a crafted file in `task.data_root` cannot run code (plain `pickle.load` would call anything).
 """
 
 from __future__ import annotations
@@ -27,11 +29,37 @@ _URL = {
 }
 
 
+# The only globals the official CIFAR pickles (and numpy arrays pickled by numpy 1 or 2) refer to.
+SAFE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that refuses every global outside SAFE_GLOBALS (no functions, no classes to call)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR file holds only arrays, lists and "
+                                     "strings")
+
+
 def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(data), np.asarray(entry[label_key], dtype=np.int64)
+    how = ("replace it with the file of the official python-version archive "
+           "(cifar-10-python.tar.gz / cifar-100-python.tar.gz)")
+    try:
+        with open(path, "rb") as f:
+            entry = SafeUnpickler(f, encoding="latin1").load()
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.asarray(entry[label_key], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path} is not a CIFAR batch file ({type(err).__name__}: {err}); {how}") from err
+    if len(data) != len(labels):
+        raise ValueError(f"{path} holds {len(data)} images but {len(labels)} labels; {how}")
+    return np.ascontiguousarray(data), labels
 
 
 def load_cifar(name: str, split: str, data_root: Optional[str]) -> tuple[np.ndarray, np.ndarray]:

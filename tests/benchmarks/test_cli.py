@@ -41,8 +41,11 @@ def test_single_run_writes_result_and_a_rerun_skips_it(tmp_path):
     assert (run_dir / "result.json").read_bytes() == before
 
 
-def test_sweep_records_a_diverged_run_as_failed_and_goes_on(tmp_path):
-    sema_bench("-m", *FAST, f"out_dir={tmp_path}", "method=baseline,ema,sema", "optim.lr=0.05,1e30")
+def test_sweep_records_a_diverged_run_as_failed_goes_on_then_exits_non_zero_naming_it(tmp_path):
+    proc = sema_bench("-m", *FAST, f"out_dir={tmp_path}", "method=baseline,ema,sema", "optim.lr=0.05,1e30",
+                      check=False)
+    assert proc.returncode == 1 and "3 run(s) of the sweep failed" in proc.stderr
+    assert str(tmp_path / "smoke" / "classification" / "sema" / "seed0" / "optim.lr=1e+30") in proc.stderr
     root = tmp_path / "smoke" / "classification"
     for method in ("baseline", "ema", "sema"):
         ok, diverged = result_of(root / method / "seed0" / "optim.lr=0.05"), result_of(

@@ -167,3 +167,13 @@ def test_onecycle_refuses_a_separate_warm_up_and_bad_factors(tmp_path):
         cfg, _ = compose_run("smoke/classification", "sema", 0, str(tmp_path), ["optim.schedule=onecycle", extra])
         with pytest.raises(ValueError, match=message):
             validate(cfg)
+
+
+def test_a_data_root_that_does_not_exist_is_an_error_not_the_embedded_default(tmp_path):
+    from benchmarks.config import validate
+
+    cfg, _ = compose_run("smoke/classification", "sema", 0, str(tmp_path), [f"task.data_root={tmp_path / 'nope'}"])
+    with pytest.raises(ValueError, match=r"task.data_root=.*nope does not exist; point it at the folder"):
+        validate(cfg)
+    cfg, _ = compose_run("smoke/classification", "sema", 0, str(tmp_path), [f"task.data_root={tmp_path}"])
+    validate(cfg)  # an existing folder passes (the task then says which files it expects)

@@ -126,3 +126,17 @@ def test_every_method_declares_whether_it_writes_into_the_model():
     assert {name: cls.writes_model for name, cls in sema.METHODS.items()} == {
         "ema": False, "sema": True, "swa": False, "lawa": False, "bema": False, "power_ema": False,
         "lookahead": True}
+
+
+def test_import_sema_exposes_every_submodule_the_docs_call():
+    """docs/*.md call sema.<module>.<name>: each resolves after a plain `import sema` (optional-dependency
+    integrations excepted: they are imported by name)."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    called = {m.group(1) for doc in docs.glob("*.md") for m in re.finditer(r"\bsema\.([a-z_]+)\.[a-zA-Z_]+",
+                                                                              doc.read_text())}
+    assert "bn" in called
+    for module in sorted(called - {"integrations"}):
+        assert hasattr(sema, module), f"sema.{module} is documented but not an attribute of the sema package"

@@ -37,3 +37,33 @@ def test_missing_cifar_says_what_to_put_where(tmp_path):
     assert "cifar-100-python.tar.gz" in message
     with pytest.raises(MissingDataset, match="task.data_root"):
         load_cifar("cifar10", "train", None)
+
+
+class _Exploit:
+    """Unpickling this calls os.system: what a crafted dataset file would do with plain pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_cifar_file_cannot_run_code_and_garbage_is_named(tmp_path):
+    import pickle
+
+    write_cifar100(tmp_path)
+    marker = tmp_path / "pwned"
+    train = tmp_path / "cifar-100-python" / "train"
+    train.write_bytes(pickle.dumps({"data": _Exploit(marker), "fine_labels": [0]}))
+    with pytest.raises(ValueError, match=r"train is not a CIFAR batch file \(UnpicklingError: refused to load "
+                                         r"posix.system"):
+        load_cifar("cifar100", "train", str(tmp_path))
+    assert not marker.exists()  # nothing ran
+    pickle.loads(pickle.dumps(_Exploit(marker)))  # the payload is real: plain pickle runs it
+    assert marker.exists()
+    train.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="not a CIFAR batch file .*official python-version archive"):
+        load_cifar("cifar100", "train", str(tmp_path))
