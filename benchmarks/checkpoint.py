@@ -10,9 +10,7 @@ reason.
 from __future__ import annotations
 
 import copy
-import os
 import random
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,20 +26,14 @@ FRAMEWORK_CHECKPOINT_FILE = f"{FRAMEWORK_WORK_DIR}/last_epoch.pth"  # its epoch-
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically (the old checkpoint stays valid until the new one is complete)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `state` to `path` atomically, with its SHA-256 beside it (benchmarks/integrity.py): the old checkpoint
+    stays valid until the new one is complete."""
+    from benchmarks.integrity import write_verified
+
+    write_verified(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+RESTART = "delete it to restart the run from epoch 0"
 
 
 class CheckpointWriter:
@@ -97,8 +89,21 @@ def host_copy(value: Any) -> Any:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` (weights_only: no arbitrary code runs)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint written by `save_checkpoint` (weights_only: no arbitrary code runs) after checking its
+    digest; a damaged or unreadable file raises CorruptFile naming it and what to do."""
+    import pickle
+
+    from benchmarks.integrity import CorruptFile, verify
+
+    verify(Path(path), RESTART)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CorruptFile(f"{path} cannot be read as a checkpoint ({first}); {RESTART}") from err
+    if not isinstance(state, dict):
+        raise CorruptFile(f"{path} holds a {type(state).__name__}, not a checkpoint's dict; {RESTART}")
+    return state
 
 
 def rng_state(loader_generator: Optional[torch.Generator] = None) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from benchmarks.config import validate
 from benchmarks.data.device_batches import BatchesOnDevice, DeviceBatches
 from benchmarks.logger import RunLogger
 from benchmarks.evaluation import evaluate_sharded
+from benchmarks.integrity import CorruptFile, remove_stale_temporaries, verify, write_verified
 from benchmarks.methods import build_averager
 from benchmarks.riders import TRAJECTORY_FILE, Rider, check_shareable, plan
 from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr, without_decay_on_1d
@@ -65,7 +66,7 @@ from benchmarks.results import (RESULT_FILE, config_differences, new_result, pea
 from benchmarks.runlock import RunLock
 from benchmarks.runtime import choose_device, describe_runtime, peak_flops, to_device
 from benchmarks.strategy import TRAINER_STATE_FILE, dcp_path, full_weights, load_dcp, load_sharded_state, \
-    remove_dcp, save_dcp, shard_model, sharded_state
+    save_dcp, shard_model, sharded_state
 from benchmarks.tasks import load_task
 from benchmarks.tasks.protocol import RunContext, TaskSetup
 from sema.protocol import PreparesForEval, WrapsOptimizer
@@ -252,15 +253,15 @@ def _state_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 def _save_weights(weights: nn.Module | tuple[dict[str, torch.Tensor], dict[str, str]], path: Path) -> None:
     """A module, or (full tensors, tied names) gathered from shards (benchmarks.strategy.full_weights), as a
-    safetensors file; tied weights are kept once either way."""
+    safetensors file written atomically with its digest (benchmarks/integrity.py); tied weights are kept once."""
     from safetensors.torch import save_file, save_model  # save_model handles tied weights, unlike save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(weights, nn.Module):
-        save_model(weights, str(path))
+        write_verified(path, lambda tmp: save_model(weights, tmp))
     else:
         tensors, tied = weights
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=tied or None)
+        write_verified(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                                                   metadata=tied or None))
 
 
 # ------------------------------------------------------------------------------------------------- trainer
@@ -682,6 +683,7 @@ class Trainer:
                             else (self.model.state_dict(), self.optimizer.state_dict()))
         return {
             "format": 1,
+            "config": _comparable(OmegaConf.to_container(self.cfg, resolve=True)),  # checked when resumed
             "epoch": self.epoch,
             "global_step": self.global_step,
             "model": model,
@@ -749,6 +751,17 @@ class Trainer:
                              "batch_size x processes x trainer.grad_accum_steps) or cap trainer.max_steps_per_epoch")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("config")
+        if saved is not None:  # whatever happened to result.json, one config never resumes another's work
+            diffs = config_differences(saved, _comparable(OmegaConf.to_container(self.cfg, resolve=True)))
+            if diffs:
+                raise ConfigMismatch(f"{self.run_dir / ckpt.CHECKPOINT_FILE} was written by a run with a different "
+                                     "config:\n  " + "\n  ".join(diffs[:20]) + "\nUse another directory "
+                                     "(out_dir=... or hydra.run.dir=...) or delete this one to start over.")
+        missing = [k for k in ("model", "optimizer", "scheduler", "epoch", "global_step", "history") if k not in state]
+        if missing:
+            raise CorruptFile(f"{self.run_dir / ckpt.CHECKPOINT_FILE} lacks {missing}: not a checkpoint of this "
+                              f"engine; {ckpt.RESTART}")
         if self.strategy == "fsdp2":
             load_sharded_state(self.model, self.optimizer, state["model"], state["optimizer"])
         else:
@@ -804,15 +817,11 @@ def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
     if previous is None:
         return None
     checkpoint = run_dir / ckpt.CHECKPOINT_FILE
-    if previous.get("status") == "failed":
-        checkpoint.unlink(missing_ok=True)  # redo a failed run from the start
-        remove_dcp(run_dir)
-        return None
     # task.framework=mmdet|mmseg runs keep mmengine's checkpoint instead (benchmarks/openmmlab/common.py)
     framework_checkpoint = run_dir / ckpt.FRAMEWORK_CHECKPOINT_FILE
     saved = checkpoint.exists() or framework_checkpoint.exists() or dcp_path(run_dir) is not None
-    if previous.get("status") == "running" and not saved:
-        return None  # interrupted before its first checkpoint: nothing to resume or to protect
+    if previous.get("status") in ("running", "failed") and not saved:
+        return None  # ended before its first checkpoint: nothing to resume or to protect
     diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
     if diffs:
         raise ConfigMismatch(
@@ -820,7 +829,14 @@ def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
             + "\n  ".join(diffs[:20])
             + "\nUse another directory (out_dir=... or hydra.run.dir=...) or delete this one to start over."
         )
-    return previous if previous.get("status") == "completed" else None
+    if previous.get("status") != "completed":
+        return None  # running or failed after a checkpoint: resume from it (a failure loses no finished epoch)
+    redo = f"delete {run_dir} (or its result.json and weights/) to redo the run"
+    weights = run_dir / "weights"
+    for name in ["online.safetensors", *(["average.safetensors"] if previous.get("method_kwargs") is not None
+                                         else [])]:
+        verify(weights / name, redo)  # a completed run is skipped only with its weights intact
+    return previous
 
 
 def run(cfg: DictConfig, run_dir: Path | str, progress: Optional[Progress] = None) -> dict[str, Any]:
@@ -931,6 +947,9 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
     run_name = f"{cfg.task.name}/{cfg.method.name}/seed{cfg.seed}"
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for directory in [run_dir, *(r.run_dir for r in riders)]:  # our lock is held: no write is in flight
+            for path in remove_stale_temporaries(directory):
+                log.info("%s: removed %s, left by an interrupted write", run_name, path)
     previous = _check_rerun(run_dir, config)
     for rider in riders:  # a rider's directory holding another config is refused as a run's own would be
         _check_rerun(rider.run_dir, OmegaConf.to_container(rider.cfg, resolve=True))
@@ -994,7 +1013,7 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
                 rider.result["history"] = rider.history
                 write_json_atomic(rider.run_dir / RESULT_FILE, rider.result)
         _train(trainer, cfg, run_dir, result, logger, progress, run_name)
-    except ResumeRefused as err:  # nothing was trained; the checkpoint and result.json stay as they were
+    except (ResumeRefused, ConfigMismatch, CorruptFile) as err:  # nothing trained: every file stays as it was
         log.error("%s: %s", run_name, err)
         progress.end({**result, "status": "running"})
         raise

@@ -65,12 +65,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def read_result(run_dir: Path) -> Optional[dict]:
-    """The run's result.json, or None when there is none (or it cannot be parsed)."""
+    """The run's result.json, or None when there is none or it is unreadable (empty, torn, not UTF-8, not an
+    object with a known status): the run's checkpoint, which carries its config, then decides what resumes."""
     path = Path(run_dir) / RESULT_FILE
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
+    if not isinstance(record, dict) or record.get("status") not in ("completed", "failed", "running"):
+        return None
+    return record
 
 
 def _git(*args: str) -> Optional[str]:

@@ -45,6 +45,8 @@ def check_state(state: dict[str, Any], method: str, config: dict[str, Any], stri
 
 
 def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    if saved.get("warmup_steps") == 0 and "warmup" in saved:  # written before config() said "none" for no warm-up
+        saved = {**saved, "warmup": "none"}
     diffs = [f"{k}: saved {saved.get(k)!r}, current {current.get(k)!r}" for k in sorted(set(saved) | set(current))
              if saved.get(k) != current.get(k)]
     return "; ".join(diffs)
@@ -163,8 +165,8 @@ class EMA:
     def config(self) -> dict[str, Any]:
         """The configuration (saved in state_dict and checked on load)."""
         s = self.schedule
-        return {
-            "decay": s.decay, "update_every": self.update_every, "warmup": s.warmup,
+        return {  # "warmup": the shape, or "none" when there is no warm-up (0 steps)
+            "decay": s.decay, "update_every": self.update_every, "warmup": s.warmup if s.warmup_steps else "none",
             "warmup_steps": s.warmup_steps, "warmup_ratio": s.warmup_ratio, "warmup_power": s.warmup_power,
             "warmup_gamma": s.warmup_gamma, "buffers": self.buffers, "preset": self.preset,
             "average_dtype": None if self.average_dtype is None else str(self.average_dtype),

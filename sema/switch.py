@@ -103,7 +103,9 @@ class SEMA(EMA):
         switch_blend: in (0, 1]; 1 (default) copies the average into the model, b < 1 moves the model a fraction
             b of the way (`model <- model + b * (average - model)`).
 
-    `epoch_end()` returns True when it switched just now. The switch is one foreach copy per tensor group.
+    `epoch_end()` returns True when the model was written into since the previous `epoch_end()`: its own switch,
+    or with switch_unit="step" any switch during the epoch (so a loop learns of step switches once per epoch);
+    `switches` counts every switch. The switch is one foreach copy per tensor group.
     """
 
     Settings: ClassVar[type] = SEMASettings  # the settings in epochs a recipe gives (sema.settings)
@@ -124,6 +126,7 @@ class SEMA(EMA):
         self.cadence = SwitchCadence(switch_every, switch_start, switch_unit, switch_end)
         self.switch_blend = check_open_unit("switch_blend", switch_blend, closed_right=True)
         self.switches = 0  # number of switches done
+        self._switches_reported = 0  # switches already reported by epoch_end()
         self._by_step = switch_unit == "step"
         super().__init__(model, decay, **ema_kwargs)
 
@@ -146,8 +149,9 @@ class SEMA(EMA):
         super().epoch_end()
         if self.cadence.unit == "epoch" and self.cadence.due(self._epoch):
             self.switch()
-            return True
-        return False
+        wrote = self.switches > self._switches_reported
+        self._switches_reported = self.switches
+        return wrote
 
     def switch(self) -> None:
         """Write the average into the bound model now (blended by `switch_blend`), whatever the cadence."""
@@ -160,3 +164,4 @@ class SEMA(EMA):
     def _load_counters(self, state: dict) -> None:
         super()._load_counters(state)
         self.switches = int(state["switches"])
+        self._switches_reported = self.switches  # checkpoints come at epoch ends (or report at the next one)

@@ -238,6 +238,12 @@ def _group_key(result: dict) -> tuple:
     return tuple(str(result.get(key)) for key in ("task", "dataset", "model", "profile", "seed"))
 
 
+def _read_result(run_dir: Path) -> Optional[dict]:
+    from benchmarks.results import read_result  # None when unreadable (empty, torn, not UTF-8, no known status)
+
+    return read_result(run_dir)
+
+
 def analyse_pairs(run_dirs: list[Path], settings: AnalysisSettings, force: bool, log=print) -> int:
     """Interpolate between methods' solutions within each (task, dataset, model, profile, seed) group."""
     from benchmarks.analysis.loading import load_run
@@ -246,7 +252,9 @@ def analyse_pairs(run_dirs: list[Path], settings: AnalysisSettings, force: bool,
     for run_dir in run_dirs:
         if not (run_dir / ANALYSIS_FILE).is_file():
             continue  # only runs that could be analysed themselves
-        result = json.loads((run_dir / "result.json").read_text())
+        result = _read_result(run_dir)
+        if result is None:
+            continue
         groups.setdefault(_group_key(result), {}).setdefault(str(result.get("method")), []).append(run_dir)
     loaded: dict[Path, Any] = {}
 
@@ -361,7 +369,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if (run_dir / ANALYSIS_FILE).is_file() and not args.force:
             print(f"skip {run_dir} (analysis.json exists; --force to redo)")
             continue
-        result = json.loads((run_dir / "result.json").read_text())
+        result = _read_result(run_dir)
+        if result is None:
+            failures += 1
+            print(f"UNREADABLE {run_dir / 'result.json'}: not a JSON object (sema-report lists it too); skipped")
+            continue
         if result.get("status") != "completed":
             print(f"skip {run_dir} (status {result.get('status')!r}, not completed)")
             continue

@@ -40,3 +40,9 @@ def test_summaries_of_the_average_and_of_the_online_model_by_hand():
     assert (result["best"], result["best_epoch"], result["best_online"]) == ({"top1": 0.9}, 2, {"top1": 0.9})
     assert result["median_last"] == {"top1": 0.8} and result["median_last_online"] == {"top1": 0.8}  # of 0.8 0.9 0.6
     assert result["median_last_k"] == 3
+
+
+def test_unreadable_result_files_read_as_none(tmp_path):
+    for content in (b"", b"{}", b"[1, 2]", b"\xff\xfe\x00", b'{"status": "weird"}', b'{"status": "comple'):
+        (tmp_path / "result.json").write_bytes(content)
+        assert read_result(tmp_path) is None, content

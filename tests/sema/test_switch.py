@@ -117,3 +117,37 @@ def test_drift_kept_matches_a_sema_run_on_steadily_drifting_weights(decay, steps
     assert drift_kept(0.999, 500) == pytest.approx(0.21355, abs=1e-5)  # 1 - 0.999 * (1 - e^-0.50025) / 0.5
     with pytest.raises(ValueError, match="decay"):
         drift_kept(1.0, 10)
+
+
+def test_step_switches_are_reported_by_the_next_epoch_end_and_counted():
+    import torch
+    from torch import nn
+
+    import sema
+
+    model = nn.Linear(2, 2)
+    avg = sema.SEMA(model, decay=0.5, switch_unit="step", switch_every=4)
+    reported = []
+    for epoch in range(3):  # 3 steps per epoch: switches after steps 4 and 8 (epochs 2 and 3)
+        for _ in range(3):
+            with torch.no_grad():
+                model.weight.add_(1.0)
+            avg.update()
+        reported.append(avg.epoch_end())
+    assert reported == [False, True, True] and avg.switches == 2
+    fresh = sema.SEMA(nn.Linear(2, 2), decay=0.5, switch_unit="step", switch_every=4)
+    fresh.load_state_dict(avg.state_dict())
+    assert fresh.switches == 2 and fresh.epoch_end() is False  # switches before the checkpoint are not re-reported
+
+
+def test_no_warm_up_reads_none_and_older_state_dicts_still_load():
+    from torch import nn
+
+    import sema
+
+    ema = sema.EMA(nn.Linear(2, 2), decay=0.9)
+    assert ema.config()["warmup"] == "none" and "warmup='none'" in repr(ema)
+    assert sema.EMA(nn.Linear(2, 2), decay=0.9, warmup_steps=3).config()["warmup"] == "linear"
+    state = ema.state_dict()
+    state["config"] = {**state["config"], "warmup": "linear"}  # what a state_dict said before
+    sema.EMA(nn.Linear(2, 2), decay=0.9).load_state_dict(state)

@@ -101,3 +101,14 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, capsys, extra, message):
         main([str(tmp_path), *extra])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unreadable_result_json_is_listed_and_the_other_runs_are_analysed(tmp_path, capsys):
+    good = engine_run(tmp_path, "baseline")
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "result.json").write_bytes(b"\xff\xfe not json")
+    assert main([str(tmp_path), *FAST[:-3]]) == 1  # one unreadable run: a non-zero exit, after the others ran
+    out = capsys.readouterr().out
+    assert f"UNREADABLE {torn / 'result.json'}" in out and f"done {good}" in out
+    assert (good / "analysis.json").is_file()
