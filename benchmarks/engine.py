@@ -689,6 +689,7 @@ class Trainer:
             "model": model,
             "averager": self.averager.state_dict() if self.averager is not None else None,
             "riders": {r.name: r.averager.state_dict() for r in self.riders},  # each rider's average
+            "rider_configs": {r.name: _comparable(OmegaConf.to_container(r.cfg, resolve=True)) for r in self.riders},
             "rider_histories": {r.name: r.history for r in self.riders},
             "rider_logger_ids": {r.name: r.logger.run_id if r.logger else None for r in self.riders},
             "optimizer": optimizer,
@@ -774,6 +775,13 @@ class Trainer:
         if missing:  # benchmarks.riders.plan only resumes the riders a checkpoint carries
             raise ResumeRefused(f"this checkpoint carries no state for the rider(s) {missing}: run them on their own")
         for rider in self.riders:
+            saved_config = (state.get("rider_configs") or {}).get(rider.name)
+            diffs = [] if saved_config is None else config_differences(
+                saved_config, _comparable(OmegaConf.to_container(rider.cfg, resolve=True)))
+            if diffs:
+                raise ConfigMismatch(f"the checkpoint's rider {rider.name} was made with a different config:\n  "
+                                     + "\n  ".join(diffs[:20]) + f"\nDelete {rider.run_dir} and the checkpoint, "
+                                     "or run it under another out_dir")
             rider.averager.load_state_dict(saved_riders[rider.name])
             rider.history = list(state["rider_histories"][rider.name])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -857,16 +865,23 @@ def run_shared(members: Sequence[tuple[DictConfig, Path]], progress: Optional[Pr
     while True:
         primary, riders, done = plan([(c, Path(d).absolute()) for c, d in members
                                       if Path(d).absolute() not in results])
-        for run_dir, previous in done:
+        for run_dir, previous in done:  # completed: skipped, as `run` skips it (same config, intact weights)
+            member_cfg = next(c for c, d in members if Path(d).absolute() == run_dir)
+            try:
+                previous = _check_rerun(run_dir, OmegaConf.to_container(member_cfg, resolve=True)) or previous
+            except (ConfigMismatch, CorruptFile) as err:
+                log.error("%s: %s", run_dir, err)
+                previous = {**previous, "status": "failed", "error": str(err)}
             results[run_dir] = previous
-            if progress is not None:
+            if progress is not None and previous.get("status") == "completed":
                 progress.end({**previous, "status": "skipped"})
         if primary is None:
             return [results[Path(d).absolute()] for _, d in members]
         try:
             out = run_trajectory(primary[0], primary[1], riders, progress)
-        except Exception as err:  # in the result.json of every run it ended; members not reached run again
-            out = [read_result(d) or {"status": "failed", "error": str(err)} for _, d in [primary, *riders]]
+        except Exception as err:  # recorded in the result.json of every run it ended; reported failed here
+            log.error("shared trajectory of %s: %s", primary[1], err)
+            out = [{**(read_result(d) or {}), "status": "failed", "error": str(err)} for _, d in [primary, *riders]]
         for (_, run_dir), result in zip([primary, *riders], out):
             results[Path(run_dir)] = result
 
@@ -989,10 +1004,10 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
             rider.result.update(shared, method_kwargs=rider.method_kwargs,
                                 notes=[*shared["notes"], f"trained on the trajectory of {cfg.method.name} "
                                                          f"({run_dir}), shared by {', '.join(members)}"])
-        if rank == 0 and riders:
-            write_json_atomic(run_dir / TRAJECTORY_FILE, {"riders": members[1:],
-                                                         "rider_dirs": [str(r.run_dir) for r in riders]})
         state = trainer.load_checkpoint()
+        if rank == 0 and (riders or (run_dir / TRAJECTORY_FILE).exists()):  # after a load that worked: what the
+            write_json_atomic(run_dir / TRAJECTORY_FILE, {"riders": members[1:],  # next checkpoint will carry
+                                                         "rider_dirs": [str(r.run_dir) for r in riders]})
         if state is not None:
             log.info("%s: resuming after epoch %d (step %d) from %s", run_name, trainer.epoch, trainer.global_step,
                      run_dir)

@@ -77,7 +77,10 @@ def verify(path: Path, what_to_do: str) -> None:
         return
     pending = Path(str(recorded) + ".tmp")  # a crash between the file's rename and its digest's
     if pending.exists() and _read(pending) == actual:
-        os.replace(pending, recorded)
+        try:
+            os.replace(pending, recorded)
+        except FileNotFoundError:  # another rank promoted it first
+            pass
         return
     digest, size = _read(recorded)
     raise CorruptFile(f"{path} is damaged: {actual[1]} bytes with SHA-256 {actual[0][:16]}..., but it was written "
@@ -93,11 +96,18 @@ def _read(digest_file: Path) -> tuple[str, int]:
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete what interrupted writes left in `run_dir` (call with the run's lock held: no writer is active)."""
+    """Delete what interrupted writes left in `run_dir` (call with the run's lock held: no writer is active); a
+    pending digest that matches its file (a crash between the two renames) is put in place instead."""
     removed = []
     for pattern in STALE_PATTERNS:
         for path in Path(run_dir).glob(pattern):
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                removed.append(path)
+            if not path.is_file():
+                continue
+            if path.name.endswith(DIGEST_SUFFIX + ".tmp"):
+                target = path.with_name(path.name[: -len(DIGEST_SUFFIX + ".tmp")])
+                if target.is_file() and _read(path) == sha256_of(target):
+                    os.replace(path, _digest_path(target))
+                    continue
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed

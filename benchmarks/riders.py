@@ -72,6 +72,9 @@ def check_shareable(primary: DictConfig, riders: Sequence[DictConfig]) -> None:
     base = _comparable(primary)
     names = [str(primary.method.name)]
     for cfg in riders:
+        if cfg.method.get("averager") is None:
+            raise ValueError(f"method={cfg.method.name} has no average to carry: it cannot ride on another run; make "
+                             "it the run that trains (the first member, e.g. method=baseline riders=[ema,swa])")
         if str(cfg.method.name) in names:
             raise ValueError(f"method={cfg.method.name} is listed twice in one shared trajectory")
         names.append(str(cfg.method.name))
@@ -107,4 +110,5 @@ def plan(members: Sequence[tuple[DictConfig, Path]]) -> tuple[Optional[tuple[Dic
             carried = set(json.loads(sidecar.read_text())["riders"]) if sidecar.exists() else set()
             riders = [(c, d) for c, d in todo if d != run_dir and str(c.method.name) in carried]
             return (cfg, run_dir), riders, done
-    return todo[0], todo[1:], done
+    first = next((m for m in todo if m[0].method.get("averager") is None), todo[0])  # the baseline cannot ride
+    return first, [m for m in todo if m[1] != first[1]], done

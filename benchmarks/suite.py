@@ -109,7 +109,9 @@ def run_unit(unit: Unit, profile: str, out_dir: str, extra: Sequence[str], progr
 
 def _run_unit_in_worker(args: tuple) -> tuple[Unit, list[dict], float]:
     """A worker process's unit: its own logging, the results reduced to what the parent prints."""
-    unit, profile, out_dir, extra = args
+    unit, profile, out_dir, extra, parent = args
+    if os.getppid() != parent:  # the suite is gone: do not start a unit nobody waits for
+        raise RuntimeError(f"the suite's process {parent} is gone; {unit.task}/{'+'.join(unit.methods)} not started")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     start = time.perf_counter()
     results = run_unit(unit, profile, out_dir, extra)
@@ -249,9 +251,15 @@ def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str 
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_run_unit_in_worker, (u, profile, out_dir, list(extra))) for u in units]
+            futures = {pool.submit(_run_unit_in_worker, (u, profile, out_dir, list(extra), os.getpid())): u
+                       for u in units}
             for n, future in enumerate(as_completed(futures), 1):
-                unit, unit_results, took = future.result()
+                try:
+                    unit, unit_results, took = future.result()
+                except BaseException as err:  # noqa: BLE001 - one unit's error must not discard the others
+                    unit, took = futures[future], 0.0
+                    unit_results = [{"task": unit.task, "method": m, "seed": unit.seed, "status": "failed",
+                                     "error": f"{type(err).__name__}: {err}"} for m in unit.methods]
                 unit_times[unit] = took
                 results += unit_results
                 for r in unit_results:

@@ -139,3 +139,13 @@ def test_an_emptied_or_garbled_result_json_of_a_run_without_checkpoint_just_runs
         (run_dir / "result.json").write_bytes(content)
         for leftover in run_dir.glob("checkpoint.pt*"):
             leftover.unlink()
+
+
+def test_the_start_of_a_run_promotes_a_pending_digest_left_by_a_crash_between_the_renames(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    write_verified(path, lambda tmp: open(tmp, "wb").write(b"old"))
+    path.write_bytes(b"new")  # renamed into place; its digest still pending
+    digest, size = sha256_of(path)
+    (tmp_path / "checkpoint.pt.sha256.tmp").write_text(f"{digest}  {size}\n")
+    assert remove_stale_temporaries(tmp_path) == []  # not deleted: put in place
+    verify(path, "do X")

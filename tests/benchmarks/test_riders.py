@@ -85,8 +85,12 @@ def test_methods_that_write_into_the_model_or_other_configs_cannot_share(tmp_pat
     with pytest.raises(ValueError, match=r"cannot ride on method=baseline's trajectory: their configs differ in\n"
                                          r"  optim.lr"):
         check_shareable(base[0], [other])
+    ema, lawa = members(tmp_path, ("ema", "lawa"))
     with pytest.raises(ValueError, match="listed twice"):
-        check_shareable(base[0], [base[0]])
+        check_shareable(base[0], [ema[0], ema[0]])
+    with pytest.raises(ValueError, match="method=baseline has no average to carry: it cannot ride"):
+        check_shareable(ema[0], [base[0]])
+    assert plan([ema, base, lawa])[0][1] == base[1]  # the baseline trains whenever it is to run
 
 
 def test_the_command_line_carries_riders_into_the_directories_their_own_runs_use(tmp_path):
