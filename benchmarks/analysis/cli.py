@@ -33,6 +33,8 @@ from typing import Any, Optional
 
 import torch
 
+from benchmarks.results import read_result
+
 ANALYSIS_FILE = "analysis.json"
 PLOT_DIR = "analysis"
 
@@ -238,12 +240,6 @@ def _group_key(result: dict) -> tuple:
     return tuple(str(result.get(key)) for key in ("task", "dataset", "model", "profile", "seed"))
 
 
-def _read_result(run_dir: Path) -> Optional[dict]:
-    from benchmarks.results import read_result  # None when unreadable (empty, torn, not UTF-8, no known status)
-
-    return read_result(run_dir)
-
-
 def analyse_pairs(run_dirs: list[Path], settings: AnalysisSettings, force: bool, log=print) -> int:
     """Interpolate between methods' solutions within each (task, dataset, model, profile, seed) group."""
     from benchmarks.analysis.loading import load_run
@@ -252,7 +248,7 @@ def analyse_pairs(run_dirs: list[Path], settings: AnalysisSettings, force: bool,
     for run_dir in run_dirs:
         if not (run_dir / ANALYSIS_FILE).is_file():
             continue  # only runs that could be analysed themselves
-        result = _read_result(run_dir)
+        result = read_result(run_dir)  # None when unreadable (empty, torn, not UTF-8)
         if result is None:
             continue
         groups.setdefault(_group_key(result), {}).setdefault(str(result.get("method")), []).append(run_dir)
@@ -369,7 +365,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if (run_dir / ANALYSIS_FILE).is_file() and not args.force:
             print(f"skip {run_dir} (analysis.json exists; --force to redo)")
             continue
-        result = _read_result(run_dir)
+        result = read_result(run_dir)  # None when unreadable (empty, torn, not UTF-8)
         if result is None:
             failures += 1
             print(f"UNREADABLE {run_dir / 'result.json'}: not a JSON object (sema-report lists it too); skipped")
