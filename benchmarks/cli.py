@@ -65,6 +65,25 @@ class SweepFailures(Callback):
                 continue
 
 
+class KeepSweepConfigs(Callback):
+    """Hydra callback (configs/config.yaml): a sweep into an out_dir that already holds another sweep's
+    multirun.yaml keeps that file as multirun.<its UTC time>.yaml instead of overwriting it (Hydra's sweeper writes
+    multirun.yaml right after this hook)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        import datetime
+        import os
+
+        previous = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+        if not previous.is_file():
+            return
+        when = datetime.datetime.fromtimestamp(previous.stat().st_mtime, datetime.timezone.utc)
+        stamp = when.strftime("%Y%m%dT%H%M%S.%fZ")
+        kept = previous.with_name(f"multirun.{stamp}.yaml")
+        os.replace(previous, kept)
+        log.info("kept the previous sweep's %s as %s", previous.name, kept.name)
+
+
 # An absolute path: a relative one is resolved against the console script's location, not this file's.
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def run_one(cfg: DictConfig) -> dict | None:

@@ -61,8 +61,8 @@ from benchmarks.integrity import CorruptFile, remove_stale_temporaries, verify, 
 from benchmarks.methods import build_averager
 from benchmarks.riders import TRAJECTORY_FILE, Rider, check_shareable, plan
 from benchmarks.optim import build_optimizer, lr_multiplier, peak_lr, without_decay_on_1d
-from benchmarks.results import (RESULT_FILE, config_differences, new_result, peak_memory_mb, read_result, summarize,
-                                write_json_atomic)
+from benchmarks.results import (RESULT_FILE, ConfigMismatch, comparable_config, config_differences, new_result,
+                                peak_memory_mb, read_result, summarize, write_json_atomic)
 from benchmarks.runlock import RunLock
 from benchmarks.runtime import choose_device, describe_runtime, peak_flops, to_device
 from benchmarks.strategy import TRAINER_STATE_FILE, dcp_path, full_weights, load_dcp, load_sharded_state, \
@@ -72,13 +72,6 @@ from benchmarks.tasks.protocol import RunContext, TaskSetup
 from sema.protocol import PreparesForEval, WrapsOptimizer
 
 log = logging.getLogger(__name__)
-# Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
-# or loader workers, where the data lives): they are also left out of the run directory's name.
-IGNORED_FOR_RESUME = ("logger", "out_dir", "riders", "trainer.num_threads", "task.num_workers",
-                      "trainer.dist_timeout_min", "trainer.checkpoint_every_steps",
-                      "trainer.checkpoint_in_background")  # may change on a rerun
-# A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
-ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 
 
 class ResumeRefused(ValueError):
@@ -104,10 +97,6 @@ class StopRequest:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # Slurm's preemption / time-limit warning, submitit's requeue
-
-
-class ConfigMismatch(RuntimeError):
-    """The run directory holds a run made with a different config."""
 
 
 class Progress(Protocol):
@@ -683,13 +672,13 @@ class Trainer:
                             else (self.model.state_dict(), self.optimizer.state_dict()))
         return {
             "format": 1,
-            "config": _comparable(OmegaConf.to_container(self.cfg, resolve=True)),  # checked when resumed
+            "config": comparable_config(OmegaConf.to_container(self.cfg, resolve=True)),  # checked when resumed
             "epoch": self.epoch,
             "global_step": self.global_step,
             "model": model,
             "averager": self.averager.state_dict() if self.averager is not None else None,
             "riders": {r.name: r.averager.state_dict() for r in self.riders},  # each rider's average
-            "rider_configs": {r.name: _comparable(OmegaConf.to_container(r.cfg, resolve=True)) for r in self.riders},
+            "rider_configs": {r.name: comparable_config(OmegaConf.to_container(r.cfg, resolve=True)) for r in self.riders},
             "rider_histories": {r.name: r.history for r in self.riders},
             "rider_logger_ids": {r.name: r.logger.run_id if r.logger else None for r in self.riders},
             "optimizer": optimizer,
@@ -754,7 +743,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state.get("config")
         if saved is not None:  # whatever happened to result.json, one config never resumes another's work
-            diffs = config_differences(saved, _comparable(OmegaConf.to_container(self.cfg, resolve=True)))
+            diffs = config_differences(saved, comparable_config(OmegaConf.to_container(self.cfg, resolve=True)))
             if diffs:
                 raise ConfigMismatch(f"{self.run_dir / ckpt.CHECKPOINT_FILE} was written by a run with a different "
                                      "config:\n  " + "\n  ".join(diffs[:20]) + "\nUse another directory "
@@ -777,7 +766,7 @@ class Trainer:
         for rider in self.riders:
             saved_config = (state.get("rider_configs") or {}).get(rider.name)
             diffs = [] if saved_config is None else config_differences(
-                saved_config, _comparable(OmegaConf.to_container(rider.cfg, resolve=True)))
+                saved_config, comparable_config(OmegaConf.to_container(rider.cfg, resolve=True)))
             if diffs:
                 raise ConfigMismatch(f"the checkpoint's rider {rider.name} was made with a different config:\n  "
                                      + "\n  ".join(diffs[:20]) + f"\nDelete {rider.run_dir} and the checkpoint, "
@@ -808,17 +797,6 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def _comparable(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        where = f"{prefix}{key}"
-        if where in ONLY_PRESENCE_FOR_RESUME:
-            out[key] = "a real dataset folder" if value is not None else "the embedded default"
-        elif where not in IGNORED_FOR_RESUME:
-            out[key] = _comparable(value, f"{where}.") if isinstance(value, dict) else value
-    return out
-
-
 def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
     """The completed result to return instead of running, or None; raises ConfigMismatch on a different config."""
     previous = read_result(run_dir)
@@ -830,7 +808,7 @@ def _check_rerun(run_dir: Path, config: dict) -> Optional[dict]:
     saved = checkpoint.exists() or framework_checkpoint.exists() or dcp_path(run_dir) is not None
     if previous.get("status") in ("running", "failed") and not saved:
         return None  # ended before its first checkpoint: nothing to resume or to protect
-    diffs = config_differences(_comparable(previous.get("config") or {}), _comparable(config))
+    diffs = config_differences(comparable_config(previous.get("config") or {}), comparable_config(config))
     if diffs:
         raise ConfigMismatch(
             f"{run_dir} already holds a {previous.get('status')} run with a different config:\n  "
@@ -965,6 +943,7 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
         for directory in [run_dir, *(r.run_dir for r in riders)]:  # our lock is held: no write is in flight
             for path in remove_stale_temporaries(directory):
                 log.info("%s: removed %s, left by an interrupted write", run_name, path)
+    _barrier(world_size)  # the other ranks read and verify the run's files only once rank 0 has tidied them
     previous = _check_rerun(run_dir, config)
     for rider in riders:  # a rider's directory holding another config is refused as a run's own would be
         _check_rerun(rider.run_dir, OmegaConf.to_container(rider.cfg, resolve=True))

@@ -33,6 +33,13 @@ from typing import Any, Optional
 RESULT_FILE = "result.json"
 LAST_K = 3  # evaluations in `median_last` by default (trainer.median_of_last; the CIFAR recipes: 10)
 # Packages whose versions go into the provenance of every run.
+# Config keys that may differ between a run and its rerun in the same directory (where files go, how many threads
+# or loader workers, where the data lives): they are also left out of the run directory's name.
+IGNORED_FOR_RESUME = ("logger", "out_dir", "riders", "trainer.num_threads", "task.num_workers",
+                      "trainer.dist_timeout_min", "trainer.checkpoint_every_steps",
+                      "trainer.checkpoint_in_background")  # may change on a rerun
+# A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
+ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 PROVENANCE_PACKAGES = ("sema-bench", "torch", "torchvision", "timm", "numpy", "hydra-core", "omegaconf", "wandb")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,6 +131,23 @@ def provenance(seed: int) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
     }
+
+
+class ConfigMismatch(RuntimeError):
+    """The run directory holds a run (or a checkpoint) made with a different config."""
+
+
+def comparable_config(config: dict, prefix: str = "") -> dict:
+    """`config` as a rerun in the same directory must match it: IGNORED_FOR_RESUME left out, the
+    ONLY_PRESENCE_FOR_RESUME keys reduced to whether they are set."""
+    out = {}
+    for key, value in config.items():
+        where = f"{prefix}{key}"
+        if where in ONLY_PRESENCE_FOR_RESUME:
+            out[key] = "a real dataset folder" if value is not None else "the embedded default"
+        elif where not in IGNORED_FOR_RESUME:
+            out[key] = comparable_config(value, f"{where}.") if isinstance(value, dict) else value
+    return out
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -14,7 +14,9 @@ A DCP checkpoint holds the tensors whose layout depends on the world size (model
 the trainer's state (epoch, history, every rank's RNG) is `trainer.pt` beside them, written by rank 0.
 DCP checkpoints are written atomically: into `<name>.tmp/`, then, once every rank has written, renamed over
 `<name>/` (the previous one is moved to `<name>.old/` for the instant of the swap, and is what a load falls back
-on if a crash hit that instant).
+on if a crash hit that instant). Every file DCP wrote is listed with its SHA-256 and size in `manifest.sha256`
+(each rank hashes a share of the files, rank 0 writes the list), and a load verifies them the same way, shared
+out over the ranks, before DCP reads a byte: a damaged shard is named on every rank, with what to do.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 
 DCP_DIR = "checkpoint_dcp"  # the fsdp2 checkpoint directory, relative to the run directory
 TRAINER_STATE_FILE = "trainer.pt"  # inside it: the state that is not sharded (epoch, history, RNG of every rank)
+MANIFEST_FILE = "manifest.sha256"  # inside it: "<sha256>  <bytes>  <file>" for each file DCP wrote
 
 
 def shard_model(model: nn.Module, blocks: list[nn.Module], device: torch.device, world_size: int,
@@ -70,6 +73,7 @@ def save_dcp(run_dir: Path, sharded: dict[str, Any], rest: dict[str, Any], rank:
         shutil.rmtree(tmp, ignore_errors=True)
     torch.distributed.barrier()
     dcp.save(sharded, checkpoint_id=str(tmp))  # ends with a collective: every rank's files are complete
+    _write_manifest(tmp, rank)
     if rank == 0:
         save_checkpoint(tmp / TRAINER_STATE_FILE, rest)
         if final.exists():
@@ -88,11 +92,67 @@ def dcp_path(run_dir: Path) -> Optional[Path]:
 
 def load_dcp(path: Path, template: dict[str, Any]) -> dict[str, Any]:
     """Load the checkpoint at `path` into `template` (shards of this world size; tensors in place, other values
-    replaced) and return it."""
+    replaced) and return it, once every file matches the manifest (every rank calls it)."""
     import torch.distributed.checkpoint as dcp
 
+    verify_dcp(path)
     dcp.load(template, checkpoint_id=str(path))
     return template
+
+
+def _dcp_files(directory: Path) -> list[str]:
+    """The files DCP wrote in `directory` (not trainer.pt, its digest, or the manifest), sorted: every rank lists
+    the same ones."""
+    ours = (MANIFEST_FILE, TRAINER_STATE_FILE)
+    return sorted(p.name for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith(ours))
+
+
+def _gathered(value: Any) -> list[Any]:
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, value)
+    return out
+
+
+def _write_manifest(directory: Path, rank: int) -> None:
+    """Every rank hashes its share of the DCP files (file i goes to rank i mod world); rank 0 writes the list."""
+    from benchmarks.integrity import sha256_of
+
+    world = torch.distributed.get_world_size()
+    mine = {name: sha256_of(directory / name) for name in _dcp_files(directory)[rank::world]}
+    digests = {name: entry for share in _gathered(mine) for name, entry in share.items()}
+    if rank == 0:
+        lines = "".join(f"{digest}  {size}  {name}\n" for name, (digest, size) in sorted(digests.items()))
+        tmp = directory / (MANIFEST_FILE + ".tmp")
+        tmp.write_text(lines)
+        tmp.replace(directory / MANIFEST_FILE)
+
+
+def verify_dcp(directory: Path) -> None:
+    """Raise CorruptFile on every rank unless each file of the DCP checkpoint `directory` matches its manifest
+    entry (each rank checks a share); a checkpoint written without a manifest passes."""
+    from benchmarks.checkpoint import RESTART
+    from benchmarks.integrity import CorruptFile, sha256_of
+
+    manifest = Path(directory) / MANIFEST_FILE
+    listed: dict[str, tuple[str, int]] = {}
+    if manifest.is_file():
+        for line in manifest.read_text().splitlines():
+            digest, size, name = line.split(maxsplit=2)
+            listed[name] = (digest, int(size))
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    problems = []
+    for name in sorted(listed)[rank::world]:
+        path = Path(directory) / name
+        actual = sha256_of(path) if path.is_file() else None
+        if actual is None:
+            problems.append(f"{name} is missing")
+        elif actual != listed[name]:
+            problems.append(f"{name} is {actual[1]} bytes with SHA-256 {actual[0][:16]}..., written as "
+                            f"{listed[name][1]} bytes with SHA-256 {listed[name][0][:16]}...")
+    problems = [p for share in _gathered(problems) for p in share]
+    if problems:
+        raise CorruptFile(f"the checkpoint {directory} is damaged ({'; '.join(problems)}, per {manifest}); "
+                          f"{RESTART.replace('delete it', 'delete that directory')}")
 
 
 def remove_dcp(run_dir: Path) -> None:

@@ -14,7 +14,8 @@ epoch/iter counters, and the message hub, stored as plain tensors and numbers so
 torch.load(weights_only=True)), the sema hook's averager under "sema", the recorder's history and sample/time
 counters under "sema_bench" and every RNG state under "sema_bench_rng". When result.json still says "running" (an
 interrupted run) and that file exists, mmengine's own resume (`Runner(resume=True, load_from=...)`) continues from
-it, bit for bit on CPU; a failed or finished run starts over (`resume_point`). The engine checks the config first
+it, bit for bit on CPU; so does a failed one (`resume_point`). The file is written with its SHA-256 beside it and
+verified before use, and carries the run's config, checked on resume. The engine checks the config first
 (ConfigMismatch) and skips completed runs. Like the engine's checkpoint.pt, the file stays after the run completes.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import time
 import traceback
 from pathlib import Path
@@ -170,11 +170,27 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
                 write_json_atomic(result_path, result)
 
         def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            from benchmarks.results import comparable_config
+
             checkpoint[RECORD_KEY] = {"history": result["history"], "samples": self.samples,
-                                      "train_time_s": self.train_time}
+                                      "train_time_s": self.train_time,
+                                      "config": comparable_config(result["config"])}  # checked when resumed
 
         def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-            state = checkpoint[RECORD_KEY]
+            from benchmarks.checkpoint import RESTART
+            from benchmarks.integrity import CorruptFile
+            from benchmarks.results import ConfigMismatch, comparable_config, config_differences
+
+            state = checkpoint.get(RECORD_KEY)
+            where = Path(result_path).parent / CHECKPOINT_FILE if result_path is not None else CHECKPOINT_FILE
+            if not isinstance(state, dict) or "history" not in state:
+                raise CorruptFile(f"{where} lacks the {RECORD_KEY!r} record: not a checkpoint of this runner; "
+                                  f"{RESTART}")
+            diffs = config_differences(state.get("config"), comparable_config(result["config"]))
+            if state.get("config") is not None and diffs:  # one config never resumes another's work
+                raise ConfigMismatch(f"{where} was written by a run with a different config:\n  "
+                                     + "\n  ".join(diffs[:20]) + "\nUse another directory (out_dir=... or "
+                                     "hydra.run.dir=...) or delete this one to start over.")
             result["history"] = list(state["history"])
             self.samples, self.train_time = state["samples"], state["train_time_s"]
             self.elapsed_before = result["history"][-1]["time_s"] if result["history"] else 0.0
@@ -207,11 +223,10 @@ def checkpoint_hook(path: Path):
             # mmengine's CheckpointHook (max_keep_ckpts=1) deletes the previous file *before* it writes the new one
             # in place, and only then rewrites `last_checkpoint`: a crash in between leaves nothing valid to
             # resume. Here the new file is complete (and on disk) before it replaces the previous one.
-            tmp = path.with_name(path.name + ".tmp")
-            runner.save_checkpoint(str(path.parent), tmp.name, save_optimizer=True, save_param_scheduler=False)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            from benchmarks.integrity import write_verified
+
+            write_verified(path, lambda tmp: runner.save_checkpoint(str(path.parent), Path(tmp).name,
+                                                                   save_optimizer=True, save_param_scheduler=False))
 
         def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
             checkpoint[RNG_KEY] = rng_state()  # mmengine's resume only re-seeds: epoch 2 would see other draws
@@ -261,16 +276,18 @@ def _mmengine_message_hub(hub: dict) -> dict:
 
 
 def resume_point(run_dir: Path) -> Optional[Path]:
-    """The checkpoint to resume from: that of an interrupted run (result.json still "running"), else None. A
-    checkpoint left by a failed or a finished run is deleted: such a run starts over (the engine's rule)."""
-    from benchmarks.results import read_result
+    """The checkpoint to resume from, or None. An interrupted or failed run (result.json "running" or "failed", or
+    gone) resumes from its last epoch-end checkpoint, as the engine's runs do (a failure after a good checkpoint
+    loses no finished epoch), once the file matches its digest; the config it carries is checked when it is loaded
+    (EpochRecorder.after_load_checkpoint). A completed run never gets here (the engine skips it)."""
+    from benchmarks.checkpoint import RESTART
+    from benchmarks.integrity import verify
 
     checkpoint = Path(run_dir) / CHECKPOINT_FILE
-    previous = read_result(run_dir)
-    if previous is not None and previous.get("status") == "running" and checkpoint.exists():
-        return checkpoint
-    checkpoint.unlink(missing_ok=True)
-    return None
+    if not checkpoint.exists():
+        return None
+    verify(checkpoint, RESTART)
+    return checkpoint
 
 
 def _same_weights(model: torch.nn.Module, average: torch.nn.Module) -> bool:
@@ -317,10 +334,11 @@ def execute(run_dir: Path, result: dict,
         model, average = train(resume_from)
         from safetensors.torch import save_model
 
-        (run_dir / "weights").mkdir(exist_ok=True)
-        save_model(model, str(run_dir / "weights" / "online.safetensors"))
-        if average is not None:
-            save_model(average, str(run_dir / "weights" / "average.safetensors"))
+        from benchmarks.integrity import write_verified
+
+        for name, module in [("online", model), ("average", average)]:  # atomic, with their digests (as the engine)
+            if module is not None:
+                write_verified(run_dir / "weights" / f"{name}.safetensors", lambda tmp: save_model(module, tmp))
         result["status"] = "completed"
     except Exception as err:
         result.update(status="failed", error="".join(traceback.format_exception(err)))

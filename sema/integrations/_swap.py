@@ -22,6 +22,11 @@ class EvalSwap:
     def __init__(self) -> None:
         self._context: Optional[AbstractContextManager] = None
 
+    @property
+    def active(self) -> bool:
+        """Whether the average is in the model now."""
+        return self._context is not None
+
     def enter(self, averager: Optional[WeightAverager]) -> None:
         """Put the average into the model, unless there is no averager or it is already in."""
         if averager is not None and self._context is None:

@@ -54,6 +54,17 @@ def test_sweep_records_a_diverged_run_as_failed_goes_on_then_exits_non_zero_nami
         assert diverged["status"] == "failed" and "NonFiniteLoss" in diverged["error"]
 
 
+def test_a_second_sweep_into_one_out_dir_keeps_the_first_sweeps_multirun_yaml(tmp_path):
+    sema_bench("-m", *FAST, f"out_dir={tmp_path}", "method=baseline")
+    first = (tmp_path / "multirun.yaml").read_text()
+    second = sema_bench("-m", *FAST, f"out_dir={tmp_path}", "method=baseline", "logger.progress=false")
+    assert "already completed" in second.stdout + second.stderr  # logger.* does not change the run
+    kept = list(tmp_path.glob("multirun.*.yaml"))
+    assert len(kept) == 1 and kept[0].read_text() == first
+    assert "logger.progress=false" in (tmp_path / "multirun.yaml").read_text()
+    assert "logger.progress=false" not in first
+
+
 def test_a_bad_name_exits_with_the_allowed_choices(tmp_path):
     # (every other kind of bad name is checked in process, in test_config.py)
     proc = sema_bench(*FAST, f"out_dir={tmp_path}", "method=sgdr", check=False)

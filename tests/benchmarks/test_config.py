@@ -132,6 +132,13 @@ def test_invalid_values_name_the_key_and_the_allowed_values(tmp_path, override, 
     assert str(err.value) == message
 
 
+def test_a_negative_epoch_count_of_a_method_is_named_in_epochs_not_steps(tmp_path):
+    cfg, _ = compose_run("smoke/classification", "swa", 0, str(tmp_path), ["method.start_epochs=-1"])
+    with pytest.raises(ValueError) as err:
+        validate(cfg)
+    assert str(err.value) == "method.start_epochs=-1.0 is not allowed; it must be a finite number of epochs >= 0"
+
+
 def test_slurm_launcher_config_composes_with_its_documented_keys(tmp_path):
     from hydra import compose, initialize_config_dir
 

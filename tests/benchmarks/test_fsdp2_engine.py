@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from benchmarks import engine
 from benchmarks.recipes import compose_run
 from run_helpers import InterruptAtStep
-from benchmarks.strategy import DCP_DIR, TRAINER_STATE_FILE
+from benchmarks.integrity import CorruptFile
+from benchmarks.strategy import DCP_DIR, MANIFEST_FILE, TRAINER_STATE_FILE
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -161,9 +162,21 @@ def test_an_epoch_end_checkpoint_of_two_ranks_resumes_at_one_with_the_saved_tens
     # DCP reshards into one process's tensors: exactly those saved (read back a second way, dcp_to_torch_save)
     dcp_to_torch_save(run_dir / DCP_DIR, tmp_path / "full.pt")
     full = torch.load(tmp_path / "full.pt", weights_only=False)
+    # Every file DCP wrote is in the manifest, with its digest; one flipped byte in rank 1's shard is named.
+    manifest = (run_dir / DCP_DIR / MANIFEST_FILE).read_text().splitlines()
+    listed = sorted(line.split()[2] for line in manifest)
+    assert listed == sorted([".metadata", "__0_0.distcp", "__1_0.distcp"])
+    damaged = tmp_path / "damaged" / run_dir.name
+    shutil.copytree(run_dir, damaged)
+    shard = damaged / DCP_DIR / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 1
+    shard.write_bytes(bytes(data))
     cfg, _ = compose_run("smoke/lm", "sema", 0, str(tmp_path / "cut"), FAST + long)
     _, _, _, own = engine._distributed(need_group=True)
     try:
+        with pytest.raises(CorruptFile, match=r"__1_0.distcp is \d+ bytes with SHA-256 .*delete that directory"):
+            engine.Trainer(cfg, damaged).load_checkpoint()
         trainer = engine.Trainer(cfg, run_dir)
         state = trainer.load_checkpoint()
         assert state is not None and trainer.epoch == saved_epoch and state["world_size"] == 2

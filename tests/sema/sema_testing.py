@@ -20,3 +20,15 @@ def train_steps(model, averager, steps, lr=0.1, seed=1, after_step=None):
         if after_step is not None:
             after_step(i)
     return opt
+
+
+def state_copy(module):
+    """A detached copy of `module.state_dict()` (parameters and buffers)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def assert_same_state(a, b):
+    """Two state dicts hold the same keys and bitwise equal tensors."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -147,27 +147,72 @@ def test_mmseg_run_killed_after_epoch_1_resumes_bit_for_bit(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
+@needs("mmseg")
+def test_mmseg_failure_at_the_final_save_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
+    """A full disk at the final weights save marks the run failed but keeps its epoch-2 checkpoint; the rerun
+    resumes from it (nothing is trained again) and ends with the straight run's weights, each with its digest. The
+    checkpoint carries the config: with result.json gone, another config is still refused."""
+    import errno
+
+    import safetensors.torch
+
+    from benchmarks import engine
+    from benchmarks.integrity import verify
+
+    monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
+    cfg, straight_dir = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "straight"), SEGMENTATION)
+    straight = engine.run(cfg, straight_dir)
+    run_dir = tmp_path / "full" / straight_dir.name
+    real_save = safetensors.torch.save_model
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        engine.run(cfg, run_dir)
+    monkeypatch.setattr(safetensors.torch, "save_model", real_save)
+    assert result_of(run_dir)["status"] == "failed" and saved_state(run_dir)["meta"]["epoch"] == 2
+    assert not any((run_dir / "weights").glob("*.safetensors"))
+
+    saved_result = (run_dir / "result.json").read_bytes()
+    (run_dir / "result.json").unlink()  # whatever happens to result.json, the checkpoint's config is checked
+    other, _ = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "other"), [*SEGMENTATION, "optim.lr=0.02"])
+    with pytest.raises(engine.ConfigMismatch, match="optim.lr"):
+        engine.run(other, run_dir)
+    (run_dir / "result.json").write_bytes(saved_result)
+
+    resumed = engine.run(cfg, run_dir)
+    assert resumed["status"] == "completed"
+    assert resumed["history"] == json.loads(saved_result)["history"]  # restored, not trained again
+    assert without_time(resumed["history"]) == without_time(straight["history"])
+    assert_same_weights(straight_dir, run_dir)
+    for name in ("online.safetensors", "average.safetensors"):
+        assert (run_dir / "weights" / f"{name}.sha256").exists()
+        verify(run_dir / "weights" / name, "unexpected")
+
+
+@pytest.mark.slow
 @needs("mmdet")
 def test_mmdet_run_killed_after_epoch_1_resumes_bit_for_bit(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
     check_killed_then_resumed(tmp_path, "detection", DETECTION, steps_per_epoch=4)
 
 
-def test_only_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+def test_an_interrupted_or_failed_run_resumes_from_its_verified_checkpoint(tmp_path):
+    from benchmarks.integrity import CorruptFile, write_verified
+
     checkpoint = tmp_path / common.CHECKPOINT_FILE
     assert common.resume_point(tmp_path) is None  # a new directory
-
-    def leave(status: str) -> None:
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_bytes(b"an epoch-end checkpoint")
+    write_verified(checkpoint, lambda tmp: Path(tmp).write_bytes(b"an epoch-end checkpoint"))
+    for status in ("running", "failed"):  # a failure after a good checkpoint loses no finished epoch (the engine's)
         (tmp_path / "result.json").write_text(json.dumps({"status": status}))
-
-    leave("running")
-    assert common.resume_point(tmp_path) == checkpoint
-    for status in ("failed", "completed"):  # these start over (the engine skips completed runs before this)
-        leave(status)
-        assert common.resume_point(tmp_path) is None and not checkpoint.exists()
-    (tmp_path / "result.json").write_text(json.dumps({"status": "running"}))
+        assert common.resume_point(tmp_path) == checkpoint
+    checkpoint.write_bytes(b"an epoch-end checkpoinT")  # one flipped bit: named, and kept for the user to look at
+    with pytest.raises(CorruptFile, match=f"{checkpoint} is damaged.*delete it to restart the run from epoch 0"):
+        common.resume_point(tmp_path)
+    assert checkpoint.exists()
+    checkpoint.unlink()
     assert common.resume_point(tmp_path) is None  # killed before its first checkpoint: starts over
 
 

@@ -20,3 +20,24 @@ def test_fresh_loader_leaves_the_training_loader_alone():
     assert [first] + [b[0].tolist() for b in batches] == expected  # training's epoch goes on unchanged
     assert [b[0].tolist() for b in fresh_loader(train)] == drawn  # a fixed seed: the same batches every time
     assert fresh_loader([1, 2]) == [1, 2]  # not a DataLoader: used as it is
+
+
+def test_eval_swap_holds_one_context_and_says_whether_it_is_in():
+    import sema
+    from sema.integrations._swap import EvalSwap
+
+    model = torch.nn.Linear(2, 1)
+    avg = sema.EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    own, average = model.weight.detach().clone(), avg.average.weight.detach().clone()
+    swap = EvalSwap()
+    assert not swap.active
+    swap.enter(avg)
+    swap.enter(avg)  # already in: a no-op
+    assert swap.active and torch.equal(model.weight, average)
+    swap.exit()
+    swap.exit()
+    assert not swap.active and torch.equal(model.weight, own)
+    swap.enter(None)  # no averager yet: nothing to swap
+    assert not swap.active
