@@ -851,8 +851,10 @@ def run_shared(members: Sequence[tuple[DictConfig, Path]], progress: Optional[Pr
                 log.error("%s: %s", run_dir, err)
                 previous = {**previous, "status": "failed", "error": str(err)}
             results[run_dir] = previous
-            if progress is not None and previous.get("status") == "completed":
-                progress.end({**previous, "status": "skipped"})
+            if previous.get("status") == "completed":
+                log.info("%s: already completed, skipped", run_dir)
+                if progress is not None:
+                    progress.end({**previous, "status": "skipped"})
         if primary is None:
             return [results[Path(d).absolute()] for _, d in members]
         try:

@@ -6,8 +6,10 @@ a run that was never interrupted, or refuse, naming why. Nothing finished may be
 
 Each case is one `sema-bench` command (a smoke recipe, a method, maybe riders on its trajectory, a checkpoint every
 few steps). Per case: the command once, uninterrupted, in a child process (its wall time is measured); then per
-trial: the command in a child process SIGKILLed after a delay drawn uniformly between 0.8 x the start-up time (until
-its first result.json appears) and that wall time (seeded), then
+trial: the command in a child process, SIGKILLed at a random point (seeded): one in five uniformly inside the start-up
+(from its spawn to its first result.json, as measured on the uninterrupted run), the others uniformly inside the
+training (from the child's own first result.json, for as long as the uninterrupted run took from there until every
+result.json said "completed"); then
 the same command again, to its end. A trial is
 
     identical  the rerun completed, and every run of the command (the method and each rider) has the
@@ -43,6 +45,7 @@ import torch
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1", "logger.progress=false"]
 KEYS = ("epoch", "step", "train_loss", "lr", "switched", "avg", "online")  # a history record minus its times
 RESUMED = re.compile(r"resuming after epoch (\d+) \(step (\d+)\)")
+STARTUP_SHARE = 0.2  # the share of kills drawn inside start-up (imports, data, model) rather than in training
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,14 @@ def _same(a: Path, b: Path) -> str:
     return ""
 
 
+def _all_completed(out_dir: Path) -> bool:
+    try:
+        return all(json.loads((d / "result.json").read_text()).get("status") == "completed"
+                   for d in _runs(out_dir).values())
+    except (OSError, ValueError):  # being replaced right now
+        return False
+
+
 def _landed(out_dir: Path) -> tuple[str, Optional[int]]:
     """Where a kill landed, read from what it left in out_dir; and the step of the checkpoint on disk."""
     from benchmarks.checkpoint import CHECKPOINT_FILE
@@ -182,26 +193,36 @@ def run_case(case: Case, trials: int, rng: random.Random, root: Path, log=print)
     start = time.perf_counter()
     child = subprocess.Popen(_cli(case.args(straight_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, env=_env())
-    first_file = None  # when the run's first result.json appeared: start-up (imports, data) is over
+    first_file = completed = None  # when its first result.json appeared (start-up over), when all said completed
     while child.poll() is None:
+        now = time.perf_counter() - start
         if first_file is None and next(straight_dir.glob("**/result.json"), None) is not None:
-            first_file = time.perf_counter() - start
-        time.sleep(0.01)
+            first_file = now
+        if first_file is not None and completed is None and _all_completed(straight_dir):
+            completed = now
+        time.sleep(0.005)
     wall = time.perf_counter() - start
     if child.returncode != 0:
         raise RuntimeError(f"the uninterrupted run of {case.name} failed:\n{child.stderr.read()[-3000:]}")
     child.stderr.close()
-    early = 0.8 * (first_file if first_file is not None else 0.0)  # a few kills still land in start-up
+    startup = first_file if first_file is not None else wall
+    training = (completed if completed is not None else wall) - startup  # up to its last result.json write
     reference = _runs(straight_dir)
     out = []
     for index in range(trials):
         out_dir = root / f"trial{index}"
-        trial = Trial(case.name, delay_s=round(rng.uniform(early, wall), 3))
+        in_startup = rng.random() < STARTUP_SHARE
+        wait = rng.uniform(0.0, startup if in_startup else training)
+        spawned = time.perf_counter()
         child = subprocess.Popen(_cli(case.args(out_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  env=_env())
-        time.sleep(trial.delay_s)
+        if not in_startup:  # the clock starts when this child's training starts (its first result.json)
+            while child.poll() is None and next(out_dir.glob("**/result.json"), None) is None:
+                time.sleep(0.002)
+        time.sleep(wait)
         child.send_signal(signal.SIGKILL)
         child.wait()
+        trial = Trial(case.name, delay_s=round(time.perf_counter() - spawned, 3))
         trial.landed, trial.checkpoint_step = _landed(out_dir)
         rerun = _complete(case.args(out_dir))
         said = rerun.stdout + rerun.stderr
@@ -220,8 +241,8 @@ def run_case(case: Case, trials: int, rng: random.Random, root: Path, log=print)
             diffs = [f"{name}: {d}" for name, path in reference.items()
                      if (d := (_same(path, runs[name]) if name in runs else "missing"))]
             trial.outcome, trial.detail = ("different", "; ".join(diffs)) if diffs else ("identical", "")
-        log(f"{case.name} trial {index}: kill at {trial.delay_s:.2f} s of {wall:.2f} s ({trial.landed}; checkpoint "
-            f"step {trial.checkpoint_step}, resumed from {trial.resumed_step}): {trial.outcome} {trial.detail}")
+        log(f"{case.name} trial {index}: kill at {trial.delay_s:.2f} s of {wall:.2f} s (training from {startup:.2f} "
+            f"to {startup + training:.2f} s; {trial.landed}; checkpoint step {trial.checkpoint_step}, resumed from {trial.resumed_step}): {trial.outcome} {trial.detail}")
         out.append(trial)
         shutil.rmtree(out_dir, ignore_errors=True)
     return out

@@ -36,9 +36,15 @@ dtypes falls back to one kernel per tensor on CUDA).
 Robustness. The model's parameters are held as the Parameter objects themselves, so `model.to(device)` (which
 replaces `param.data` in place) is seen at once; `lerp_` compares one tensor per group with the device/dtype it
 was planned for and rebuilds the plan when the model moved (the average follows when `follow_device=True`).
-`check()` (run by the methods at epoch ends, swaps, copies and checkpoints) compares identities, names and
-shapes; it rebuilds silently when only identities changed and raises a ValueError listing the parameters that
-were added, removed or reshaped otherwise.
+`check()` (run by the methods at epoch ends, swaps, copies, reads of the average and checkpoints) compares
+identities, names and shapes; it rebuilds silently when only identities changed and raises a ValueError listing the
+parameters that were added, removed or reshaped otherwise (a reshaped one with its bound and its new shape: an
+average cannot follow a reshaped model, so the message says to build a new averager). A kernel of the hot path that
+fails (a tensor reshaped in place, `param.data = ...`, between two checks) runs the same check, so the error names
+the parameter rather than a tensor size.
+
+Loading. `load_average_state` (and `GroupedState.load`) refuse, before writing anything, a state whose names or
+shapes differ and one whose averaged tensors hold NaN or inf (a diverged average), naming each tensor.
 """
 
 from __future__ import annotations
@@ -253,11 +259,13 @@ class TensorPlan:
             entries = self._entries()
         likes = {n: a for _, n, _, a in entries} if self.sharded else {}
         entries = [(k, n, sharding.local(m), sharding.local(a)) for k, n, m, a in entries]  # shards from here on
-        reshaped = [n for _, n, m, a in entries if m.shape != a.shape]
+        reshaped = [f"{n}: bound {tuple(a.shape)}, now {tuple(m.shape)}"
+                    for _, n, m, a in entries if m.shape != a.shape]
         if reshaped:
             raise ValueError(
-                f"the model's tensors changed shape since the average was bound: {reshaped}. "
-                "Bind a new averager to the changed model."
+                f"the model's tensors changed shape since the average was bound: {'; '.join(reshaped)}. An averager "
+                "cannot follow a reshaped model: build a new one on the changed model (bind once, after the model "
+                "is in its final shape)."
             )
         groups: dict[tuple, TensorGroup] = {}
         for kind, name, m, a in entries:
@@ -273,6 +281,7 @@ class TensorPlan:
         for g in self.groups:
             g.chunks = _chunk(g.model, self._limit(g.average_device)) if g.staged else [slice(0, len(g.model))]
         self.names = [n for g in self.groups for n in g.names]
+        self.lerp_names = frozenset(n for g in self.groups if g.kind == "lerp" for n in g.names)  # averaged tensors
         self._sentinels = [(g.model[0], g.model_device, g.model_dtype) for g in self.groups]
         # One registered tensor per group, by its owner: catches the model's tensors being replaced (fully_shard
         # after binding, or FSDP2 re-padding a shard) at the next update, not only at the next check().
@@ -340,6 +349,8 @@ class TensorPlan:
     def _fingerprint(self) -> tuple:
         return (
             tuple(id(p) for p in self.module.parameters()),
+            tuple(p.shape for p in self.module.parameters()),  # `p.data = ...` reshapes keep the identity
+            tuple(b.shape for b in self.module.buffers()) if self.buffers != "ignore" else (),
             tuple(id(sharding.local(p)) for p in self.module.parameters()) if self.sharded else (),
             tuple(id(b) for b in self.module.buffers()) if self.buffers != "ignore" else (),
             tuple(id(t) for t in self.average.parameters()),
@@ -430,15 +441,28 @@ class TensorPlan:
                         views = self._scratch_views(g.model[sl], (gi, ci), g.average_device, g.average_dtype)
                         torch._foreach_copy_(views, g.model[sl])
                         torch._foreach_lerp_(dst[sl] if len(g.chunks) > 1 else dst, views, weight)
+        except RuntimeError:
+            self.explain_failure()
+            raise
         finally:
             torch._C._set_grad_enabled(grad_was_enabled)
+
+    def explain_failure(self) -> None:
+        """Called when a kernel over the plan's tensors raised: if the model changed since binding (a tensor
+        reshaped in place, added or removed), raise the ValueError of `check()` that names it instead of the
+        kernel's size error; otherwise return (the caller re-raises the original error)."""
+        self.check()
 
     # ------------------------------------------------------------------ copies
     def copy_from_model(self, targets: list[list[Tensor]] | None = None) -> None:
         """targets (default: the average) <- the model's tensors, cast as needed."""
-        with torch.no_grad():
-            for gi, g in enumerate(self.groups):
-                torch._foreach_copy_(g.average if targets is None else targets[gi], g.model)
+        try:
+            with torch.no_grad():
+                for gi, g in enumerate(self.groups):
+                    torch._foreach_copy_(g.average if targets is None else targets[gi], g.model)
+        except RuntimeError:
+            self.explain_failure()
+            raise
 
     def copy_into_model(self, source: list[list[Tensor]] | None = None, blend: float = 1.0) -> None:
         """model <- model + blend * (source - model) for "lerp" groups (blend=1: an exact copy, cast to the model
@@ -487,7 +511,7 @@ class TensorPlan:
             raise RuntimeError("swapped() is already active; it cannot be nested")
         self.check()
         with _resharded(self._fsdp):  # FSDP2 gathers the swapped-in shards at the next forward, not stale copies
-            backups = self._swap_in()
+            backups = self._swap_in()  # (check() above caught reshaped tensors: nothing is half swapped)
         self.is_swapped = True
         try:
             yield self.model
@@ -530,6 +554,7 @@ class TensorPlan:
         policy evaluates the average with the model's own BN statistics)."""
         if self.is_swapped:
             raise RuntimeError("the average is not available inside swapped(): the bound model holds it there")
+        self.check()
         if self.buffers == "ignore":
             with torch.no_grad():
                 mine = dict(self.average.named_buffers())
@@ -572,11 +597,12 @@ class TensorPlan:
         missing, unexpected or reshaped name."""
         if self.is_swapped:
             raise RuntimeError("cannot load the average inside swapped()")
-        state = {canonical_name(k): v for k, v in state.items()}
+        state = tensor_section(state, "the saved average")
         mine = self.average.state_dict()
         problems = _mismatches(mine, state, "missing from the saved state:", "unexpected in the saved state:")
         if problems:
             raise ValueError(f"the saved average does not match the bound model: {problems}")
+        check_finite(state, self.lerp_names, "the saved average")
         with torch.no_grad():
             for k, t in mine.items():
                 sharding.assign(t, state[k])  # a sharded average takes saved shards or full tensors
@@ -585,6 +611,36 @@ class TensorPlan:
     def average_bytes(self) -> int:
         """Bytes held by the averaged tensors (the memory cost of the average)."""
         return sum(a.numel() * a.element_size() for g in self.groups for a in g.average)
+
+
+def tensor_section(state: object, what: str) -> dict[str, Tensor]:
+    """A saved {name: tensor} section with canonical names; ValueError (naming `what`) unless it is a dict of
+    tensors."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} must be a dict of tensors by name (from state_dict()), got {type(state).__name__}")
+    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"{what} holds non-tensor values under {bad}: expected a tensor for every name")
+    return {canonical_name(k): v for k, v in state.items()}
+
+
+def check_finite(state: dict[str, Tensor], names: frozenset[str] | set[str], what: str) -> None:
+    """ValueError naming every tensor of `state` among `names` (the averaged ones) that holds NaN or inf: a
+    diverged average is refused rather than loaded. Copied tensors (integer buffers, `buffers="copy"`) are the
+    model's own values and are not checked. A sharded tensor is checked on this rank's shard."""
+    bad = []
+    for name in sorted(names & state.keys()):
+        t = sharding.local(state[name])
+        if t.is_floating_point() or t.is_complex():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                nan = int(torch.isnan(t).sum())
+                bad.append(f"{name} ({nan} NaN, {int((~finite).sum()) - nan} inf of {t.numel()} values)")
+    if bad:
+        raise ValueError(
+            f"{what} holds non-finite values in {', '.join(bad)}: refusing to load a diverged average; load an "
+            "earlier checkpoint (the averaged tensors must be finite)"
+        )
 
 
 @contextmanager

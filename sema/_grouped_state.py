@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from sema import sharding
-from sema._binding import TensorPlan, canonical_name
+from sema._binding import TensorPlan, check_finite, tensor_section
 
 
 def sync_plan(plan: TensorPlan) -> None:
@@ -66,11 +66,11 @@ class GroupedState:
         return {n: sharding.as_global(t.detach(), likes[n]) if n in likes else t.detach()
                 for n, t in self.by_name().items()}
 
-    def load(self, state: dict[str, Tensor], what: str) -> None:
-        """Copy a `state()` back in. ValueError listing every missing, unexpected or reshaped name."""
-        if not isinstance(state, dict):
-            raise ValueError(f"{what}: expected a dict of tensors by name, got {type(state).__name__}")
-        state = {canonical_name(k): v for k, v in state.items()}
+    def validate(self, state: dict[str, Tensor], what: str) -> dict[str, Tensor]:
+        """A `state()` checked against the bound model, by canonical name, ready for `assign`: ValueError listing
+        every missing, unexpected or reshaped name, and naming every averaged tensor holding NaN or inf. Validate
+        every section of a checkpoint before assigning any, so that a refused state changes nothing."""
+        state = tensor_section(state, what)
         mine = self.state()  # shapes as saved: global shapes for a sharded model
         missing = [k for k in mine if k not in state]
         unexpected = [k for k in state if k not in mine]
@@ -81,6 +81,15 @@ class GroupedState:
                 f"{what} does not match the bound model: missing {missing or 'none'}, unexpected "
                 f"{unexpected or 'none'}, reshaped {reshaped or 'none'}"
             )
+        check_finite(state, self.plan.lerp_names, what)
+        return state
+
+    def assign(self, state: dict[str, Tensor]) -> None:
+        """Copy a `validate()`d state in."""
         with torch.no_grad():
-            for k, t in mine.items():
+            for k, t in self.state().items():
                 sharding.assign(t, state[k])  # into the local tensor (t aliases it); full tensors sliced
+
+    def load(self, state: dict[str, Tensor], what: str) -> None:
+        """Copy a `state()` back in (`validate`, then `assign`)."""
+        self.assign(self.validate(state, what))

@@ -3,13 +3,16 @@
     avg <- decay_t * avg + (1 - decay_t) * weights        after every update_every-th update() call
 
 `decay_t` is `decay` after the optional warm-up (`sema.schedules`, exact formulas there). The average starts as
-a copy of the model at binding time. It lives in a module of the model's architecture (`.average`), in float32
-unless `average_dtype` says otherwise (a bf16 model's small updates would otherwise be rounded away), on the
+a copy of the model at binding time; with `first_update_copies=True` (preset "keras") the first averaging update
+uses decay 0 instead, `avg <- weights`, so the average is the weights after that step whatever they were at
+binding (Keras' `use_ema`, timm's ModelEmaV3). It lives in a module of the model's architecture (`.average`), in
+float32 unless `average_dtype` says otherwise (a bf16 model's small updates would otherwise be rounded away), on the
 model's device unless `device` says otherwise.
 """
 
 from __future__ import annotations
 
+import numbers
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
@@ -27,9 +30,12 @@ FORMAT_VERSION = 1  # bump when state_dict's layout changes; load_state_dict nam
 BUFFER_POLICIES = ("average", "copy", "ignore")
 
 
-def check_state(state: dict[str, Any], method: str, config: dict[str, Any], strict: bool = True) -> None:
-    """ValueError unless `state` is a sema state_dict of this format version and this method, saved (when `strict`)
-    with the same configuration `config`; every method's load_state_dict starts with this."""
+def check_state(
+    state: dict[str, Any], method: str, config: dict[str, Any], strict: bool = True, keys: tuple[str, ...] = ()
+) -> None:
+    """ValueError unless `state` is a sema state_dict of this format version and this method, holding every entry
+    in `keys` (the method's counters and tensor sections) and saved (when `strict`) with the same configuration
+    `config`; every method's load_state_dict starts with this."""
     if not isinstance(state, dict) or state.get("format") != "sema":
         raise ValueError("not a sema state_dict: expected a dict with format='sema' (from .state_dict())")
     if state.get("version") != FORMAT_VERSION:
@@ -39,14 +45,43 @@ def check_state(state: dict[str, Any], method: str, config: dict[str, Any], stri
         )
     if state.get("method") != method:
         raise ValueError(f"state_dict was saved by method {state.get('method')!r}; this object is {method!r}")
-    diffs = config_mismatches(state.get("config", {}), config) if strict else ""
+    valid = ("format", "version", "method", "config", *keys)
+    missing = [k for k in valid if k not in state]
+    if missing:
+        raise ValueError(
+            f"{method} state_dict is missing {missing}: a valid one (from {method}.state_dict()) has the keys "
+            f"{list(valid)}"
+        )
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"state_dict['config'] must be a dict of settings, got {type(state['config']).__name__}")
+    diffs = config_mismatches(state["config"], config) if strict else ""
     if diffs:
         raise ValueError(f"state_dict was saved with a different configuration: {diffs} (strict=False loads anyway)")
+
+
+def read_counters(state: dict[str, Any], *names: str) -> tuple[int, ...]:
+    """The integer counters `names` of a state_dict (already checked present by check_state); ValueError naming the
+    first one that is not an integer >= 0. Read them before loading any tensor, so a bad state changes nothing."""
+    out = []
+    for name in names:
+        value = state[name]
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = value.item()  # a counter that went through a tensor-only checkpoint format
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"state_dict[{name!r}]={value!r} is not a counter: expected an integer >= 0")
+        out.append(int(value))
+    return tuple(out)
+
+
+# Configuration entries added after format version 1 was first written, with the value that reproduces what a
+# state_dict saved without them did: such a state_dict still loads with strict=True.
+ADDED_CONFIG = {"first_update_copies": False, "t_origin": "burnin", "preset": "sema"}
 
 
 def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> str:
     if saved.get("warmup_steps") == 0 and "warmup" in saved:  # written before config() said "none" for no warm-up
         saved = {**saved, "warmup": "none"}
+    saved = {**{k: v for k, v in ADDED_CONFIG.items() if k in current}, **saved}
     diffs = [f"{k}: saved {saved.get(k)!r}, current {current.get(k)!r}" for k in sorted(set(saved) | set(current))
              if saved.get(k) != current.get(k)]
     return "; ".join(diffs)
@@ -68,7 +103,7 @@ class EMASettings:
     warmup_gamma: Optional[float] = None  # power warm-up: inverse gamma; None = reach the decay at the warm-up end
     update_every: int = 1  # fold the weights in on every k-th optimizer step
     buffers: Optional[str] = None  # average | copy | ignore (BatchNorm statistics); None = the preset's
-    preset: str = "paper"  # paper | openmixup | mmdet: the official variants' defaults (sema.presets)
+    preset: str = "paper"  # paper | openmixup | mmdet | keras: the official variants' defaults (sema.presets)
 
     def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
         return {"decay": self.decay, "warmup": self.warmup,
@@ -92,8 +127,11 @@ class EMA:
         warmup_power, warmup_gamma: "power" schedule exponent and inverse gamma (None: reach `decay` at T).
         buffers: "average" (floating buffers averaged, integer ones copied), "copy" (copied from the model at each
             update), "ignore" (not tracked; the average is evaluated with the model's buffers). None: the preset's.
-        preset: "paper" (default), "openmixup", "mmdet": the official variants, see `sema.presets`.
+        preset: "paper" (default), "openmixup", "mmdet", "keras": the official variants and Keras 3's optimizer
+            EMA, see `sema.presets`.
         momentum: preset="mmdet" only: mmdet's weight on the new weights; decay = 1 - momentum.
+        first_update_copies: True: the first averaging update is `avg <- weights` (decay 0 once; Keras, timm).
+            None: the preset's (True for "keras" only).
         average_dtype: dtype of the floating averaged tensors; None = float32 (float64 stays float64).
         device: where the average lives; None = next to each model tensor (and follows `model.to(...)`).
 
@@ -117,11 +155,14 @@ class EMA:
         buffers: str | None = None,
         preset: str = "paper",
         momentum: float | None = None,
+        first_update_copies: bool | None = None,
         average_dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        decay, buffers, warmup = resolve_preset(preset, decay, buffers, warmup, momentum)
+        resolved = resolve_preset(preset, decay, buffers, warmup, momentum, first_update_copies)
+        decay, buffers, warmup = resolved.decay, resolved.buffers, resolved.warmup
         check_choice("buffers", buffers, BUFFER_POLICIES)
+        self.first_update_copies = resolved.first_update_copies
         self.update_every = check_positive_int("update_every", update_every)
         self.schedule = DecaySchedule(decay, warmup, warmup_steps, warmup_ratio, warmup_power, warmup_gamma)
         self.preset = preset
@@ -169,6 +210,7 @@ class EMA:
             "decay": s.decay, "update_every": self.update_every, "warmup": s.warmup if s.warmup_steps else "none",
             "warmup_steps": s.warmup_steps, "warmup_ratio": s.warmup_ratio, "warmup_power": s.warmup_power,
             "warmup_gamma": s.warmup_gamma, "buffers": self.buffers, "preset": self.preset,
+            "first_update_copies": self.first_update_copies,
             "average_dtype": None if self.average_dtype is None else str(self.average_dtype),
         }
 
@@ -185,7 +227,9 @@ class EMA:
             self._plan.check()  # the model may have changed between binding and training
         if step % self.update_every:
             return
-        if step > self._warm_until:  # past the warm-up: the decay is a constant
+        if self._updates == 0 and self.first_update_copies:  # avg <- weights, exactly (lerp with weight 1)
+            self._plan.lerp_(1.0)
+        elif step > self._warm_until:  # past the warm-up: the decay is a constant
             self._plan.lerp_(self._steady_weight)
         else:
             self._plan.lerp_(1.0 - self.schedule(step - 1))
@@ -210,8 +254,8 @@ class EMA:
     def _counters(self) -> dict[str, int]:
         return {"step": self._step, "epoch": self._epoch, "updates": self._updates}
 
-    def _load_counters(self, state: dict[str, Any]) -> None:
-        self._step, self._epoch, self._updates = int(state["step"]), int(state["epoch"]), int(state["updates"])
+    def _load_counters(self, counters: dict[str, int]) -> None:
+        self._step, self._epoch, self._updates = counters["step"], counters["epoch"], counters["updates"]
 
     def state_dict(self) -> dict[str, Any]:
         """{"format": "sema", "version", "method", "config", counters..., "average": {name: tensor}}. Plain
@@ -229,12 +273,15 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Restore a state_dict(): the average and the counters, so training continues bit for bit. Raises
-        ValueError naming every mismatch: format/version/method, tensor names and shapes, and (strict=True) any
-        configuration difference."""
-        check_state(state, type(self).__name__, self.config(), strict)
+        ValueError naming every mismatch: format/version/method, missing entries, tensor names and shapes,
+        non-finite averaged values, and (strict=True) any configuration difference. A refused state changes
+        nothing."""
+        names = tuple(self._counters())
+        check_state(state, type(self).__name__, self.config(), strict, keys=(*names, "average"))
+        counters = dict(zip(names, read_counters(state, *names)))
         self._plan.check()
         self._plan.load_average_state(state["average"])
-        self._load_counters(state)
+        self._load_counters(counters)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, step={self._step})"

@@ -34,7 +34,7 @@ from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema._grouped_state import GroupedState, sync_plan
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state, read_counters
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
 
 SNAPSHOT_UNITS = ("epoch", "step")
@@ -121,10 +121,11 @@ class LAWA:
         self.snapshots += 1
         self._stale = True
 
-    def _chronological(self) -> list[GroupedState]:
-        """The slots holding the latest min(k, j) snapshots, oldest first."""
-        n = min(self.k, self.snapshots)
-        return [self._slots[(self.snapshots - n + i) % self.k] for i in range(n)]
+    def _chronological(self, snapshots: int | None = None) -> list[GroupedState]:
+        """The slots holding the latest min(k, j) snapshots, oldest first (j = `snapshots`, default: taken so far)."""
+        j = self.snapshots if snapshots is None else snapshots
+        n = min(self.k, j)
+        return [self._slots[(j - n + i) % self.k] for i in range(n)]
 
     def _refresh(self) -> None:
         """Write the current mean into the average module (only when it changed since the last read)."""
@@ -187,16 +188,23 @@ class LAWA:
                 "queue": [s.state() for s in self._chronological()]}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state(state, "LAWA", self.config(), strict)
-        snapshots, queue = int(state["snapshots"]), state["queue"]
+        check_state(state, "LAWA", self.config(), strict, keys=("step", "epoch", "snapshots", "queue"))
+        step, epoch, snapshots = read_counters(state, "step", "epoch", "snapshots")
+        queue = state["queue"]
+        if not isinstance(queue, (list, tuple)):
+            raise ValueError(
+                f"state_dict['queue'] must be a list of snapshots (oldest first), got {type(queue).__name__}"
+            )
         if len(queue) != min(snapshots, self.k):
             raise ValueError(f"state_dict holds {len(queue)} snapshots but says {snapshots} were taken with k={self.k}; "
                              f"expected {min(snapshots, self.k)}")
         self._plan.check()
-        self.snapshots = snapshots
-        for slot, saved in zip(self._chronological(), queue):
-            slot.load(saved, "LAWA snapshot")
-        self._step, self._epoch = int(state["step"]), int(state["epoch"])
+        slots = self._chronological(snapshots)
+        checked = [slot.validate(saved, f"LAWA snapshot {i} (of {len(slots)}, oldest first)")
+                   for i, (slot, saved) in enumerate(zip(slots, queue))]
+        for slot, saved in zip(slots, checked):
+            slot.assign(saved)
+        self.snapshots, self._step, self._epoch = snapshots, step, epoch
         self._stale = True
 
     def __repr__(self) -> str:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state, read_counters
 from sema.schedules import check_choice, check_positive_int
 
 
@@ -150,10 +150,11 @@ class Lookahead:
                 "step": self._step, "epoch": self._epoch, "syncs": self.syncs, "average": self._plan.average_state()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state(state, "Lookahead", self.config(), strict)
+        check_state(state, "Lookahead", self.config(), strict, keys=("step", "epoch", "syncs", "average"))
+        counters = read_counters(state, "step", "epoch", "syncs")
         self._plan.check()
         self._plan.load_average_state(state["average"])
-        self._step, self._epoch, self.syncs = int(state["step"]), int(state["epoch"]), int(state["syncs"])
+        self._step, self._epoch, self.syncs = counters
 
     def __repr__(self) -> str:
         return f"Lookahead(k={self.k}, alpha={self.alpha}, step={self._step}, syncs={self.syncs})"

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state, read_counters
 from sema.schedules import check_choice, check_positive_int
 
 SIGMA_REL_MAX = 1 / math.sqrt(12)  # sigma_rel at gamma = 0 (the uniform mean); larger widths need gamma < 0
@@ -184,10 +184,11 @@ class PowerEMA:
                 "average": self._plan.average_state()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state(state, "PowerEMA", self.config(), strict)
+        check_state(state, "PowerEMA", self.config(), strict, keys=("step", "epoch", "updates", "average"))
+        counters = read_counters(state, "step", "epoch", "updates")
         self._plan.check()
         self._plan.load_average_state(state["average"])
-        self._step, self._epoch, self._updates = int(state["step"]), int(state["epoch"]), int(state["updates"])
+        self._step, self._epoch, self._updates = counters
 
     def __repr__(self) -> str:
         return f"PowerEMA(gamma={self.gamma:.4g}, sigma_rel={self.sigma_rel:.4g}, step={self._step})"

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
-from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state
+from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state, read_counters
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
 from sema.settings import epochs_to_steps
 
@@ -174,7 +174,8 @@ class SWA:
                 "average": self._plan.average_state()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        check_state(state, "SWA", self.config(), strict)
+        check_state(state, "SWA", self.config(), strict, keys=("step", "epoch", "n_averaged", "average"))
+        counters = read_counters(state, "step", "epoch", "n_averaged")
         self._plan.check()
         self._plan.load_average_state(state["average"])
-        self._step, self._epoch, self.n_averaged = int(state["step"]), int(state["epoch"]), int(state["n_averaged"])
+        self._step, self._epoch, self.n_averaged = counters

@@ -10,7 +10,9 @@ Cadence (`switch_unit="epoch"`): `epoch_end()` after the n-th epoch (n = 1, 2, .
     n > switch_start  and  (n - switch_start) % switch_every == 0  and  (switch_end is None or n <= switch_end)
 
 With `switch_unit="step"` the same rule is applied to n = the number of `update()` calls, right after the EMA
-update of that call. Example: switch_every=2, switch_start=2 switches after epochs 4, 6, 8, ... After a switch
+update of that call. `switch_unit` defaults to the preset's: "epoch", except "step" under preset="keras", where
+`switch_every=f` is Keras' `ema_overwrite_frequency=f` (overwrite after optimizer steps f, 2f, ...; see
+`sema.presets`). Example: switch_every=2, switch_start=2 switches after epochs 4, 6, 8, ... After a switch
 with `switch_blend=1` the model equals the average exactly (cast to the model's dtype); `switch_blend=b < 1` moves
 the model only part of the way: `model <- model + b * (average - model)`. Buffers follow the averager's `buffers`
 policy ("ignore": the model keeps its own).
@@ -24,6 +26,7 @@ from typing import Any, ClassVar, Optional
 from torch import nn
 
 from sema.ema import EMA, EMASettings
+from sema.presets import check_preset
 from sema.schedules import check_choice, check_nonnegative_int, check_open_unit, check_positive_int
 from sema.settings import epochs_to_steps, recipe_field, whole_epochs
 
@@ -71,7 +74,8 @@ class SEMASettings(EMASettings):
 
     kwargs: EMA's, plus switch_every, switch_unit, switch_blend as they are, and switch_start / switch_end given in
     epochs: with switch_unit="epoch" passed as whole epochs, with switch_unit="step" converted,
-    switch_start_steps = round(switch_start * steps_per_epoch) (likewise switch_end).
+    switch_start_steps = round(switch_start * steps_per_epoch) (likewise switch_end). `switch_unit` is always passed
+    (default "epoch"): with preset="keras" set switch_unit="step" too, so that switch_every counts optimizer steps.
     """
 
     switch_start: Optional[float] = recipe_field("switch_start")  # no switch before the end of this epoch
@@ -98,7 +102,8 @@ class SEMA(EMA):
         switch_every: switch on every k-th epoch (or step) after `switch_start`; integer >= 1. Default 1.
         switch_start: no switch at or before this epoch (or step); integer >= 0. Default 0 (the paper's configs
             use 5, the length of their decay warm-up).
-        switch_unit: "epoch" (counted by `epoch_end()`) or "step" (counted by `update()`). Default "epoch".
+        switch_unit: "epoch" (counted by `epoch_end()`) or "step" (counted by `update()`). None (default): the
+            preset's, "epoch" ("step" for preset="keras").
         switch_end: no switch after this epoch (or step); None (default) never stops.
         switch_blend: in (0, 1]; 1 (default) copies the average into the model, b < 1 moves the model a fraction
             b of the way (`model <- model + b * (average - model)`).
@@ -118,11 +123,13 @@ class SEMA(EMA):
         *,
         switch_every: int = 1,
         switch_start: int = 0,
-        switch_unit: str = "epoch",
+        switch_unit: str | None = None,
         switch_end: int | None = None,
         switch_blend: float = 1.0,
         **ema_kwargs,
     ) -> None:
+        if switch_unit is None:
+            switch_unit = check_preset(ema_kwargs.get("preset", "paper")).switch_unit
         self.cadence = SwitchCadence(switch_every, switch_start, switch_unit, switch_end)
         self.switch_blend = check_open_unit("switch_blend", switch_blend, closed_right=True)
         self.switches = 0  # number of switches done
@@ -161,7 +168,7 @@ class SEMA(EMA):
     def _counters(self) -> dict:
         return {**super()._counters(), "switches": self.switches}
 
-    def _load_counters(self, state: dict) -> None:
-        super()._load_counters(state)
-        self.switches = int(state["switches"])
+    def _load_counters(self, counters: dict) -> None:
+        super()._load_counters(counters)
+        self.switches = counters["switches"]
         self._switches_reported = self.switches  # checkpoints come at epoch ends (or report at the next one)

@@ -22,6 +22,13 @@ What is checked, on a small real model with BatchNorm (parameters, floating and 
 * no host-device synchronisation in `update()`: on CUDA under `torch.cuda.set_sync_debug_mode("error")`; on the
   CPU no call of a tensor-to-Python conversion (`.item()`, `.tolist()`, `bool(t)`, `float(t)`, `.cpu()`,
   `.numpy()`, `nonzero()`, ...) is seen by a TorchFunctionMode while `update()` runs;
+* refused checkpoints: a state_dict missing any one of its entries raises a ValueError naming it and listing a
+  valid state's keys; NaN or inf in an averaged tensor of any tensor section raises a ValueError naming the tensor;
+  a refused state changes nothing (the object still saves what it saved before);
+* a model changed after binding (a parameter reshaped in place, `p.data = ...`, or replaced by a Parameter of
+  another shape): `update()` (followed by `epoch_end()`), `epoch_end()`, `copy_to()`, `swapped()`, `average` and
+  `state_dict()` raise a ValueError naming the parameter, its bound and its new shape, and saying to build a new
+  averager, never a bare tensor-size error;
 * bad arguments: each raises ValueError.
 """
 
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 from typing import Any, Callable
 
 import torch
@@ -260,6 +268,107 @@ def check_declared_passivity(make: Factory) -> None:
         assert wrote or not same, f"{type(avg).__name__} declares writes_model=True but never changed the model"
 
 
+def _tensor_sections(state: Any, path: tuple = ()) -> list[tuple[tuple, dict[str, torch.Tensor]]]:
+    """(path, {name: tensor}) for every tensor section of a state_dict ("average", BEMA's "ema", each LAWA
+    snapshot in "queue", ...)."""
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return [(path, state)]
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else ()
+    return [found for key, value in items for found in _tensor_sections(value, (*path, key))]
+
+
+def _with(state: Any, path: tuple, name: str, value: torch.Tensor) -> Any:
+    """A copy of `state` (tensors shared) whose section at `path` has `name` replaced by `value`."""
+    if not path:
+        return {**state, name: value}
+    head, rest = path[0], path[1:]
+    if isinstance(state, list):
+        return [_with(v, rest, name, value) if i == head else v for i, v in enumerate(state)]
+    return {**state, head: _with(state[head], rest, name, value)}
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same_state, a, b))
+    return a == b
+
+
+def check_refused_states(make: Factory) -> None:
+    """load_state_dict names what is wrong with a bad state (missing entries, non-finite averaged tensors) and
+    leaves the object as it was."""
+    pytest = _pytest()
+    torch.manual_seed(0)
+    model = BNNet()
+    avg = make(model)
+    _train(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), avg, 0, 7)
+    saved = _save_load(avg.state_dict())
+    target = make(BNNet())
+    before = _save_load(target.state_dict())
+    entries = [k for k in saved if k not in ("format", "version", "method")]
+    for key in entries:
+        with pytest.raises(ValueError, match=re.escape(f"missing [{key!r}]")) as err:
+            target.load_state_dict({k: v for k, v in saved.items() if k != key})
+        assert all(repr(k) in str(err.value) for k in saved), f"the message does not list a valid state: {err.value}"
+    sections = _tensor_sections(saved)
+    assert sections, "a state_dict holds its tensors in {name: tensor} sections"
+    for path, section in sections:
+        for value in (float("nan"), float("inf")):
+            bad_tensor = section["fc1.weight"].clone()
+            bad_tensor.view(-1)[1] = value
+            with pytest.raises(ValueError, match=r"non-finite values in fc1\.weight"):
+                target.load_state_dict(_with(saved, path, "fc1.weight", bad_tensor))
+    assert _same_state(_save_load(target.state_dict()), before), "a refused state_dict changed the object"
+    target.load_state_dict(saved)
+    assert _same_state(_save_load(target.state_dict()), saved), "the valid state_dict did not load"
+
+
+RESHAPE_OPS = ("update", "epoch_end", "copy_to", "swapped", "average", "state_dict")
+
+
+def _run_op(avg: Any, op: str) -> None:
+    if op == "update":  # a replaced tensor other than a group's first is seen at the next check (epoch_end)
+        for _ in range(4):
+            avg.update()
+        avg.epoch_end()
+    elif op == "epoch_end":
+        avg.epoch_end()
+    elif op == "copy_to":
+        avg.copy_to()
+    elif op == "swapped":
+        with avg.swapped():
+            pass
+    elif op == "average":
+        avg.average  # noqa: B018  (reading it is the operation)
+    else:
+        avg.state_dict()
+
+
+def check_reshaped_model(make: Factory) -> None:
+    """A parameter reshaped (in place or by a new Parameter) after binding: every call names it, with the bound and
+    the new shape, and says to build a new averager."""
+    pytest = _pytest()
+    for module, leaf in (("fc1", "weight"), ("fc2", "bias")):  # a group's first tensor, and its last
+        for how in ("data", "parameter"):
+            for op in RESHAPE_OPS:
+                model = BNNet()
+                avg = make(model)
+                _train(model, torch.optim.SGD(model.parameters(), lr=0.1), avg, 0, 2)
+                owner = getattr(model, module)
+                bound = tuple(getattr(owner, leaf).shape)
+                shape = (bound[0] + 1, *bound[1:])
+                if how == "data":
+                    getattr(owner, leaf).data = torch.zeros(shape)
+                else:
+                    setattr(owner, leaf, nn.Parameter(torch.zeros(shape)))
+                expected = f"{module}.{leaf}: bound {bound}, now {shape}"
+                with pytest.raises(ValueError, match=re.escape(expected) + r".*build a new"):
+                    _run_op(avg, op)
+
+
 def check_bad_arguments(cls: type, bad_kwargs: list[dict[str, Any]]) -> None:
     assert bad_kwargs, f"{cls.__name__}: list at least one bad argument it must reject"
     for kwargs in bad_kwargs:
@@ -275,4 +384,6 @@ def check_all(make: Factory, cls: type, bad_kwargs: list[dict[str, Any]]) -> Non
     check_bf16_model(make)
     check_no_host_sync(make)
     check_declared_passivity(make)
+    check_refused_states(make)
+    check_reshaped_model(make)
     check_bad_arguments(cls, bad_kwargs)

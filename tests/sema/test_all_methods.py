@@ -17,6 +17,8 @@ from sema.testing import (
     check_declared_passivity,
     check_no_host_sync,
     check_protocol,
+    check_refused_states,
+    check_reshaped_model,
     check_round_trip,
     check_swapped_restores,
     template_kwargs,
@@ -32,19 +34,21 @@ FAST_KWARGS = {
 }
 
 BAD_KWARGS = {
-    "ema": [dict(decay=1.0), dict(update_every=0), dict(buffers="mean")],
+    "ema": [dict(decay=1.0), dict(update_every=0), dict(buffers="mean"), dict(preset="tf"),
+            dict(first_update_copies=1)],
     "sema": [dict(switch_every=0), dict(switch_blend=0.0), dict(switch_unit="iter")],
     "swa": [dict(start_steps=-1), dict(update_every=0), dict(bn_update_batches=0)],
     "lawa": [dict(k=0), dict(every=0), dict(start=-1), dict(unit="iter"), dict(buffers="mean")],
     "bema": [dict(ema_power=-0.1), dict(bias_power=float("nan")), dict(lag=0.5), dict(multiplier=0.0),
-             dict(beta_min=1.5), dict(burnin_steps=-1), dict(update_every=0)],
+             dict(beta_min=1.5), dict(burnin_steps=-1), dict(update_every=0), dict(t_origin="global"),
+             dict(preset="authors")],
     "power_ema": [dict(gamma=-1.0), dict(sigma_rel=0.5), dict(sigma_rel=0.0), dict(gamma=1.0, sigma_rel=0.1),
                   dict(update_every=0)],
     "lookahead": [dict(k=0), dict(alpha=0.0), dict(alpha=1.5), dict(buffers="mean")],
 }
 
 CHECKS = [check_protocol, check_round_trip, check_swapped_restores, check_copy_to, check_bf16_model,
-          check_no_host_sync, check_declared_passivity]
+          check_no_host_sync, check_declared_passivity, check_refused_states, check_reshaped_model]
 
 
 def _bad_values(cls: type) -> list[dict]:
@@ -103,6 +107,28 @@ class _ForgetfulEMA(sema.EMA):
 def test_template_catches_a_host_sync():
     with pytest.raises(AssertionError, match=r"called \['__bool__'\]"):
         check_no_host_sync(lambda model: _SyncingEMA(model, decay=0.9))
+
+
+class _TrustingEMA(sema.EMA):
+    def load_state_dict(self, state, strict=True):
+        self._plan.load_average_state = lambda average: None  # loads whatever it is given, NaN included
+        super().load_state_dict(state, strict)
+
+
+class _CarelessEMA(sema.EMA):
+    def load_state_dict(self, state, strict=True):
+        self._step = 3  # changes a counter before the state is checked
+        super().load_state_dict(state, strict)
+
+
+def test_template_catches_a_method_that_loads_a_non_finite_average():
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        sema.testing.check_refused_states(lambda model: _TrustingEMA(model, decay=0.9))
+
+
+def test_template_catches_a_refused_state_that_changed_the_object():
+    with pytest.raises(AssertionError, match="a refused state_dict changed the object"):
+        sema.testing.check_refused_states(lambda model: _CarelessEMA(model, decay=0.9))
 
 
 def test_template_catches_a_lossy_checkpoint():

@@ -148,3 +148,107 @@ def test_burn_in_returns_model_weights():
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sema.BEMA(torch.nn.Linear(1, 1), **kwargs)
+
+
+# ---------------------------------------------------------------- parity with TRL's BEMACallback (preset="trl")
+def _trl_bema(values, update_freq=400, update_after=0, ema_power=0.5, bias_power=0.2, lag=10, multiplier=1.0,
+              min_ema_multiplier=0.0, initial=0.0):
+    """TRL's BEMACallback (huggingface/trl, trl/trainer/callbacks.py: on_train_begin, on_step_end,
+    _update_bema_weights), re-written here for one scalar weight: {global step: the running model's weight} at the
+    steps where TRL updates it. `values[i]` is the weight after optimizer step i + 1."""
+    theta0 = ema = initial  # on_train_begin: theta_0 and the EMA are the weights at train begin
+    out = {}
+    for step, theta in enumerate(values, start=1):  # state.global_step in on_step_end
+        if step < update_after:
+            continue
+        if step == update_after:
+            theta0 = ema = theta
+        elif (step - update_after) % update_freq == 0:
+            beta = max((lag + multiplier * step) ** -ema_power, min_ema_multiplier)
+            alpha = (lag + multiplier * step) ** -bias_power
+            ema = ema * (1 - beta) + theta * beta
+            out[step] = ema + alpha * (theta - theta0)
+    return out
+
+
+@pytest.mark.parametrize("steps,kwargs,trl_kwargs", [
+    (900, dict(), dict()),  # TRL's defaults: updates at steps 400 and 800
+    (30, dict(update_every=2), dict(update_freq=2)),
+    (30, dict(update_every=3, burnin_steps=4), dict(update_freq=3, update_after=4)),
+    (30, dict(update_every=2, burnin_steps=3, ema_power=0.3, bias_power=0.5, lag=2.0, multiplier=0.5,
+              beta_min=0.4), dict(update_freq=2, update_after=3, ema_power=0.3, bias_power=0.5, lag=2.0,
+                                  multiplier=0.5, min_ema_multiplier=0.4)),
+])
+def test_trl_preset_matches_trls_callback_at_its_update_steps(steps, kwargs, trl_kwargs):
+    torch.manual_seed(0)
+    values = (torch.randn(steps, dtype=torch.float64) * 0.1).cumsum(0).tolist()
+    lin = torch.nn.Linear(1, 1, bias=False).double()
+    _set(lin, 0.5)
+    avg = sema.BEMA(lin, preset="trl", average_dtype=torch.float64, **kwargs)
+    expected = _trl_bema(values, initial=0.5, **trl_kwargs)
+    assert expected
+    seen = {}
+    for n, theta in enumerate(values, start=1):
+        _set(lin, theta)
+        avg.update()
+        if n in expected:
+            seen[n] = avg.average.weight.item()
+    assert seen.keys() == expected.keys()
+    for n in expected:
+        assert seen[n] == pytest.approx(expected[n], rel=1e-12, abs=1e-12), n
+
+
+@pytest.mark.parametrize("kwargs,pinned", [
+    # TRL's tests/test_callbacks.py, TestBEMACallback: 9 optimizer steps, `_update_bema_weights` patched; the
+    # expected call arguments (the global steps t of beta_t and alpha_t) are the ones pinned there.
+    (dict(update_every=2), [2, 4, 6, 8]),  # test_update_frequency_0: BEMACallback(update_freq=2)
+    (dict(update_every=3), [3, 6, 9]),  # test_update_frequency_1: BEMACallback(update_freq=3)
+    (dict(update_every=2, burnin_steps=3), [5, 7, 9]),  # test_update_frequency_2: update_freq=2, update_after=3
+])
+def test_trl_preset_updates_at_trls_pinned_steps(kwargs, pinned):
+    avg = sema.BEMA(torch.nn.Linear(2, 2), preset="trl", **kwargs)
+    calls = []
+    beta = avg.beta
+    avg.beta = lambda t: calls.append(t) or beta(t)  # beta_t is evaluated once per EMA update, at its t
+    for _ in range(9):
+        avg.update()
+    assert calls == pinned
+
+
+def test_presets_resolve_and_explicit_arguments_win():
+    lin = torch.nn.Linear(2, 2)
+    assert (sema.BEMA(lin).update_every, sema.BEMA(lin).t_origin) == (1, "burnin")
+    trl = sema.BEMA(lin, preset="trl")
+    assert (trl.update_every, trl.t_origin, trl.ema_power, trl.bias_power, trl.lag, trl.multiplier,
+            trl.beta_min, trl.burnin_steps) == (400, "start", 0.5, 0.2, 10.0, 1.0, 0.0, 0)
+    assert sema.BEMA(lin, preset="trl", update_every=7, t_origin="burnin").config()["update_every"] == 7
+    assert sema.BEMA(lin, preset="trl", t_origin="burnin").t_origin == "burnin"
+    with pytest.raises(ValueError, match=r"preset='authors' is not supported; allowed: 'sema', 'trl'"):
+        sema.BEMA(lin, preset="authors")
+    with pytest.raises(ValueError, match=r"t_origin='global' is not supported; allowed: 'burnin', 'start'"):
+        sema.BEMA(lin, t_origin="global")
+
+
+def test_the_two_clocks_differ_only_with_a_burn_in():
+    """t = n - tau ("burnin") or n ("start"): the same averages without a burn-in, different ones with it."""
+    def run(**kwargs):
+        lin = torch.nn.Linear(1, 1, bias=False).double()
+        _set(lin, 0.0)
+        avg = sema.BEMA(lin, average_dtype=torch.float64, **kwargs)
+        for n in range(1, 8):
+            _set(lin, float(n * n))
+            avg.update()
+        return avg.average.weight.item()
+
+    assert run(t_origin="burnin") == run(t_origin="start")
+    assert run(t_origin="burnin", burnin_steps=2) != run(t_origin="start", burnin_steps=2)
+
+
+def test_a_state_dict_saved_before_presets_loads():
+    """Checkpoints written before `t_origin` / `preset` were in the configuration load into the default BEMA."""
+    avg = sema.BEMA(BNNet())
+    sd = avg.state_dict()
+    sd["config"] = {k: v for k, v in sd["config"].items() if k not in ("t_origin", "preset")}
+    sema.BEMA(BNNet()).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"t_origin: saved 'burnin', current 'start'"):
+        sema.BEMA(BNNet(), preset="trl", update_every=1).load_state_dict(sd)

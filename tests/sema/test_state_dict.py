@@ -92,3 +92,51 @@ def test_mismatches_are_named():
     assert "missing from the saved state: ['fc2.bias']" in msg
     assert "unexpected in the saved state: ['extra.w']" in msg
     assert "fc1.weight: expected (8, 4), got (16, 4)" in msg
+
+
+def test_a_state_dict_saved_before_first_update_copies_loads():
+    sd = sema.SEMA(BNNet(), decay=0.99).state_dict()
+    sd["config"] = {k: v for k, v in sd["config"].items() if k != "first_update_copies"}
+    sema.SEMA(BNNet(), decay=0.99).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"first_update_copies: saved False, current True"):
+        sema.SEMA(BNNet(), decay=0.99, first_update_copies=True).load_state_dict(sd)
+
+
+def test_missing_entries_and_bad_counters_are_named():
+    avg = sema.SEMA(BNNet(), decay=0.99)
+    sd = avg.state_dict()
+    with pytest.raises(ValueError) as err:
+        avg.load_state_dict({k: v for k, v in sd.items() if k not in ("average", "step")})
+    assert str(err.value) == (
+        "SEMA state_dict is missing ['step', 'average']: a valid one (from SEMA.state_dict()) has the keys "
+        "['format', 'version', 'method', 'config', 'step', 'epoch', 'updates', 'switches', 'average']")
+    with pytest.raises(ValueError, match=r"state_dict\['updates'\]=-1 is not a counter: expected an integer >= 0"):
+        avg.load_state_dict({**sd, "updates": -1})
+    with pytest.raises(ValueError, match=r"the saved average holds non-tensor values under \['fc1.weight'\]"):
+        avg.load_state_dict({**sd, "average": {**sd["average"], "fc1.weight": [0.0]}})
+
+
+def test_non_finite_average_is_refused_by_name_and_nothing_is_loaded():
+    avg = sema.EMA(BNNet(), decay=0.9)
+    sd = copy.deepcopy(avg.state_dict())
+    sd["step"] = 5
+    sd["average"]["fc2.bias"][1] = float("nan")
+    sd["average"]["fc1.weight"][0, 0] = float("-inf")
+    target = sema.EMA(BNNet(), decay=0.9)
+    before = copy.deepcopy(target.state_dict())
+    with pytest.raises(ValueError) as err:
+        target.load_state_dict(sd)
+    assert str(err.value).startswith(
+        "the saved average holds non-finite values in fc1.weight (0 NaN, 1 inf of 32 values), fc2.bias (1 NaN, "
+        "0 inf of 3 values): refusing to load a diverged average")
+    assert target.step == 0
+    for k, v in target.state_dict()["average"].items():
+        assert torch.equal(v, before["average"][k]), k
+
+
+def test_copied_buffers_may_hold_inf():
+    """Only averaged tensors are checked: a buffer taken over as it is (buffers="copy") is the model's own value."""
+    model = BNNet()
+    model.bn.running_var[0] = float("inf")
+    avg = sema.EMA(model, decay=0.9, buffers="copy")
+    sema.EMA(model, decay=0.9, buffers="copy").load_state_dict(avg.state_dict())
