@@ -171,6 +171,18 @@ def _barrier(world: int) -> None:
         torch.distributed.barrier()
 
 
+def _agree_with_rank0(world: int, error: Optional[BaseException]) -> None:
+    """A collective after work only rank 0 does: rank 0 re-raises its `error`; with several ranks, the others get
+    its message (as a RuntimeError) instead of waiting for a rank that has left."""
+    if world > 1:
+        message = [None if error is None else f"{type(error).__name__}: {error}"]
+        torch.distributed.broadcast_object_list(message, src=0)
+        if message[0] is not None and error is None:
+            raise RuntimeError(f"rank 0 stopped: {message[0]}")
+    if error is not None:
+        raise error
+
+
 def _device(choice: str, local_rank: int, profile: str = "quick") -> torch.device:
     """The Trainer's device (benchmarks.runtime.choose_device); tests point it at `meta` to check placement."""
     return choose_device(choice, local_rank, profile)
@@ -724,7 +736,21 @@ class Trainer:
             if not path.exists():
                 return None
             state = ckpt.load_checkpoint(path)
-        self.load_state_dict(state)
+        if self.strategy == "fsdp2" and self.world_size > 1:  # each rank checks its own shards (e.g. a NaN in one):
+            error = None                                      # all refuse together, none waits for the others
+            try:
+                self.load_state_dict(state)
+            except (ValueError, RuntimeError) as err:
+                error = err
+            said = [None] * self.world_size
+            torch.distributed.all_gather_object(said, None if error is None else f"{type(error).__name__}: {error}")
+            if error is not None:
+                raise error
+            refused = next((f"rank {r}: {m}" for r, m in enumerate(said) if m is not None), None)
+            if refused is not None:
+                raise ResumeRefused(f"another rank refused this checkpoint ({refused})")
+        else:
+            self.load_state_dict(state)
         return state
 
     def _check_world_change(self, state: dict[str, Any], saved_world: int) -> None:
@@ -885,12 +911,18 @@ def run_trajectory(cfg: DictConfig, run_dir: Path | str, riders: Sequence[tuple[
                              "riders (shared trajectories) need the engine's loop; run each method on its own")
     try:
         with _stop_signals(stop) if engine_loop else contextlib.nullcontext():
-            if rank != 0:  # only rank 0 writes, so only rank 0 holds the run directories' locks
-                return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop, rider_list)
             with contextlib.ExitStack() as locks:
-                for directory in [run_dir, *(r.run_dir for r in rider_list)]:
-                    directory.mkdir(parents=True, exist_ok=True)
-                    locks.enter_context(RunLock(directory))  # a second writer of a run stops here, naming the holder
+                error = None
+                if rank == 0:  # only rank 0 writes, so only rank 0 holds the run directories' locks
+                    try:
+                        for directory in [run_dir, *(r.run_dir for r in rider_list)]:
+                            directory.mkdir(parents=True, exist_ok=True)
+                            locks.enter_context(RunLock(directory))  # a second writer stops here, naming the holder
+                            for path in remove_stale_temporaries(directory):  # locked: no write is in flight
+                                log.info("%s: removed %s, left by an interrupted write", directory, path)
+                    except Exception as err:  # every rank hears of it (none waits for a rank 0 that left)
+                        error = err
+                _agree_with_rank0(world_size, error)  # the others read the files only once rank 0 has tidied them
                 return _run(cfg, run_dir, progress, rank, world_size, local_rank, stop, rider_list)
     finally:
         if own_group:  # the one-process group made for fsdp2: gone with the run (a suite runs many in a process)
@@ -940,12 +972,6 @@ def _run(cfg: DictConfig, run_dir: Path, progress: Progress, rank: int, world_si
          local_rank: int, stop: StopRequest, riders: Sequence[Rider] = ()) -> list[dict[str, Any]]:
     config = OmegaConf.to_container(cfg, resolve=True)
     run_name = f"{cfg.task.name}/{cfg.method.name}/seed{cfg.seed}"
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for directory in [run_dir, *(r.run_dir for r in riders)]:  # our lock is held: no write is in flight
-            for path in remove_stale_temporaries(directory):
-                log.info("%s: removed %s, left by an interrupted write", run_name, path)
-    _barrier(world_size)  # the other ranks read and verify the run's files only once rank 0 has tidied them
     previous = _check_rerun(run_dir, config)
     for rider in riders:  # a rider's directory holding another config is refused as a run's own would be
         _check_rerun(rider.run_dir, OmegaConf.to_container(rider.cfg, resolve=True))

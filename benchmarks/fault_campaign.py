@@ -191,8 +191,9 @@ def _landed(out_dir: Path) -> tuple[str, Optional[int]]:
 def run_case(case: Case, trials: int, rng: random.Random, root: Path, log=print) -> list[Trial]:
     straight_dir = root / "straight"
     start = time.perf_counter()
-    child = subprocess.Popen(_cli(case.args(straight_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, env=_env())
+    errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty child never blocks on a full pipe
+    child = subprocess.Popen(_cli(case.args(straight_dir)), stdout=subprocess.DEVNULL, stderr=errors, text=True,
+                             env=_env())
     first_file = completed = None  # when its first result.json appeared (start-up over), when all said completed
     while child.poll() is None:
         now = time.perf_counter() - start
@@ -202,9 +203,11 @@ def run_case(case: Case, trials: int, rng: random.Random, root: Path, log=print)
             completed = now
         time.sleep(0.005)
     wall = time.perf_counter() - start
+    errors.seek(0)
+    said = errors.read()
+    errors.close()
     if child.returncode != 0:
-        raise RuntimeError(f"the uninterrupted run of {case.name} failed:\n{child.stderr.read()[-3000:]}")
-    child.stderr.close()
+        raise RuntimeError(f"the uninterrupted run of {case.name} failed:\n{said[-3000:]}")
     startup = first_file if first_file is not None else wall
     training = (completed if completed is not None else wall) - startup  # up to its last result.json write
     reference = _runs(straight_dir)
@@ -232,8 +235,9 @@ def run_case(case: Case, trials: int, rng: random.Random, root: Path, log=print)
         if rerun.returncode != 0:
             trial.outcome = "refused"
             trial.detail = (rerun.stderr.strip().splitlines() or ["(no message)"])[-1]
-        elif not skipped and trial.checkpoint_step not in (None, -1) \
-                and (trial.resumed_step or 0) < trial.checkpoint_step:
+        elif trial.checkpoint_step == -1:  # atomic writes must never leave one; had the rerun not refused it...
+            trial.outcome, trial.detail = "lost", "the kill left an unreadable checkpoint.pt"
+        elif not skipped and trial.checkpoint_step is not None and (trial.resumed_step or 0) < trial.checkpoint_step:
             trial.outcome = "lost"
             trial.detail = f"checkpoint at step {trial.checkpoint_step}, rerun from {trial.resumed_step or 0}"
         else:

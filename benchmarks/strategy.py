@@ -113,43 +113,67 @@ def _gathered(value: Any) -> list[Any]:
     return out
 
 
-def _write_manifest(directory: Path, rank: int) -> None:
-    """Every rank hashes its share of the DCP files (file i goes to rank i mod world); rank 0 writes the list."""
+def _hash_share(directory: Path, names: list[str]) -> tuple[dict[str, tuple[str, int]], list[str]]:
+    """({name: (sha256, bytes)}, [problems]) for this rank's share of `names` (file i goes to rank i mod world);
+    a file that cannot be read is a problem, not an exception: every rank must reach the gather that follows."""
     from benchmarks.integrity import sha256_of
 
-    world = torch.distributed.get_world_size()
-    mine = {name: sha256_of(directory / name) for name in _dcp_files(directory)[rank::world]}
-    digests = {name: entry for share in _gathered(mine) for name, entry in share.items()}
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    digests, problems = {}, []
+    for name in names[rank::world]:
+        try:
+            digests[name] = sha256_of(Path(directory) / name)
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+        except OSError as err:
+            problems.append(f"{name} cannot be read ({err})")
+    return digests, problems
+
+
+def _write_manifest(directory: Path, rank: int) -> None:
+    """Every rank hashes its share of the DCP files; rank 0 writes the list (fsynced, then renamed into place)."""
+    import os
+
+    shares = _gathered(_hash_share(directory, _dcp_files(directory)))
+    problems = [p for _, share in shares for p in share]
+    if problems:
+        raise OSError(f"the checkpoint just written in {directory} cannot be read back: {'; '.join(problems)}")
+    digests = {name: entry for share, _ in shares for name, entry in share.items()}
     if rank == 0:
-        lines = "".join(f"{digest}  {size}  {name}\n" for name, (digest, size) in sorted(digests.items()))
         tmp = directory / (MANIFEST_FILE + ".tmp")
-        tmp.write_text(lines)
+        with open(tmp, "w") as f:
+            f.write("".join(f"{digest}  {size}  {name}\n" for name, (digest, size) in sorted(digests.items())))
+            f.flush()
+            os.fsync(f.fileno())
         tmp.replace(directory / MANIFEST_FILE)
 
 
 def verify_dcp(directory: Path) -> None:
     """Raise CorruptFile on every rank unless each file of the DCP checkpoint `directory` matches its manifest
-    entry (each rank checks a share); a checkpoint written without a manifest passes."""
+    entry (each rank checks a share). A manifest that cannot be parsed or lists nothing is damage too; a
+    checkpoint written before manifests existed (none at all) passes."""
     from benchmarks.checkpoint import RESTART
-    from benchmarks.integrity import CorruptFile, sha256_of
+    from benchmarks.integrity import CorruptFile
 
     manifest = Path(directory) / MANIFEST_FILE
     listed: dict[str, tuple[str, int]] = {}
-    if manifest.is_file():
-        for line in manifest.read_text().splitlines():
-            digest, size, name = line.split(maxsplit=2)
-            listed[name] = (digest, int(size))
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     problems = []
-    for name in sorted(listed)[rank::world]:
-        path = Path(directory) / name
-        actual = sha256_of(path) if path.is_file() else None
-        if actual is None:
-            problems.append(f"{name} is missing")
-        elif actual != listed[name]:
+    if manifest.is_file():
+        try:
+            for line in manifest.read_text().splitlines():
+                digest, size, name = line.split(maxsplit=2)
+                listed[name] = (digest, int(size))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            problems.append(f"its manifest cannot be read ({err})")
+        if not listed and not problems:
+            problems.append("its manifest lists no file")
+    digests, unreadable = _hash_share(directory, sorted(listed))
+    problems += unreadable
+    for name, actual in digests.items():
+        if actual != listed[name]:
             problems.append(f"{name} is {actual[1]} bytes with SHA-256 {actual[0][:16]}..., written as "
                             f"{listed[name][1]} bytes with SHA-256 {listed[name][0][:16]}...")
-    problems = [p for share in _gathered(problems) for p in share]
+    problems = sorted({p for share in _gathered(problems) for p in share})
     if problems:
         raise CorruptFile(f"the checkpoint {directory} is damaged ({'; '.join(problems)}, per {manifest}); "
                           f"{RESTART.replace('delete it', 'delete that directory')}")

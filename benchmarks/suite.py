@@ -3,7 +3,7 @@
     sema-bench                                         # = python -m benchmarks.suite (quick profile, seed 0)
     python -m benchmarks.suite --profile smoke --seeds 0 1 --out-dir /tmp/runs
     python -m benchmarks.suite --jobs 1 --no-share     # one run at a time, each method trained on its own
-    python -m benchmarks.suite --study                 # the longer CPU suite: every method x 3 seeds (resumable)
+    python -m benchmarks.suite --suite cpu --out-dir runs/cpu   # the CPU reproduction: every method, 3-5 seeds
 
 Runs go to the same directories as `sema-bench recipe=<profile>/<task> method=...` would use
 (`<out_dir>/<profile>/<task>/<method>/seed<seed>/`), so rerunning the suite skips completed runs and resumes
@@ -50,9 +50,18 @@ SUITE: list[tuple[str, tuple[str, ...]]] = [
     ("classification", ("baseline", "ema", "sema")),
 ]
 MAX_DEFAULT_JOBS = 2  # side-by-side runs by default (more cores: more threads per run instead)
-# The longer CPU suite the reproduction runs (`--study`): every task x every method x 3 seeds at the quick profile.
-STUDY_METHODS = ("baseline", "ema", "sema", "swa", "lawa", "bema", "power_ema", "lookahead", "sema_paper")
-STUDY_SEEDS = (0, 1, 2)
+# The CPU reproduction (`--suite cpu`; its report is results/cpu/): every task x every compared method at the quick
+# profile, plus the official presets on the tasks where they act differently from `sema`: sema_openmixup leaves
+# BatchNorm statistics alone, which matters where the model has them; sema_mmdet is the detection hook's variant.
+# 3 seeds, 5 on the tasks whose quick runs take under a minute on 2 cores.
+CPU_METHODS = ("baseline", "ema", "sema", "swa", "lawa", "bema", "power_ema", "lookahead", "sema_blend")
+CPU_PRESETS: dict[str, tuple[str, ...]] = {"classification": ("sema_openmixup",), "regression": ("sema_openmixup",),
+                                           "ssl": ("sema_openmixup",), "segmentation": ("sema_openmixup",),
+                                           "detection": ("sema_mmdet",)}
+CPU_SEEDS = (0, 1, 2)
+CPU_FAST_SEEDS = (0, 1, 2, 3, 4)
+CPU_FAST_TASKS = ("classification", "lm")  # under a minute per quick run (measured with the suite's seed 0)
+SUITES = ("main", "cpu")
 
 
 @dataclass(frozen=True)
@@ -64,13 +73,14 @@ class Unit:
     seed: int
 
 
-def plan_units(chosen: Sequence[tuple[str, Sequence[str]]], seeds: Sequence[int], share: bool) -> list[Unit]:
-    """Per task and seed: its passive methods as one shared unit (when `share`), every other method alone. All the
-    shared units come first, in task order (heaviest first), then the others: side-by-side workers start on
-    different tasks, and a task's second unit finds the caches (datasets, FID proxy) its first one made."""
-    passive = {m: share and _passive(m) for _, methods in chosen for m in methods}
+def plan_units(chosen: Sequence[tuple[str, Sequence[str], Sequence[int]]], share: bool) -> list[Unit]:
+    """Per (task, methods, seeds) and seed: the passive methods as one shared unit (when `share`), every other
+    method alone. All the shared units come first, in task order (heaviest first), then the others: side-by-side
+    workers start on different tasks, and a task's second unit finds the caches (datasets, FID proxy) its first one
+    made."""
+    passive = {m: share and _passive(m) for _, methods, _ in chosen for m in methods}
     first, then = [], []
-    for task, methods in chosen:
+    for task, methods, seeds in chosen:
         for seed in seeds:
             group = tuple(m for m in methods if passive[m])
             if len(group) > 1:
@@ -119,9 +129,26 @@ def _run_unit_in_worker(args: tuple) -> tuple[Unit, list[dict], float]:
     return unit, [{k: r.get(k) for k in keep} for r in results], time.perf_counter() - start
 
 
-def study_plan(tasks: Optional[Sequence[str]] = None) -> list[tuple[str, tuple[str, ...]]]:
-    """(task, methods) of the study: every task of SUITE with STUDY_METHODS."""
-    return [(t, STUDY_METHODS) for t, _ in SUITE if tasks is None or t in tasks]
+def suite_plan(suite: str, tasks: Optional[Sequence[str]] = None,
+               seeds: Optional[Sequence[int]] = None) -> list[tuple[str, tuple[str, ...], tuple[int, ...]]]:
+    """(task, methods, seeds) of a suite: "main" (SUITE, seed 0) or "cpu" (CPU_METHODS + CPU_PRESETS, CPU_SEEDS or
+    CPU_FAST_SEEDS); `seeds` replaces the suite's own, `tasks` keeps only those."""
+    if suite not in SUITES:
+        raise ValueError(f"suite {suite!r} is not a suite; choose one of: {', '.join(SUITES)}")
+    unknown = set(tasks or ()) - {t for t, _ in SUITE}
+    if unknown:
+        raise ValueError(f"tasks {sorted(unknown)} are not in the suite; choose from: {', '.join(t for t, _ in SUITE)}")
+    plan = []
+    for task, methods in SUITE:
+        if tasks is not None and task not in tasks:
+            continue
+        if suite == "cpu":
+            methods = (*CPU_METHODS, *CPU_PRESETS.get(task, ()))
+            own = CPU_FAST_SEEDS if task in CPU_FAST_TASKS else CPU_SEEDS
+        else:
+            own = (0,)
+        plan.append((task, tuple(methods), tuple(seeds) if seeds else own))
+    return plan
 
 
 def estimate_text(units: Sequence[Unit], jobs: int, out_dir: str, profile: str) -> str:
@@ -218,26 +245,24 @@ class RichProgress:
         self.task_id = None
 
 
-def run_suite(profile: str = "quick", seeds: Sequence[int] = (0,), out_dir: str = "runs",
+def run_suite(profile: str = "quick", seeds: Optional[Sequence[int]] = None, out_dir: str = "runs",
               tasks: Optional[Sequence[str]] = None, extra: Sequence[str] = (), console=None,
-              jobs: Optional[int] = None, share: bool = True, study: bool = False) -> list[dict]:
-    """Run the suite (`study`: every method, see STUDY_METHODS); returns the result dicts (failed runs included).
-    Prints the comparison tables, the leaderboard, each task's wall time and what the shared trajectories saved."""
+              jobs: Optional[int] = None, share: bool = True, suite: str = "main") -> list[dict]:
+    """Run a suite ("main" or "cpu", see suite_plan; `seeds` replaces its seeds); returns the result dicts (failed
+    runs included). Prints the comparison tables, the leaderboard, each task's wall time and what the shared
+    trajectories saved."""
     from rich.console import Console
 
     console = console or Console()
-    chosen = study_plan(tasks) if study else [(t, m) for t, m in SUITE if tasks is None or t in tasks]
-    unknown = set(tasks or ()) - {t for t, _ in SUITE}
-    if unknown:
-        raise ValueError(f"tasks {sorted(unknown)} are not in the suite; choose from: {', '.join(t for t, _ in SUITE)}")
+    chosen = suite_plan(suite, tasks, seeds)
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: at least 1")
-    units = plan_units(chosen, seeds, share)
+    units = plan_units(chosen, share)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if jobs > 1 and not any(e.startswith("trainer.num_threads=") for e in extra):
         extra = [*extra, f"trainer.num_threads={max(1, cores // jobs)}"]  # the workers share the cores
-    console.print(("the study: " if study else "") + estimate_text(units, jobs, out_dir, profile), highlight=False)
+    console.print(f"the {suite} suite: " + estimate_text(units, jobs, out_dir, profile), highlight=False)
     results, unit_times, start = [], {}, time.perf_counter()
     if jobs == 1:
         with RichProgress(console) as progress:
@@ -301,24 +326,25 @@ def _print_table(root: Path, console) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    parser.add_argument("--suite", default="main", choices=SUITES,
+                        help="main: every task x baseline, ema, sema, seed 0 (the main job); cpu: the CPU "
+                             f"reproduction, every task x {', '.join(CPU_METHODS)} (+ the official presets where "
+                             f"they differ) x seeds {' '.join(map(str, CPU_SEEDS))} (0-4 on "
+                             f"{', '.join(CPU_FAST_TASKS)}); states its size first")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="seeds to run (default: 0; with --study 0 1 2)")
+                        help="seeds to run instead of the suite's own")
     parser.add_argument("--out-dir", default="runs", help="root of the run directories (default: runs)")
     parser.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
     parser.add_argument("--jobs", type=int, default=None,
                         help=f"work units side by side (default: the usable cores, at most {MAX_DEFAULT_JOBS})")
     parser.add_argument("--no-share", action="store_true",
                         help="train every method on its own (no shared trajectories)")
-    parser.add_argument("--study", action="store_true",
-                        help=f"the longer CPU suite: every method ({', '.join(STUDY_METHODS)}) x seeds "
-                             f"{' '.join(map(str, STUDY_SEEDS))} (unless --seeds is given); states its size first")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     out_dir = str(Path(args.out_dir).expanduser().absolute())  # the run directories, whatever the cwd later
-    seeds = args.seeds or (list(STUDY_SEEDS) if args.study else [0])
-    results = run_suite(args.profile, seeds, out_dir, args.tasks, args.overrides, jobs=args.jobs,
-                        share=not args.no_share, study=args.study)
+    results = run_suite(args.profile, args.seeds, out_dir, args.tasks, args.overrides, jobs=args.jobs,
+                        share=not args.no_share, suite=args.suite)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         raise SystemExit(f"{len(failed)} of {len(results)} runs failed (see their result.json)")

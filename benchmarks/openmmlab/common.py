@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -325,13 +326,28 @@ def execute(run_dir: Path, result: dict,
             train: Callable[[Optional[Path]], tuple[torch.nn.Module, Optional[torch.nn.Module]]]) -> dict:
     """Run `train(resume_from)` (-> online model, average or None), save weights, and write result.json (also on
     failure). `resume_from` is the checkpoint of an interrupted run in `run_dir`, or None (see `resume_point`)."""
-    from benchmarks.results import RESULT_FILE, write_json_atomic
+    from benchmarks.integrity import CorruptFile
+    from benchmarks.results import RESULT_FILE, ConfigMismatch, write_json_atomic
 
     run_dir.mkdir(parents=True, exist_ok=True)
     resume_from = resume_point(run_dir)  # before result.json is rewritten as "running"
+    previous = (run_dir / RESULT_FILE).read_bytes() if (run_dir / RESULT_FILE).is_file() else None
     write_json_atomic(run_dir / RESULT_FILE, result)
     try:
         model, average = train(resume_from)
+    except (ConfigMismatch, CorruptFile):  # a refused resume trained nothing: result.json goes back as it was
+        if previous is None:
+            (run_dir / RESULT_FILE).unlink(missing_ok=True)
+        else:
+            tmp = run_dir / f".{RESULT_FILE}.restore.tmp"  # (a leftover of a crash here is removed at the next start)
+            tmp.write_bytes(previous)
+            os.replace(tmp, run_dir / RESULT_FILE)
+        raise
+    except Exception as err:
+        result.update(status="failed", error="".join(traceback.format_exception(err)))
+        write_json_atomic(run_dir / RESULT_FILE, result)
+        raise
+    try:
         from safetensors.torch import save_model
 
         from benchmarks.integrity import write_verified

@@ -16,7 +16,8 @@ that Trainer's methods on the instance (the class is untouched):
   (no training yet and no `load_averager`) it evaluates the model as it is. `predict` is not wrapped.
 - `_save_checkpoint`: a checkpoint's model weights (`model.safetensors`) are the average, the weights its
   evaluation saw; the online weights are saved beside them (`sema_online.pt`) with the averager's state
-  (`sema_averager.pt`), both written before the Trainer's own files. With `swap_for_eval=False` the model file
+  (`sema_averager.pt`), both written (atomically) after the Trainer's own files. FSDP/DeepSpeed-sharded Trainers
+  are refused when training starts (every process must hold the whole model). With `swap_for_eval=False` the model file
   holds the online weights (the evaluated ones) and there is no `sema_online.pt`.
 - `train`: notes `resume_from_checkpoint`; `on_train_begin` then puts that folder's online weights back into the
   model (the Trainer has just loaded its average) and restores the averager, so training goes on bit for bit.
@@ -97,8 +98,18 @@ class SEMACallback(TrainerCallback):
         if self._trainer is None:
             raise RuntimeError("SEMACallback found no transformers Trainer calling it; call "
                                "callback.attach(trainer) before training")
+        sharded = [name for name in ("is_fsdp_enabled", "is_deepspeed_enabled") if getattr(self._trainer, name, False)]
+        if sharded:
+            raise RuntimeError(f"SEMACallback averages a model every process holds whole; this Trainer shards it "
+                               f"({sharded[0][3:-8]}). Train without FSDP/DeepSpeed sharding (DDP works), or use "
+                               "sema-bench's engine, whose trainer.strategy=fsdp2 averages sharded models")
         model = self._trainer.model  # with model_init, the `model` argument is the Trainer's first model
         resume = self._resume_dir
+        needed = [STATE_FILE, *([ONLINE_FILE] if self.swap_for_eval else [])]
+        lacking = [name for name in needed if resume is not None and not os.path.isfile(os.path.join(resume, name))]
+        if lacking:  # e.g. killed between the Trainer's files and ours: its model file may hold the average
+            raise RuntimeError(f"{resume} lacks {', '.join(lacking)} (a checkpoint written without SEMACallback, or "
+                               "one interrupted while saving): resume from the previous checkpoint-* folder")
         if resume is not None and os.path.isfile(os.path.join(resume, ONLINE_FILE)):
             model.load_state_dict(_load(resume, ONLINE_FILE))  # the Trainer has loaded the checkpoint's average
         self._bind(model)
@@ -168,19 +179,21 @@ class SEMACallback(TrainerCallback):
     def _save_checkpoint(self, trainer, inner, *args: Any, **kwargs: Any) -> Any:
         if self.averager is None or self._model is not trainer.model:
             return inner(*args, **kwargs)
-        if trainer.args.should_save:
-            trial = kwargs.get("trial", args[1] if len(args) > 1 else None)
+        if self.swap_for_eval:
+            with self.averager.swapped():  # on every rank: the Trainer's save may gather across them
+                output = inner(*args, **kwargs)
+        else:
+            output = inner(*args, **kwargs)
+        if trainer.args.should_save:  # after the Trainer's files, each written atomically: a kill in between
+            trial = kwargs.get("trial", args[1] if len(args) > 1 else None)  # leaves no half-written file
             run_dir = (trainer._get_output_dir(trial=trial) if hasattr(trainer, "_get_output_dir")
                        else trainer.args.output_dir)
             folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
             os.makedirs(folder, exist_ok=True)
             if self.swap_for_eval:
-                torch.save(trainer.model.state_dict(), os.path.join(folder, ONLINE_FILE))
-            torch.save(self.averager.state_dict(), os.path.join(folder, STATE_FILE))
-        if not self.swap_for_eval:
-            return inner(*args, **kwargs)
-        with self.averager.swapped():  # on every rank: the Trainer's save may gather across them
-            return inner(*args, **kwargs)
+                _save_atomic(trainer.model.state_dict(), os.path.join(folder, ONLINE_FILE))
+            _save_atomic(self.averager.state_dict(), os.path.join(folder, STATE_FILE))
+        return output
 
     def _train(self, trainer, inner, *args: Any, **kwargs: Any) -> Any:
         resume = kwargs.get("resume_from_checkpoint", args[0] if args else None)
@@ -238,6 +251,12 @@ def _calling_trainer(depth: int = 8):
             return owner
         frame = frame.f_back
     return None
+
+
+def _save_atomic(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def _load(folder: str, name: str) -> dict:

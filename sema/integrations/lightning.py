@@ -96,8 +96,19 @@ class SEMACallback(Callback):
         if self.copy_at_end and self.averager is not None:
             self.averager.copy_to()
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._swap_out()  # a failed validation must not leave the average in the module
+
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.averager is None else {"averager": self.averager.state_dict()}
+        if self.averager is None:
+            return {}
+        if not self._swap.active:
+            return {"averager": self.averager.state_dict()}
+        self._swap_out()  # a save during validation: Lightning asks for this before on_save_checkpoint
+        try:
+            return {"averager": self.averager.state_dict()}
+        finally:
+            self._swap_in()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = state_dict.get("averager")  # "online" is restored by on_load_checkpoint

@@ -199,9 +199,24 @@ def test_a_long_override_list_gets_a_short_hashed_run_directory(tmp_path):
 def test_the_suite_shares_the_passive_methods_and_starts_every_shared_unit_first():
     from benchmarks.suite import Unit, plan_units
 
-    chosen = [("detection", ("baseline", "ema", "sema")), ("lm", ("baseline", "swa", "lookahead", "sema"))]
-    assert plan_units(chosen, [0], share=True) == [
+    chosen = [("detection", ("baseline", "ema", "sema"), (0,)),
+              ("lm", ("baseline", "swa", "lookahead", "sema"), (0,))]
+    assert plan_units(chosen, share=True) == [
         Unit("detection", ("baseline", "ema"), 0), Unit("lm", ("baseline", "swa"), 0),
         Unit("detection", ("sema",), 0), Unit("lm", ("lookahead",), 0), Unit("lm", ("sema",), 0)]
-    assert plan_units(chosen[:1], [0, 1], share=False) == [Unit("detection", (m,), s) for s in (0, 1)
-                                                           for m in ("baseline", "ema", "sema")]
+    assert plan_units([(*chosen[0][:2], (0, 1))], share=False) == [Unit("detection", (m,), s) for s in (0, 1)
+                                                                   for m in ("baseline", "ema", "sema")]
+
+
+def test_the_cpu_suite_runs_every_method_the_presets_where_they_differ_and_3_or_5_seeds():
+    from benchmarks.suite import CPU_METHODS, SUITE, suite_plan
+
+    plan = {task: (methods, seeds) for task, methods, seeds in suite_plan("cpu")}
+    assert list(plan) == [task for task, _ in SUITE]
+    assert plan["detection"] == ((*CPU_METHODS, "sema_mmdet"), (0, 1, 2))
+    assert plan["classification"] == ((*CPU_METHODS, "sema_openmixup"), (0, 1, 2, 3, 4))
+    assert plan["lm"][0] == CPU_METHODS and "sema_blend" in CPU_METHODS and "lookahead" in CPU_METHODS
+    assert suite_plan("main", ["lm"]) == [("lm", ("baseline", "ema", "sema"), (0,))]
+    assert suite_plan("cpu", ["video"], seeds=[7])[0][2] == (7,)
+    with pytest.raises(ValueError, match="suite 'gpu' is not a suite; choose one of: main, cpu"):
+        suite_plan("gpu")

@@ -112,3 +112,24 @@ def test_a_full_disk_while_a_checkpoint_is_written_keeps_the_previous_one_and_th
     resumed = engine.run(cfg, run_dir)
     assert resumed["status"] == "completed"
     assert history(run_dir) == history(straight) and same_weights(run_dir, straight)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_locked_run_directory_stops_every_rank_of_a_torchrun_job_at_once(tmp_path):
+    """Only rank 0 takes the run's lock; when another writer holds it, the other ranks hear rank 0's refusal (a
+    broadcast) instead of waiting for it at a barrier until the timeout."""
+    from benchmarks.runlock import RunLock
+
+    cfg, run_dir = compose_run("smoke/classification", "sema", 0, str(tmp_path), FAST)
+    run_dir.mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    with RunLock(run_dir):  # a live writer: this test process
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "benchmarks.cli", "recipe=smoke/classification", "method=sema",
+                               f"out_dir={tmp_path}", *FAST, "trainer.dist_timeout_min=5"],
+                              capture_output=True, text=True, env=env, timeout=240)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "is being written by" in said and f"pid {os.getpid()}" in said
+    assert "rank 0 stopped: RunLocked" in said  # rank 1 was told, not left waiting
+    assert not (run_dir / "result.json").exists()

@@ -180,9 +180,9 @@ def test_mmseg_failure_at_the_final_save_resumes_from_the_last_checkpoint(tmp_pa
     other, _ = compose_run("smoke/segmentation", "sema", 0, str(tmp_path / "other"), [*SEGMENTATION, "optim.lr=0.02"])
     with pytest.raises(engine.ConfigMismatch, match="optim.lr"):
         engine.run(other, run_dir)
-    (run_dir / "result.json").write_bytes(saved_result)
+    assert not (run_dir / "result.json").exists()  # the refused run wrote nothing in the owner's place
 
-    resumed = engine.run(cfg, run_dir)
+    resumed = engine.run(cfg, run_dir)  # the owner's rerun resumes from the checkpoint, result.json or not
     assert resumed["status"] == "completed"
     assert resumed["history"] == json.loads(saved_result)["history"]  # restored, not trained again
     assert without_time(resumed["history"]) == without_time(straight["history"])

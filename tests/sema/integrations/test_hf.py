@@ -178,6 +178,14 @@ def test_resume_from_checkpoint_continues_bit_for_bit(tmp_path):
     assert_same_state(state_copy(resumed), state_copy(model))
     assert_same_state(state_copy(resumed_avg.average), state_copy(avg.average))
 
+    # A checkpoint interrupted after the Trainer's files but before the callback's: its model file holds the
+    # average, so resuming from it would silently train on from the average; it is refused, naming what lacks.
+    (tmp_path / "c").mkdir()
+    shutil.copytree(saved, tmp_path / "c" / "checkpoint-4")
+    (tmp_path / "c" / "checkpoint-4" / ONLINE_FILE).unlink()
+    with pytest.raises(RuntimeError, match=f"checkpoint-4 lacks {ONLINE_FILE} .*resume from the previous"):
+        run(tmp_path / "c", resume=True)
+
 
 def test_standalone_evaluate_evaluates_the_average(tmp_path):
     torch.manual_seed(0)
