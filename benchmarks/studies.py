@@ -1,0 +1,242 @@
+"""`python -m benchmarks.studies NAME`: small sweeps that ask where SEMA helps, each with its report section.
+
+    python -m benchmarks.studies --list
+    python -m benchmarks.studies length --out-dir runs/studies          # resumable; then its report section
+    python -m benchmarks.studies schedule horizon bn --seeds 0 1 2
+    python -m benchmarks.studies length --report-only                   # the section from the finished runs
+
+A study varies one thing of one cheap recipe (quick classification: Fashion-MNIST, the small CNN) and runs
+baseline, EMA and SEMA at every value, with >= 3 seeds. Its section has, per value, each method's reported metric
+(mean +- std over seeds) and the paired differences SEMA - baseline and EMA - baseline with 95% t intervals (pairs
+are seeds), then a conclusion in plain words, written from those intervals: where the difference is significant,
+its sign, and how it moves along the study's axis. Runs land where `sema-bench` puts them
+(`<out-dir>/<name>/<recipe>/<method>/seed<s>/<overrides>`), so a rerun skips finished runs and resumes the others;
+EMA rides on the baseline's trajectory (benchmarks/riders.py).
+
+The studies (STUDIES):
+    length    trainer.epochs 8 -> 128 at the recipe's per-step dynamics (decay, switch every epoch, cosine over
+              the run): does SEMA's deficit of short runs shrink once the baseline has plateaued?
+    schedule  constant lr, cosine to half the peak, cosine to zero (8 epochs)
+    horizon   the averaging horizon as a fraction of the run: decay 0.9 / 0.99 / 0.999 x SEMA switching every
+              1 / 2 / 4 epochs
+    bn        BatchNorm statistics of the average: averaged (the paper), copied from the model, or the model's own
+              (openmixup's parameters-only hooks)
+The reported statistic (final, best, median of the last k evaluations) needs no runs of its own: every result.json
+holds all three, and `statistic_table` compares them on any set of runs (the CPU suite's, in results/cpu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+RECIPE = "quick/classification"
+METHODS = ("baseline", "ema", "sema")
+SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One value on a study's axis: its label and the overrides it applies (to every method, unless `methods`)."""
+
+    label: str
+    overrides: tuple[str, ...]
+    methods: tuple[str, ...] = METHODS
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    question: str  # what the study asks, in plain words (the section's first line)
+    axis: str  # what varies, for the table's first column
+    points: tuple[Point, ...]
+    recipe: str = RECIPE
+
+
+def _horizon_points() -> tuple[Point, ...]:
+    points = []
+    for decay in (0.9, 0.99, 0.999):
+        points.append(Point(f"decay {decay}, EMA", (f"averaging.decay={decay}",), ("baseline", "ema")))
+        for every in (1, 2, 4):
+            points.append(Point(f"decay {decay}, SEMA every {every}", (f"averaging.decay={decay}",
+                                                                         f"method.switch_every={every}"),
+                                ("baseline", "sema")))
+    return tuple(points)
+
+
+STUDIES: dict[str, Study] = {
+    "length": Study(
+        "length", "Does SEMA's gap to the baseline change as the run grows, until the baseline has plateaued?",
+        "epochs", tuple(Point(f"{e} epochs", (f"trainer.epochs={e}",)) for e in (8, 16, 32, 64, 128))),
+    "schedule": Study(
+        "schedule", "Does the learning-rate schedule decide whether averaging helps?", "schedule",
+        (Point("constant", ("optim.schedule=constant",)),
+         Point("cosine to half the peak", ("optim.schedule=cosine", "optim.min_lr=0.025")),  # the recipe's lr: 0.05
+         Point("cosine to zero", ("optim.schedule=cosine", "optim.min_lr=0.0")))),
+    "horizon": Study(
+        "horizon", "How far back should the average reach, and how often should SEMA switch?",
+        "decay and switch cadence", _horizon_points()),
+    "bn": Study(
+        "bn", "Which BatchNorm statistics should the average be evaluated with?", "BatchNorm statistics",
+        (Point("averaged (paper)", ("method.buffers=average",), ("baseline", "ema", "sema")),
+         Point("copied from the model", ("method.buffers=copy",), ("baseline", "ema", "sema")),
+         Point("the model's own (openmixup)", ("method.buffers=ignore",), ("baseline", "ema", "sema")))),
+}
+
+
+def runs_of(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[Point, int, list]]:
+    """Per point and seed, the (config, run directory) of its methods."""
+    from benchmarks.recipes import compose_run
+
+    plan = []
+    for point in study.points:
+        for seed in seeds:
+            members = []
+            for method in point.methods:
+                # the baseline averages nothing: without the averaging keys its runs are shared by the points
+                extra = [o for o in point.overrides
+                         if method != "baseline" or not o.startswith(("method.", "averaging."))]
+                members.append(compose_run(study.recipe, method, seed, str(Path(out_dir) / study.name), extra))
+            plan.append((point, seed, members))
+    return plan
+
+
+def run_study(study: Study, seeds: Sequence[int], out_dir: str) -> None:
+    """Train (or resume, or skip) every run of the study: EMA rides on the baseline's trajectory."""
+    from omegaconf import OmegaConf
+
+    from benchmarks import engine
+    from benchmarks.riders import is_passive
+
+    for point, seed, members in runs_of(study, seeds, out_dir):
+        for cfg, run_dir in members:
+            (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+        passive = [(c, d) for c, d in members if is_passive(c.method)]
+        active = [(c, d) for c, d in members if not is_passive(c.method)]
+        print(f"{study.name}: {point.label}, seed {seed}", flush=True)
+        if len(passive) > 1:
+            engine.run_shared(passive)
+        for cfg, run_dir in active + (passive if len(passive) == 1 else []):
+            try:
+                engine.run(cfg, run_dir)
+            except Exception as err:  # recorded in its result.json; the study goes on
+                print(f"  {cfg.method.name} failed: {err}", flush=True)
+
+
+def _reported(run_dir: Path) -> Optional[tuple[float, str, bool]]:
+    """(reported value, metric name, higher is better) of a completed run, or None."""
+    from benchmarks.results import read_result
+
+    result = read_result(run_dir)
+    if result is None or result.get("status") != "completed":
+        return None
+    head = result["headline"]
+    statistic = (result.get("config") or {}).get("trainer", {}).get("reported", "final")
+    value = (result.get(statistic) or {}).get(head)
+    return (None if value is None else float(value)), head, bool(result.get("higher_is_better", True))
+
+
+def study_section(study: Study, seeds: Sequence[int], out_dir: str) -> str:
+    """The study's markdown section: a table per point and the conclusion in plain words."""
+    from benchmarks.report.formatting import diff_text, mean_std_text
+    from benchmarks.stats import mean_std, paired_difference
+
+    rows, findings = [], []
+    metric, higher = "metric", True
+    for point in study.points:
+        values: dict[str, dict[int, float]] = {m: {} for m in point.methods}
+        for p, seed, members in runs_of(study, seeds, out_dir):
+            if p != point:
+                continue
+            for cfg, run_dir in members:
+                got = _reported(run_dir)
+                if got is not None and got[0] is not None and math.isfinite(got[0]):
+                    values[cfg.method.name][seed] = got[0]
+                    metric, higher = got[1], got[2]
+        base = values.get("baseline", {})
+        cells = [point.label, mean_std_text(mean_std(list(base.values())))]
+        for method in ("ema", "sema"):
+            if method not in values:
+                cells += ["", ""]
+                continue
+            diff = paired_difference(values[method], base)
+            cells += [mean_std_text(mean_std(list(values[method].values()))), diff_text(diff)]
+            findings.append((point.label, method, diff))
+        rows.append(cells)
+    lines = [f"## Study: {study.name}", "", study.question, "",
+             f"Recipe `{study.recipe}`, seeds {', '.join(map(str, seeds))}; {metric} "
+             f"({'higher' if higher else 'lower'} is better), the recipe's reported statistic; Δ = method − baseline, "
+             "paired by seed, 95% t interval.", "",
+             f"| {study.axis} | baseline | EMA | Δ EMA | SEMA | Δ SEMA |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines += ["", "**Conclusion.** " + conclusion(findings, higher), ""]
+    return "\n".join(lines)
+
+
+def conclusion(findings: Sequence[tuple[str, str, object]], higher_is_better: bool) -> str:
+    """Plain words from the paired differences: per method, where it is significantly better or worse than the
+    baseline (along the axis, in order), and where the interval includes zero."""
+    if not findings:
+        return "No finished runs yet."
+    words = []
+    for method, name in (("sema", "SEMA"), ("ema", "EMA")):
+        mine = [(label, d) for label, m, d in findings if m == method and d.n > 0]
+        if not mine:
+            continue
+        better = [label for label, d in mine if d.significant and (d.mean > 0) == higher_is_better]
+        worse = [label for label, d in mine if d.significant and (d.mean > 0) != higher_is_better]
+        unclear = [label for label, d in mine if not d.significant]
+        parts = []
+        if better:
+            parts.append(f"significantly better than the baseline at {', '.join(better)}")
+        if worse:
+            parts.append(f"significantly worse than the baseline at {', '.join(worse)}")
+        if unclear:
+            parts.append(f"not distinguishable from the baseline (the interval includes 0, or n < 2) at "
+                         f"{', '.join(unclear)}")
+        first, last = mine[0], mine[-1]
+        trend = (f"; its difference goes from {first[1].mean:+.3g} ({first[0]}) to {last[1].mean:+.3g} "
+                 f"({last[0]})" if len(mine) > 1 else "")
+        words.append(f"{name} is " + "; ".join(parts) + trend + ".")
+    return " ".join(words)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help=f"studies to run: {', '.join(STUDIES)}")
+    parser.add_argument("--list", action="store_true", help="list the studies and their runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--out-dir", default="runs/studies", help="root of the run directories")
+    parser.add_argument("--report-only", action="store_true", help="write the sections from the finished runs")
+    parser.add_argument("--out", type=Path, default=None, help="write the sections to this markdown file")
+    parser.add_argument("--recipe", default=None, help=f"another recipe than {RECIPE} (e.g. smoke/classification)")
+    args = parser.parse_args(argv)
+    if args.list or not args.names:
+        for study in STUDIES.values():
+            runs = sum(len(p.methods) for p in study.points) * len(args.seeds)
+            print(f"{study.name:9} {runs:3} runs  {study.question}")
+        return 0
+    unknown = [n for n in args.names if n not in STUDIES]
+    if unknown:
+        print(f"studies {unknown} do not exist; choose from: {', '.join(STUDIES)}")
+        return 2
+    sections = []
+    for name in args.names:
+        study = STUDIES[name] if args.recipe is None else replace(STUDIES[name], recipe=args.recipe)
+        if not args.report_only:
+            run_study(study, args.seeds, args.out_dir)
+        sections.append(study_section(study, args.seeds, args.out_dir))
+    text = "\n".join(sections)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
