@@ -151,11 +151,14 @@ def comparable_config(config: dict, prefix: str = "") -> dict:
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two nested config dicts differ, as 'key: old -> new' lines."""
+    """Dotted keys where two nested config dicts differ, as 'key: old -> new' lines. A key one side lacks and the
+    other holds as null is no difference: a field added to the config defaults to null, meaning "as before"."""
     if isinstance(old, dict) and isinstance(new, dict):
         diffs = []
         for key in sorted(set(old) | set(new), key=str):
             where = f"{prefix}.{key}" if prefix else str(key)
+            if old.get(key) is None and new.get(key) is None:  # absent on one side, null on the other (or both)
+                continue
             diffs += config_differences(old.get(key, "<absent>"), new.get(key, "<absent>"), where)
         return diffs
     return [] if _json_safe(old) == _json_safe(new) else [f"{prefix}: {old!r} -> {new!r}"]

@@ -19,8 +19,9 @@ The studies (STUDIES):
     schedule  constant lr, cosine to half the peak, cosine to zero (8 epochs)
     horizon   the averaging horizon as a fraction of the run: decay 0.9 / 0.99 / 0.999 x SEMA switching every
               1 / 2 / 4 epochs
-    bn        BatchNorm statistics of the average: averaged (the paper), copied from the model, or the model's own
-              (openmixup's parameters-only hooks)
+    bn        BatchNorm statistics of the average: averaged (the paper), copied from the model, the model's own
+              (openmixup's parameters-only hooks), or recomputed on 50 training batches before each evaluation (SWA's
+              way; with SEMA a switch then writes the recomputed statistics into the model)
 The reported statistic (final, best, median of the last k evaluations) needs no runs of its own: every result.json
 holds all three, and `statistic_table` compares them on any set of runs (the CPU suite's, in results/cpu).
 """
@@ -83,7 +84,9 @@ STUDIES: dict[str, Study] = {
         "bn", "Which BatchNorm statistics should the average be evaluated with?", "BatchNorm statistics",
         (Point("averaged (paper)", ("method.buffers=average",), ("baseline", "ema", "sema")),
          Point("copied from the model", ("method.buffers=copy",), ("baseline", "ema", "sema")),
-         Point("the model's own (openmixup)", ("method.buffers=ignore",), ("baseline", "ema", "sema")))),
+         Point("the model's own (openmixup)", ("method.buffers=ignore",), ("baseline", "ema", "sema")),
+         Point("recomputed on 50 training batches", ("method.buffers=average", "method.bn_update_batches=50"),
+               ("baseline", "ema", "sema")))),
 }
 
 

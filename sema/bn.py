@@ -71,3 +71,27 @@ def update_bn(
             m.momentum = momentum
         model.train(was_training)
     return used
+
+
+def recompute_average_bn(plan: Any, average: nn.Module, batches: Iterable[Any], forward: Callable[[Any], Any],
+                         max_batches: int | None) -> None:
+    """A method's `prepare_for_eval` BatchNorm re-estimation (SWA's; EMA/SEMA with `bn_update_batches`): inside
+    `plan.swapped()` (the bound model holds the averaged weights), `update_bn` over the first `max_batches` of
+    `batches` with `forward(batch)` (the training forward pass), and the new statistics kept in `average`. The
+    model's own weights and statistics come back bit for bit. A no-op without BatchNorm layers or `max_batches`."""
+    module = plan.module
+    layers = {name: m for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    if max_batches is None or not layers:
+        return
+    was_training = module.training
+    with plan.swapped():
+        update_bn(batches, module, forward_fn=lambda _module, batch: forward(batch), max_batches=max_batches)
+        stats = {f"{name}.{key}" if name else key: b.detach().clone()
+                 for name, m in layers.items() for key, b in m.named_buffers(recurse=False)}
+    module.train(was_training)
+    # swapped() exchanges storage for most models (the new statistics are in the average already); a staged model
+    # (bf16 model, float32 average) is restored from a backup instead, which drops them: copy them in.
+    mine = dict(average.named_buffers())
+    with torch.no_grad():
+        for name, value in stats.items():
+            mine[name].copy_(value)

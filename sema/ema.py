@@ -15,6 +15,7 @@ from __future__ import annotations
 import numbers
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -75,7 +76,7 @@ def read_counters(state: dict[str, Any], *names: str) -> tuple[int, ...]:
 
 # Configuration entries added after format version 1 was first written, with the value that reproduces what a
 # state_dict saved without them did: such a state_dict still loads with strict=True.
-ADDED_CONFIG = {"first_update_copies": False, "t_origin": "burnin", "preset": "sema"}
+ADDED_CONFIG = {"first_update_copies": False, "t_origin": "burnin", "preset": "sema", "bn_update_batches": None}
 
 
 def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> str:
@@ -104,13 +105,15 @@ class EMASettings:
     update_every: int = 1  # fold the weights in on every k-th optimizer step
     buffers: Optional[str] = None  # average | copy | ignore (BatchNorm statistics); None = the preset's
     preset: str = "paper"  # paper | openmixup | mmdet | keras: the official variants' defaults (sema.presets)
+    bn_update_batches: Optional[int] = None  # recompute the average's BatchNorm statistics from this many training
+    #                                          batches before each evaluation (SWA's way); None = keep them
 
     def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
         return {"decay": self.decay, "warmup": self.warmup,
                 "warmup_steps": epochs_to_steps("warmup_epochs", self.warmup_epochs, steps_per_epoch) or 0,
                 "warmup_ratio": self.warmup_ratio, "warmup_power": self.warmup_power,
                 "warmup_gamma": self.warmup_gamma, "update_every": self.update_every, "buffers": self.buffers,
-                "preset": self.preset}
+                "preset": self.preset, "bn_update_batches": self.bn_update_batches}
 
 
 class EMA:
@@ -132,6 +135,9 @@ class EMA:
         momentum: preset="mmdet" only: mmdet's weight on the new weights; decay = 1 - momentum.
         first_update_copies: True: the first averaging update is `avg <- weights` (decay 0 once; Keras, timm).
             None: the preset's (True for "keras" only).
+        bn_update_batches: `prepare_for_eval` recomputes the average's BatchNorm statistics from this many training
+            batches before each evaluation (as SWA does; with SEMA the recomputed statistics are what a switch
+            writes into the model). None (default): the statistics `buffers` gives.
         average_dtype: dtype of the floating averaged tensors; None = float32 (float64 stays float64).
         device: where the average lives; None = next to each model tensor (and follows `model.to(...)`).
 
@@ -156,12 +162,19 @@ class EMA:
         preset: str = "paper",
         momentum: float | None = None,
         first_update_copies: bool | None = None,
+        bn_update_batches: int | None = None,
         average_dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         resolved = resolve_preset(preset, decay, buffers, warmup, momentum, first_update_copies)
         decay, buffers, warmup = resolved.decay, resolved.buffers, resolved.warmup
         check_choice("buffers", buffers, BUFFER_POLICIES)
+        if bn_update_batches is not None:
+            check_positive_int("bn_update_batches", bn_update_batches)
+            if buffers == "ignore":
+                raise ValueError("bn_update_batches needs buffers='average' or 'copy': with buffers='ignore' the "
+                                 "average has no BatchNorm statistics of its own (set bn_update_batches=None)")
+        self.bn_update_batches = bn_update_batches
         self.first_update_copies = resolved.first_update_copies
         self.update_every = check_positive_int("update_every", update_every)
         self.schedule = DecaySchedule(decay, warmup, warmup_steps, warmup_ratio, warmup_power, warmup_gamma)
@@ -210,7 +223,7 @@ class EMA:
             "decay": s.decay, "update_every": self.update_every, "warmup": s.warmup if s.warmup_steps else "none",
             "warmup_steps": s.warmup_steps, "warmup_ratio": s.warmup_ratio, "warmup_power": s.warmup_power,
             "warmup_gamma": s.warmup_gamma, "buffers": self.buffers, "preset": self.preset,
-            "first_update_copies": self.first_update_copies,
+            "first_update_copies": self.first_update_copies, "bn_update_batches": self.bn_update_batches,
             "average_dtype": None if self.average_dtype is None else str(self.average_dtype),
         }
 
@@ -234,6 +247,14 @@ class EMA:
         else:
             self._plan.lerp_(1.0 - self.schedule(step - 1))
         self._updates += 1
+
+    def prepare_for_eval(self, batches: Iterable[Any], forward: Callable[[Any], Any]) -> None:
+        """With `bn_update_batches`: recompute the average's BatchNorm statistics from the first
+        `bn_update_batches` of `batches` (`sema.bn.recompute_average_bn`); otherwise nothing."""
+        if self.bn_update_batches is not None:
+            from sema.bn import recompute_average_bn
+
+            recompute_average_bn(self._plan, self.average, batches, forward, self.bn_update_batches)
 
     def epoch_end(self) -> bool:
         """Mark the end of an epoch. EMA never writes into the model: returns False."""

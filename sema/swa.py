@@ -147,25 +147,9 @@ class SWA:
         is called inside `swapped()`, so the model holds the averaged weights, in train mode, without autograd.
         The model's own weights and statistics are restored bit for bit afterwards. A no-op without
         `bn_update_batches` or without BatchNorm layers."""
-        from sema.bn import update_bn
+        from sema.bn import recompute_average_bn
 
-        module = self._plan.module
-        layers = {name: m for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-        if self.bn_update_batches is None or not layers:
-            return
-        was_training = module.training
-        with self._plan.swapped():
-            update_bn(batches, module, forward_fn=lambda _module, batch: forward(batch),
-                      max_batches=self.bn_update_batches)
-            stats = {f"{name}.{key}" if name else key: b.detach().clone()
-                     for name, m in layers.items() for key, b in m.named_buffers(recurse=False)}
-        module.train(was_training)
-        # swapped() exchanges storage for most models (the new statistics are in the average already); a staged
-        # model (bf16 model, float32 average) is restored from a backup instead, which drops them: copy them in.
-        average = dict(self.average.named_buffers())
-        with torch.no_grad():
-            for name, value in stats.items():
-                average[name].copy_(value)
+        recompute_average_bn(self._plan, self.average, batches, forward, self.bn_update_batches)
 
     def state_dict(self) -> dict[str, Any]:
         self._plan.check()

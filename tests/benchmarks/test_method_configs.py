@@ -21,7 +21,8 @@ EXPECTED = {  # the keyword arguments each config passes to sema at quick/classi
     "power_ema": (sema.PowerEMA, dict(gamma=None, sigma_rel=0.10, update_every=1, buffers="average")),
     "lookahead": (sema.Lookahead, dict(k=5, alpha=0.5, buffers="ignore")),
     "sema_blend": (sema.SEMA, dict(decay=0.99, warmup=None, warmup_steps=78, warmup_ratio=0.9, warmup_power=2 / 3,
-                                   warmup_gamma=None, update_every=1, buffers=None, preset="paper", switch_every=1,
+                                   warmup_gamma=None, update_every=1, buffers=None, preset="paper",
+                                   bn_update_batches=None, switch_every=1,
                                    switch_start=1, switch_unit="epoch", switch_end=None, switch_blend=0.5)),
 }
 

@@ -26,7 +26,7 @@ def test_sema_settings_convert_epochs_to_steps_by_hand():
     s = sema.SEMA.Settings(decay=0.99, warmup_epochs=2.5, switch_start=3)
     assert s.kwargs(steps_per_epoch=10) == {
         "decay": 0.99, "warmup": None, "warmup_steps": 25, "warmup_ratio": 0.9, "warmup_power": 2 / 3,
-        "warmup_gamma": None, "update_every": 1, "buffers": None, "preset": "paper", "switch_every": 1,
+        "warmup_gamma": None, "update_every": 1, "buffers": None, "preset": "paper", "bn_update_batches": None, "switch_every": 1,
         "switch_start": 3, "switch_unit": "epoch", "switch_end": None, "switch_blend": 1.0}
 
 

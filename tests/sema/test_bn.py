@@ -36,3 +36,33 @@ def test_forward_fn_and_max_batches():
     with pytest.raises(ValueError, match="max_batches=0"):
         update_bn(data, model, max_batches=0)
     assert update_bn(data, torch.nn.Linear(4, 4)) == 0
+
+
+@pytest.mark.parametrize("method", ["EMA", "SEMA", "SWA"])
+def test_prepare_for_eval_recomputes_the_average_statistics_like_torch_on_the_averaged_weights(method):
+    """bn_update_batches (SWA's, and EMA/SEMA's for the BatchNorm study): the average's statistics become
+    torch's update_bn over the first k batches on the averaged weights; the model's own state is untouched."""
+    torch.manual_seed(0)
+    model = BNNet()
+    avg = getattr(sema, method)(model, bn_update_batches=2)
+    train_steps(model, avg, 5)
+    batches = [(torch.randn(7, 4), torch.zeros(7)) for _ in range(4)]
+    expected = copy.deepcopy(avg.average)
+    torch_update_bn([x for x, _ in batches[:2]], expected)
+    own = copy.deepcopy(model.state_dict())
+    avg.prepare_for_eval(batches, lambda batch: model(batch[0]))
+    for k, v in expected.state_dict().items():
+        torch.testing.assert_close(avg.average.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in own.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="bn_update_batches needs buffers='average' or 'copy'"):
+        getattr(sema, method)(BNNet(), bn_update_batches=2, buffers="ignore")
+
+
+def test_without_bn_update_batches_prepare_for_eval_changes_nothing():
+    model = BNNet()
+    avg = sema.EMA(model)
+    train_steps(model, avg, 3)
+    before = copy.deepcopy(avg.average.state_dict())
+    avg.prepare_for_eval([(torch.randn(7, 4), torch.zeros(7))], lambda batch: model(batch[0]))
+    assert all(torch.equal(avg.average.state_dict()[k], v) for k, v in before.items())
