@@ -95,3 +95,17 @@ def recompute_average_bn(plan: Any, average: nn.Module, batches: Iterable[Any], 
     with torch.no_grad():
         for name, value in stats.items():
             mine[name].copy_(value)
+
+
+def check_bn_update_batches(value: int | None, buffers: str) -> int | None:
+    """`bn_update_batches` as given (None, or an integer >= 1); ValueError when it is not one, or when the average
+    keeps no BatchNorm statistics of its own (buffers='ignore')."""
+    if value is None:
+        return None
+    from sema.schedules import check_positive_int
+
+    check_positive_int("bn_update_batches", value)
+    if buffers == "ignore":
+        raise ValueError("bn_update_batches needs buffers='average' or 'copy': with buffers='ignore' the average "
+                         "has no BatchNorm statistics of its own (set bn_update_batches=None)")
+    return value

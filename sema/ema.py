@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype, unwrap
+from sema.bn import check_bn_update_batches
 from sema.presets import resolve_preset
 from sema.schedules import DecaySchedule, check_choice, check_positive_int
 from sema.settings import epochs_to_steps, recipe_field
@@ -169,12 +170,7 @@ class EMA:
         resolved = resolve_preset(preset, decay, buffers, warmup, momentum, first_update_copies)
         decay, buffers, warmup = resolved.decay, resolved.buffers, resolved.warmup
         check_choice("buffers", buffers, BUFFER_POLICIES)
-        if bn_update_batches is not None:
-            check_positive_int("bn_update_batches", bn_update_batches)
-            if buffers == "ignore":
-                raise ValueError("bn_update_batches needs buffers='average' or 'copy': with buffers='ignore' the "
-                                 "average has no BatchNorm statistics of its own (set bn_update_batches=None)")
-        self.bn_update_batches = bn_update_batches
+        self.bn_update_batches = check_bn_update_batches(bn_update_batches, buffers)
         self.first_update_copies = resolved.first_update_copies
         self.update_every = check_positive_int("update_every", update_every)
         self.schedule = DecaySchedule(decay, warmup, warmup_steps, warmup_ratio, warmup_power, warmup_gamma)

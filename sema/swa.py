@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sema._binding import TensorPlan, make_average, resolve_dtype
+from sema.bn import check_bn_update_batches
 from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state, read_counters
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
 from sema.settings import epochs_to_steps
@@ -81,12 +82,7 @@ class SWA:
                              "start_step is the former name of start_steps, give only start_steps")
         self.update_every = check_positive_int("update_every", update_every)
         self.buffers = check_choice("buffers", buffers, BUFFER_POLICIES)
-        if bn_update_batches is not None:
-            check_positive_int("bn_update_batches", bn_update_batches)
-            if buffers == "ignore":
-                raise ValueError("bn_update_batches needs buffers='average' or 'copy': with buffers='ignore' the "
-                                 "average has no BatchNorm statistics of its own (set bn_update_batches=None)")
-        self.bn_update_batches = bn_update_batches
+        self.bn_update_batches = check_bn_update_batches(bn_update_batches, buffers)
         self.average_dtype = resolve_dtype(average_dtype)
         self.device = None if device is None else torch.device(device)
         average = make_average(model, self.average_dtype, self.device)
