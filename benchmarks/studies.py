@@ -23,7 +23,7 @@ The studies (STUDIES):
               (openmixup's parameters-only hooks), or recomputed on 50 training batches before each evaluation (SWA's
               way; with SEMA a switch then writes the recomputed statistics into the model)
 The reported statistic (final, best, median of the last k evaluations) needs no runs of its own: every result.json
-holds all three, and `statistic_table` compares them on any set of runs (the CPU suite's, in results/cpu).
+holds all three, and `statistic_section(root)` compares them on any set of runs (`--statistic-of runs/cpu/quick`).
 """
 
 from __future__ import annotations
@@ -208,6 +208,59 @@ def conclusion(findings: Sequence[tuple[str, str, object]], higher_is_better: bo
     return " ".join(words)
 
 
+STATISTICS = ("final", "best", "median_last")
+
+
+def statistic_section(root: Path, methods: Sequence[str] = ("ema", "sema")) -> str:
+    """Per task under `root` (completed runs), each method's paired difference to the baseline when the runs are
+    compared by their final, best or median-of-the-last-k evaluation, and a conclusion per method: whether the
+    choice of statistic changes the verdict."""
+    import json
+
+    from benchmarks.report.formatting import diff_text
+    from benchmarks.stats import paired_difference
+
+    values: dict[tuple, dict[str, dict[str, dict[int, float]]]] = {}  # task -> method -> statistic -> seed -> v
+    higher: dict[tuple, bool] = {}
+    for path in sorted(Path(root).rglob("result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if result.get("status") != "completed" or result.get("method") not in ("baseline", *methods):
+            continue
+        task = (result["task"], (result.get("config") or {}).get("task", {}).get("model", ""))
+        higher[task] = bool(result.get("higher_is_better", True))
+        for statistic in STATISTICS:
+            value = (result.get(statistic) or {}).get(result["headline"])
+            if value is not None:
+                values.setdefault(task, {}).setdefault(result["method"], {}).setdefault(statistic, {})[
+                    int(result["seed"])] = float(value)
+    lines = ["## Study: the reported statistic", "",
+             "Does the verdict depend on which evaluation is reported: the last (final), the best, or the median of "
+             "the last k? Δ = method − baseline under the same statistic, paired by seed, 95% t interval.", "",
+             "| task | method | Δ final | Δ best | Δ median of last k |", "|---|---|---|---|---|"]
+    changed = []
+    for task in sorted(values):
+        base = values[task].get("baseline", {})
+        for method in methods:
+            mine = values[task].get(method)
+            if not mine:
+                continue
+            diffs = {st: paired_difference(mine.get(st, {}), base.get(st, {})) for st in STATISTICS}
+            lines.append(f"| {task[0]} ({task[1]}) | {method} | "
+                         + " | ".join(diff_text(diffs[st]) for st in STATISTICS) + " |")
+            verdicts = {st: ("better" if (d.mean > 0) == higher[task] else "worse") if d.significant else "tie"
+                        for st, d in diffs.items()}
+            if len(set(verdicts.values())) > 1:
+                changed.append(f"{method} on {task[0]} ({', '.join(f'{st}: {v}' for st, v in verdicts.items())})")
+    lines += ["", "**Conclusion.** " + (
+        "The statistic changes the verdict (significantly better / worse / tie at 95%) for: " + "; ".join(changed)
+        + "." if changed else "No verdict depends on the statistic: where a method is significantly better or worse "
+        "than the baseline under one, it is under all three, and ties (including n < 2: no interval) stay ties."), ""]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help=f"studies to run: {', '.join(STUDIES)}")
@@ -217,7 +270,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="write the sections from the finished runs")
     parser.add_argument("--out", type=Path, default=None, help="write the sections to this markdown file")
     parser.add_argument("--recipe", default=None, help=f"another recipe than {RECIPE} (e.g. smoke/classification)")
+    parser.add_argument("--statistic-of", type=Path, default=None, metavar="RUNS",
+                        help="the reported-statistic section of the runs under RUNS (e.g. runs/cpu/quick)")
     args = parser.parse_args(argv)
+    if args.statistic_of is not None:
+        text = statistic_section(args.statistic_of)
+        print(text)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        return 0
     if args.list or not args.names:
         for study in STUDIES.values():
             runs = sum(len(p.methods) for p in study.points) * len(args.seeds)

@@ -3,8 +3,10 @@ averaging), and the plain-words conclusion written from paired intervals."""
 
 from __future__ import annotations
 
+import json
+
 from benchmarks.stats import PairedDiff
-from benchmarks.studies import STUDIES, conclusion, runs_of
+from benchmarks.studies import STUDIES, conclusion, runs_of, statistic_section
 
 
 def test_the_horizon_study_trains_one_baseline_per_seed_and_each_average_on_its_own_settings(tmp_path):
@@ -28,3 +30,19 @@ def test_the_conclusion_names_where_a_method_is_better_worse_or_indistinguishabl
     # lower is better (e.g. a loss): the same negative difference is an improvement
     assert conclusion(findings[:1], higher_is_better=False).startswith("SEMA is significantly better")
     assert conclusion([], True) == "No finished runs yet."
+
+
+def test_the_statistic_section_says_when_the_reported_statistic_changes_the_verdict(tmp_path):
+    # SEMA is 2 points behind at the last evaluation (seeds differ by 0.1: significant), level at the best one.
+    for seed, (base, sema_final) in enumerate([(80.0, 78.0), (81.0, 78.9), (79.0, 77.1)]):
+        for method, final, best in (("baseline", base, base), ("sema", sema_final, base + 0.05 * (seed - 1))):
+            run = tmp_path / method / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "result.json").write_text(json.dumps({
+                "status": "completed", "method": method, "seed": seed, "task": "classification",
+                "headline": "top1", "higher_is_better": True, "config": {"task": {"model": "tiny_cnn"}},
+                "final": {"top1": final}, "best": {"top1": best}, "median_last": {"top1": final}}))
+    text = statistic_section(tmp_path, methods=("sema",))
+    assert "| classification (tiny_cnn) | sema | -2 [" in text
+    assert ("The statistic changes the verdict (significantly better / worse / tie at 95%) for: sema on "
+            "classification (final: worse, best: tie, median_last: worse).") in text
