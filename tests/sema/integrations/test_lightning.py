@@ -140,3 +140,31 @@ def test_standalone_validate_and_test_evaluate_the_average(tmp_path):
     other = Toy()
     assert fresh.test(other, _loader(4), ckpt_path=path)[0]["loss"] == pytest.approx(average_loss, rel=1e-6)
     assert other.val_swapped == [True]
+
+
+class SavesDuringValidation(Toy):
+    """Saves a checkpoint from inside validation (while the average is swapped in), as a user's
+    on_validation_epoch_end or a best-checkpoint logic might."""
+
+    def on_validation_epoch_end(self):
+        self.trainer.save_checkpoint(self.trainer.default_root_dir + f"/in_validation_{self.current_epoch}.ckpt")
+
+
+def test_a_checkpoint_saved_during_validation_holds_the_average_and_the_online_weights(tmp_path):
+    torch.manual_seed(0)
+    model = SavesDuringValidation()
+    cb = SEMACallback(method="ema", decay=0.5, copy_at_end=False)
+    trainer = _trainer(tmp_path, cb, epochs=1)
+    online_seen = {}
+
+    class Probe(L.Callback):  # the weights right before validation: what the checkpoint must call "online"
+        def on_validation_start(self, trainer, pl_module):
+            online_seen.update(state_copy(pl_module))
+
+    trainer.callbacks.insert(0, Probe())
+    trainer.fit(model, _loader(16), _loader(4))  # before the fix: "cannot read the average inside swapped()"
+    saved = torch.load(tmp_path / "in_validation_0.ckpt", weights_only=True)
+    assert_same_state(saved["state_dict"], state_copy(cb.averager.average))  # what validation evaluated
+    online = next(v["online"] for k, v in saved["callbacks"].items() if "SEMACallback" in k)
+    assert_same_state(online, online_seen)
+    assert not cb.averager._plan.is_swapped and cb.averager.step == 2
