@@ -215,7 +215,8 @@ def test_the_cpu_suite_runs_every_method_the_presets_where_they_differ_and_3_or_
     assert list(plan) == [task for task, _ in SUITE]
     assert plan["detection"] == ((*CPU_METHODS, "sema_mmdet"), (0, 1, 2))
     assert plan["classification"] == ((*CPU_METHODS, "sema_openmixup"), (0, 1, 2, 3, 4))
-    assert plan["lm"][0] == CPU_METHODS and "sema_blend" in CPU_METHODS and "lookahead" in CPU_METHODS
+    assert plan["lm"] == (CPU_METHODS, (0, 1, 2, 3, 4)) and plan["video"] == (CPU_METHODS, (0, 1, 2))
+    assert "sema_blend" in CPU_METHODS and "lookahead" in CPU_METHODS
     assert suite_plan("main", ["lm"]) == [("lm", ("baseline", "ema", "sema"), (0,))]
     assert suite_plan("cpu", ["video"], seeds=[7])[0][2] == (7,)
     with pytest.raises(ValueError, match="suite 'gpu' is not a suite; choose one of: main, cpu"):
