@@ -119,12 +119,31 @@ def _hardware() -> dict[str, Any]:
     return info
 
 
+CODE_VERSION_ENV = "SEMA_BENCH_CODE_VERSION"  # "<commit>:<dirty 0|1>", set by the suite for its worker processes
+_code_version: Optional[tuple[Optional[str], Optional[bool]]] = None
+
+
+def code_version() -> tuple[Optional[str], Optional[bool]]:
+    """(git commit, dirty) of the code this process runs, read once per process: a commit made while a long job
+    runs is not the code it imported. The suite passes its own to its workers (CODE_VERSION_ENV)."""
+    global _code_version
+    if _code_version is None:
+        given = os.environ.get(CODE_VERSION_ENV)
+        if given:
+            commit, _, dirty = given.rpartition(":")
+            _code_version = (commit or None, None if dirty not in ("0", "1") else dirty == "1")
+        else:
+            status = _git("status", "--porcelain", "--untracked-files=no")
+            _code_version = (_git("rev-parse", "HEAD"), None if status is None else bool(status))
+    return _code_version
+
+
 def provenance(seed: int) -> dict[str, Any]:
-    """Where a result came from: code version, command, package versions, machine, date, seed."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    """Where a result came from: code version (`code_version`), command, package versions, machine, date, seed."""
+    commit, dirty = code_version()
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "command": shlex.join(sys.argv),
         "packages": _packages(),
         "hardware": _hardware(),

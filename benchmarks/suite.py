@@ -276,6 +276,10 @@ def run_suite(profile: str = "quick", seeds: Optional[Sequence[int]] = None, out
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        from benchmarks.results import CODE_VERSION_ENV, code_version
+
+        commit, dirty = code_version()  # the workers record the code the suite started with, not a later commit
+        os.environ[CODE_VERSION_ENV] = f"{commit or ''}:{'' if dirty is None else int(dirty)}"
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent,
                                  initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_run_unit_in_worker, (u, profile, out_dir, list(extra), os.getpid())): u

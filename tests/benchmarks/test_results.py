@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from benchmarks.results import config_differences, provenance, read_result, write_json_atomic
 
@@ -31,6 +32,23 @@ def test_provenance_has_the_documented_fields():
     assert set(p) == {"git_commit", "git_dirty", "command", "packages", "hardware", "date", "seed"}
     assert p["seed"] == 4 and p["packages"]["torch"] and p["hardware"]["cpu_count"] >= 1
     assert p["git_commit"] is None or len(p["git_commit"]) == 40
+
+
+def test_the_code_version_is_read_once_per_process_and_a_suites_workers_take_the_suites():
+    import subprocess
+    import sys
+
+    code = ("import os; from benchmarks.results import provenance, CODE_VERSION_ENV; a = provenance(0); "
+            "os.environ[CODE_VERSION_ENV] = 'f' * 40 + ':0'; b = provenance(0); "
+            "print(a['git_commit'] == b['git_commit'], a['git_dirty'] == b['git_dirty'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "SEMA_BENCH_CODE_VERSION"}).stdout
+    assert out.split() == ["True", "True"]  # a later change (a commit) does not reach a running process
+    given = "ab" * 20 + ":1"
+    code = "from benchmarks.results import provenance; p = provenance(0); print(p['git_commit'], p['git_dirty'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SEMA_BENCH_CODE_VERSION": given}).stdout
+    assert out.split() == ["ab" * 20, "True"]
 
 
 def test_summaries_of_the_average_and_of_the_online_model_by_hand():
