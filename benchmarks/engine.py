@@ -292,7 +292,7 @@ class Trainer:
 
         task_module = load_task(cfg.task.name)
         task_cfg = OmegaConf.to_object(cfg.task)
-        ctx = RunContext.of_run(cfg, self.device, self.run_dir, rank, world_size)
+        ctx = self.ctx = RunContext.of_run(cfg, self.device, self.run_dir, rank, world_size)
         self.task: TaskSetup = task_module.setup(task_cfg, ctx)
         self.model = self.task.model.to(self.device)  # the engine owns placement: the model, then its average
         channels_last = (trainer.channels_last if trainer.channels_last is not None
@@ -597,11 +597,13 @@ class Trainer:
             return {k: full_weights(m) for k, m in modules.items()}
         return modules
 
-    def final_metrics(self, averager: Any = "primary") -> dict[str, float]:
+    def final_metrics(self, averager: Any = "primary", out_dir: Optional[Path] = None) -> dict[str, float]:
         """task.final_evaluate on the weights being reported (the average of `averager`, default the run's own,
-        when there is one)."""
+        when there is one). `out_dir`: where this evaluation's artefacts go (a rider's run directory; the task
+        reads ctx.out_dir), by default the run's own."""
         averager = self.averager if averager == "primary" else averager
         self.model.eval()
+        own_dir, self.ctx.out_dir = self.ctx.out_dir, Path(out_dir) if out_dir is not None else self.ctx.out_dir
         try:
             with torch.no_grad():
                 if averager is None:
@@ -609,6 +611,7 @@ class Trainer:
                 with averager.swapped():
                     return {k: float(v) for k, v in self.task.final_evaluate(self.model).items()}
         finally:
+            self.ctx.out_dir = own_dir
             self.model.train()
 
     def evaluate(self, switched: bool) -> tuple[Optional[dict], dict, bool]:
@@ -1139,7 +1142,7 @@ def _train_epochs(trainer: Trainer, cfg: DictConfig, run_dir: Path, result: dict
     # (fsdp2: gathered from the shards, by every rank). The riders first: the run itself is "completed" last.
     final_on_rank = task.final_evaluate is not None and (trainer.rank == 0 or task.final_evaluate_on_every_rank)
     for rider in trainer.riders:
-        extra = trainer.final_metrics(rider.averager) if final_on_rank else None
+        extra = trainer.final_metrics(rider.averager, rider.run_dir) if final_on_rank else None
         weights = trainer.weights(rider.averager)
         if trainer.rank == 0:
             _finish(trainer, rider.run_dir, rider.result, extra, weights, rider.history)

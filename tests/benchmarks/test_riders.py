@@ -53,6 +53,19 @@ def test_a_shared_trajectory_gives_each_method_the_result_of_its_own_run(tmp_pat
     assert [r["final"] for r in again] == [r["final"] for r in results]
 
 
+def test_each_rider_of_a_generation_trajectory_gets_the_sample_grid_of_its_own_average(tmp_path, monkeypatch):
+    """Artefacts of the final evaluation (the generation task's samples.png) go to the run directory of the
+    weights being evaluated: the same file, byte for byte, as a run of that method alone writes."""
+    monkeypatch.setenv("SEMA_BENCH_CACHE", str(tmp_path / "cache"))
+    shared = [compose_run("smoke/generation", m, 0, str(tmp_path / "shared"), FAST) for m in ("baseline", "ema")]
+    engine.run_shared(shared)
+    for (_, shared_dir), method in zip(shared, ("baseline", "ema")):
+        cfg, alone_dir = compose_run("smoke/generation", method, 0, str(tmp_path / "alone"), FAST)
+        engine.run(cfg, alone_dir)
+        assert (shared_dir / "samples.png").read_bytes() == (alone_dir / "samples.png").read_bytes(), method
+    assert (shared[0][1] / "samples.png").read_bytes() != (shared[1][1] / "samples.png").read_bytes()
+
+
 def test_a_killed_shared_trajectory_resumes_every_rider_bit_for_bit(tmp_path):
     shared = members(tmp_path / "shared")
     primary, riders = shared[0], shared[1:]
