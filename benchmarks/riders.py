@@ -104,8 +104,10 @@ def plan(members: Sequence[tuple[DictConfig, Path]]) -> tuple[Optional[tuple[Dic
             todo.append((cfg, Path(run_dir)))
     if not todo:
         return None, [], done
-    for cfg, run_dir in todo:
-        if (run_dir / ckpt.CHECKPOINT_FILE).exists():  # resume the trajectory on disk, with the riders it carries
+    from benchmarks.strategy import dcp_path
+
+    for cfg, run_dir in todo:  # resume the trajectory on disk (checkpoint.pt, or fsdp2's DCP), with its riders
+        if (run_dir / ckpt.CHECKPOINT_FILE).exists() or dcp_path(run_dir) is not None:
             sidecar = run_dir / TRAJECTORY_FILE
             carried = set(json.loads(sidecar.read_text())["riders"]) if sidecar.exists() else set()
             riders = [(c, d) for c, d in todo if d != run_dir and str(c.method.name) in carried]

@@ -90,6 +90,23 @@ def test_completed_members_are_skipped_and_the_rest_share_a_new_trajectory(tmp_p
         group[1][1]]
 
 
+def test_an_interrupted_trajectory_is_resumed_whether_its_checkpoint_is_a_file_or_an_fsdp2_dcp_directory(tmp_path):
+    from benchmarks.strategy import DCP_DIR
+
+    group = members(tmp_path, ("baseline", "ema", "swa"))
+    for kind in ("file", "dcp"):  # the ema run holds the interrupted trajectory, carrying swa
+        ema_dir = group[1][1]
+        ema_dir.mkdir(parents=True, exist_ok=True)
+        (ema_dir / TRAJECTORY_FILE).write_text(json.dumps({"riders": ["swa"]}))
+        if kind == "file":
+            (ema_dir / ckpt.CHECKPOINT_FILE).write_bytes(b"a checkpoint")
+        else:
+            (ema_dir / ckpt.CHECKPOINT_FILE).unlink()
+            (ema_dir / DCP_DIR).mkdir()
+        primary, riders, _ = plan(group)
+        assert primary[1] == ema_dir and [d for _, d in riders] == [group[2][1]], kind
+
+
 def test_methods_that_write_into_the_model_or_other_configs_cannot_share(tmp_path):
     base, sema = members(tmp_path, ("baseline", "sema"))
     with pytest.raises(ValueError, match="method=sema writes into the model"):
