@@ -154,28 +154,33 @@ def suite_plan(suite: str, tasks: Optional[Sequence[str]] = None,
 
 
 def estimate_text(units: Sequence[Unit], jobs: int, out_dir: str, profile: str) -> str:
-    """What the job will cost, stated before it starts: its units and runs, and a duration estimate from the
-    main job's units already finished under `out_dir` (their result.json wall times), when there are any."""
+    """What the job will cost, stated before it starts: its units and runs, how many are done already (every run
+    completed: they are skipped), and a duration estimate for the rest from the finished units' wall times under
+    `out_dir` (a unit's own, or the slowest of its task's)."""
     import json
 
-    runs = sum(len(u.methods) for u in units)
-    seconds = {}
-    for unit in units:
-        path = Path(out_dir) / profile / unit.task / unit.methods[0] / f"seed{unit.seed}" / "result.json"
+    def status_and_time(unit: Unit, method: str) -> tuple[Optional[str], Optional[float]]:
+        path = Path(out_dir) / profile / unit.task / method / f"seed{unit.seed}" / "result.json"
         try:
-            seconds[unit] = float(json.loads(path.read_text()).get("wall_time_s") or 0) or None
+            result = json.loads(path.read_text())
         except (OSError, ValueError):
-            seconds[unit] = None
-    known = [v for v in seconds.values() if v]
-    text = f"{len(units)} work units ({runs} runs) on {jobs} process(es)"
-    if known:
-        per_task: dict[str, float] = {}
-        for unit, value in seconds.items():
-            if value:
-                per_task[unit.task] = max(per_task.get(unit.task, 0.0), value)
-        guess = sum(seconds[u] or per_task.get(u.task, sum(known) / len(known)) for u in units) / jobs
-        text += (f"; about {guess / 60:.0f} min if each unit takes as long as its task's finished runs did "
-                 f"(shared units with more riders take longer: more evaluations)")
+            return None, None
+        return result.get("status"), float(result.get("wall_time_s") or 0) or None
+
+    runs = sum(len(u.methods) for u in units)
+    done = [u for u in units if all(status_and_time(u, m)[0] == "completed" for m in u.methods)]
+    seconds = {u: status_and_time(u, u.methods[0])[1] for u in units}
+    per_task: dict[str, float] = {}
+    for unit in done:
+        if seconds[unit]:
+            per_task[unit.task] = max(per_task.get(unit.task, 0.0), seconds[unit])
+    text = f"{len(units)} work units ({runs} runs) on {jobs} process(es), {len(done)} of them done already"
+    todo = [u for u in units if u not in done]
+    if per_task and todo:
+        fallback = max(per_task.values())
+        guess = sum(seconds[u] or per_task.get(u.task, fallback) for u in todo) / jobs
+        text += (f"; about {guess / 60:.0f} min for the other {len(todo)} if each takes as long as its task's "
+                 "finished units did (shared units with more riders take longer: more evaluations)")
     return text
 
 

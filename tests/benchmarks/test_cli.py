@@ -221,3 +221,23 @@ def test_the_cpu_suite_runs_every_method_the_presets_where_they_differ_and_3_or_
     assert suite_plan("cpu", ["video"], seeds=[7])[0][2] == (7,)
     with pytest.raises(ValueError, match="suite 'gpu' is not a suite; choose one of: main, cpu"):
         suite_plan("gpu")
+
+
+def test_the_suite_estimate_counts_finished_units_as_done_and_times_the_rest_from_them(tmp_path):
+    from benchmarks.suite import Unit, estimate_text
+
+    def finished(task, method, seed, seconds, status="completed"):
+        run = tmp_path / "quick" / task / method / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"status": status, "wall_time_s": seconds}))
+
+    finished("lm", "baseline", 0, 120.0)
+    finished("lm", "ema", 0, 120.0)
+    finished("lm", "sema", 0, 60.0)
+    finished("lm", "sema", 1, 30.0, status="running")
+    units = [Unit("lm", ("baseline", "ema"), 0), Unit("lm", ("sema",), 0), Unit("lm", ("baseline", "ema"), 1),
+             Unit("lm", ("sema",), 1)]
+    # done: the two seed-0 units; the rest: seed 1's shared unit at the task's slowest (120 s) + sema's 30 s so far
+    assert estimate_text(units, 2, str(tmp_path), "quick") == (
+        "4 work units (6 runs) on 2 process(es), 2 of them done already; about 1 min for the other 2 if each takes "
+        "as long as its task's finished units did (shared units with more riders take longer: more evaluations)")
