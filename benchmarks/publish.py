@@ -5,10 +5,11 @@ committed beside it, so anyone can check the tables against the runs they came f
     python -m benchmarks.publish runs/cpu/quick results/cpu          # results/cpu/runs/ + results/cpu/*.md, .csv, .png
 
 1. Every completed run's result.json under RUNS (and its analysis.json, when sema-analyze wrote one) is copied to
-   `RESULTS/runs/<its path under RUNS>/`; runs not completed (running, failed) are left out and counted. Files
-   already there for runs no longer under RUNS are kept, so a sweep finished over several sittings (or machines)
-   accumulates.
-2. `sema-report RESULTS/runs --out RESULTS` (benchmarks.report.summarize) writes the tables, the leaderboard and
+   `RESULTS/runs/<its path under RUNS>/`; runs not completed (running, failed) are left out and counted, and an
+   older copy of such a run is withdrawn. Copies of runs no longer under RUNS at all are kept, so a sweep finished
+   over several sittings (or machines) accumulates.
+2. The tables, CSVs and plots in RESULTS are deleted and rewritten: a table whose runs are gone does not linger.
+3. `sema-report RESULTS/runs --out RESULTS` (benchmarks.report.summarize) writes the tables, the leaderboard and
    the plots from those copies, with the command, commits, machines and date in each file's header.
 
 tests/test_published_results.py regenerates every published report from its runs/ and checks the tables agree.
@@ -36,10 +37,12 @@ def snapshot(runs: Path, results: Path) -> tuple[int, int]:
         if RUNS_DIR in run_dir.relative_to(runs).parts[:1] or "report" in run_dir.relative_to(runs).parts:
             continue
         result = read_result(run_dir)
+        target = results / RUNS_DIR / run_dir.relative_to(runs)
         if result is None or result.get("status") != "completed":
             skipped += 1
+            for name in ("result.json", "analysis.json"):  # an older copy would outlive the run it came from
+                (target / name).unlink(missing_ok=True)
             continue
-        target = results / RUNS_DIR / run_dir.relative_to(runs)
         write_json_atomic(target / "result.json", result)
         analysis = run_dir / "analysis.json"
         if analysis.is_file():
@@ -57,8 +60,8 @@ def publish(runs: Path, results: Path, command: str, plots: bool = True) -> str:
         raise FileNotFoundError(f"{runs} is not a directory: pass the profile folder of a sweep (e.g. runs/cpu/quick)")
     copied, skipped = snapshot(runs, results)
     print(f"{copied} completed run(s) copied to {results / RUNS_DIR}; {skipped} not completed, left out")
-    for stale in ("report.md",):  # rewritten below; a table that no longer exists must not linger
-        (results / stale).unlink(missing_ok=True)
+    for stale in [*results.glob("*.md"), *results.glob("*.csv"), *results.glob("*.png")]:
+        stale.unlink()  # every table is rewritten below; one whose runs are gone must not linger
     return summarize(results / RUNS_DIR, results, plots=plots, command=command)
 
 

@@ -169,14 +169,19 @@ def comparable_config(config: dict, prefix: str = "") -> dict:
     return out
 
 
+# Config fields added after runs were made whose null reproduces what those runs did: a config that lacks one
+# equals a config that holds it as null (and only for these keys: elsewhere null may mean something of its own).
+ADDED_AS_NULL = ("method.bn_update_batches",)
+
+
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two nested config dicts differ, as 'key: old -> new' lines. A key one side lacks and the
-    other holds as null is no difference: a field added to the config defaults to null, meaning "as before"."""
+    """Dotted keys where two nested config dicts differ, as 'key: old -> new' lines (ADDED_AS_NULL: absent =
+    null)."""
     if isinstance(old, dict) and isinstance(new, dict):
         diffs = []
         for key in sorted(set(old) | set(new), key=str):
             where = f"{prefix}.{key}" if prefix else str(key)
-            if old.get(key) is None and new.get(key) is None:  # absent on one side, null on the other (or both)
+            if where in ADDED_AS_NULL and old.get(key) is None and new.get(key) is None:
                 continue
             diffs += config_differences(old.get(key, "<absent>"), new.get(key, "<absent>"), where)
         return diffs

@@ -21,7 +21,8 @@ The studies (STUDIES):
               1 / 2 / 4 epochs
     bn        BatchNorm statistics of the average: averaged (the paper), copied from the model, the model's own
               (openmixup's parameters-only hooks), or recomputed on 50 training batches before each evaluation (SWA's
-              way; with SEMA a switch then writes the recomputed statistics into the model)
+              way; with SEMA the recomputed statistics stay in the average, and its EMA updates and switches carry
+              them on)
 The reported statistic (final, best, median of the last k evaluations) needs no runs of its own: every result.json
 holds all three, and `statistic_section(root)` compares them on any set of runs (`--statistic-of runs/cpu/quick`).
 """
@@ -60,9 +61,9 @@ class Study:
 def _horizon_points() -> tuple[Point, ...]:
     points = []
     for decay in (0.9, 0.99, 0.999):
-        points.append(Point(f"decay {decay}, EMA", (f"averaging.decay={decay}",), ("baseline", "ema")))
+        points.append(Point(f"decay {decay}, EMA", (f"method.decay={decay}",), ("baseline", "ema")))
         for every in (1, 2, 4):
-            points.append(Point(f"decay {decay}, SEMA every {every}", (f"averaging.decay={decay}",
+            points.append(Point(f"decay {decay}, SEMA every {every}", (f"method.decay={decay}",
                                                                          f"method.switch_every={every}"),
                                 ("baseline", "sema")))
     return tuple(points)
@@ -99,35 +100,57 @@ def runs_of(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[Poin
         for seed in seeds:
             members = []
             for method in point.methods:
-                # the baseline averages nothing: without the averaging keys its runs are shared by the points
-                extra = [o for o in point.overrides
-                         if method != "baseline" or not o.startswith(("method.", "averaging."))]
+                # the baseline averages nothing: without the method's keys its runs are shared by the points
+                extra = [o for o in point.overrides if method != "baseline" or not o.startswith("method.")]
                 members.append(compose_run(study.recipe, method, seed, str(Path(out_dir) / study.name), extra))
             plan.append((point, seed, members))
     return plan
 
 
+def work_units(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[int, list, list]]:
+    """(seed, passive runs, other runs) per seed and training config: the passive methods (the baseline and each
+    EMA variant) of one seed whose configs agree but for the method ride on one trajectory; a run that several
+    points share appears once."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from benchmarks.riders import MAY_DIFFER, is_passive
+
+    def trajectory(cfg) -> str:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        return json.dumps({k: v for k, v in config.items() if k not in MAY_DIFFER}, sort_keys=True, default=str)
+
+    groups: dict[tuple, dict[Path, tuple]] = {}
+    for _, seed, members in runs_of(study, seeds, out_dir):
+        for cfg, run_dir in members:
+            groups.setdefault((seed, trajectory(cfg)), {})[run_dir] = (cfg, run_dir)
+    return [(seed, [r for r in runs.values() if is_passive(r[0].method)],
+             [r for r in runs.values() if not is_passive(r[0].method)]) for (seed, _), runs in groups.items()]
+
+
 def run_study(study: Study, seeds: Sequence[int], out_dir: str) -> None:
-    """Train (or resume, or skip) every run of the study: EMA rides on the baseline's trajectory."""
+    """Train (or resume, or skip) every run of the study, in `work_units`: shared trajectories, then SEMA runs."""
     from omegaconf import OmegaConf
 
     from benchmarks import engine
-    from benchmarks.riders import is_passive
 
-    for point, seed, members in runs_of(study, seeds, out_dir):
-        for cfg, run_dir in members:
+    for seed, passive, active in work_units(study, seeds, out_dir):
+        for cfg, run_dir in passive + active:
             (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
             OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-        passive = [(c, d) for c, d in members if is_passive(c.method)]
-        active = [(c, d) for c, d in members if not is_passive(c.method)]
-        print(f"{study.name}: {point.label}, seed {seed}", flush=True)
+        print(f"{study.name}, seed {seed}: {len(passive)} passive run(s) on one trajectory, {len(active)} alone",
+              flush=True)
+        singles = active
         if len(passive) > 1:
             engine.run_shared(passive)
-        for cfg, run_dir in active + (passive if len(passive) == 1 else []):
+        else:
+            singles = passive + active
+        for cfg, run_dir in singles:
             try:
                 engine.run(cfg, run_dir)
             except Exception as err:  # recorded in its result.json; the study goes on
-                print(f"  {cfg.method.name} failed: {err}", flush=True)
+                print(f"  {cfg.method.name} in {run_dir} failed: {err}", flush=True)
 
 
 def _reported(run_dir: Path) -> Optional[tuple[float, str, bool]]:
@@ -148,7 +171,7 @@ def study_section(study: Study, seeds: Sequence[int], out_dir: str) -> str:
     from benchmarks.report.formatting import diff_text, mean_std_text
     from benchmarks.stats import mean_std, paired_difference
 
-    rows, findings = [], []
+    rows, findings, missing = [], [], 0
     metric, higher = "metric", True
     for point in study.points:
         values: dict[str, dict[int, float]] = {m: {} for m in point.methods}
@@ -160,6 +183,8 @@ def study_section(study: Study, seeds: Sequence[int], out_dir: str) -> str:
                 if got is not None and got[0] is not None and math.isfinite(got[0]):
                     values[cfg.method.name][seed] = got[0]
                     metric, higher = got[1], got[2]
+                else:  # not run yet, failed, or a non-finite metric: counted and said below the table
+                    missing += 1
         base = values.get("baseline", {})
         cells = [point.label, mean_std_text(mean_std(list(base.values())))]
         for method in ("ema", "sema"):
@@ -168,7 +193,8 @@ def study_section(study: Study, seeds: Sequence[int], out_dir: str) -> str:
                 continue
             diff = paired_difference(values[method], base)
             cells += [mean_std_text(mean_std(list(values[method].values()))), diff_text(diff)]
-            findings.append((point.label, method, diff))
+            if diff is not None:  # None: no seed has both runs
+                findings.append((point.label, method, diff))
         rows.append(cells)
     lines = [f"## Study: {study.name}", "", study.question, "",
              f"Recipe `{study.recipe}`, seeds {', '.join(map(str, seeds))}; {metric} "
@@ -176,6 +202,9 @@ def study_section(study: Study, seeds: Sequence[int], out_dir: str) -> str:
              "paired by seed, 95% t interval.", "",
              f"| {study.axis} | baseline | EMA | Δ EMA | SEMA | Δ SEMA |", "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    if missing:
+        lines += ["", f"{missing} run(s) of the study have no finite reported value yet (not run, running, failed "
+                      "or diverged): their seeds are left out of the cells above."]
     lines += ["", "**Conclusion.** " + conclusion(findings, higher), ""]
     return "\n".join(lines)
 
@@ -222,6 +251,7 @@ def statistic_section(root: Path, methods: Sequence[str] = ("ema", "sema")) -> s
 
     values: dict[tuple, dict[str, dict[str, dict[int, float]]]] = {}  # task -> method -> statistic -> seed -> v
     higher: dict[tuple, bool] = {}
+    seen: dict[tuple, Path] = {}
     for path in sorted(Path(root).rglob("result.json")):
         try:
             result = json.loads(path.read_text())
@@ -230,6 +260,12 @@ def statistic_section(root: Path, methods: Sequence[str] = ("ema", "sema")) -> s
         if result.get("status") != "completed" or result.get("method") not in ("baseline", *methods):
             continue
         task = (result["task"], (result.get("config") or {}).get("task", {}).get("model", ""))
+        key = (task, result["method"], int(result["seed"]))
+        if key in seen:
+            raise ValueError(f"{path} and {seen[key]} are both {result['method']} seed {result['seed']} on "
+                             f"{task[0]}: give the statistic section one run per method and seed (a sweep's profile "
+                             "folder such as runs/cpu/quick, not a study with variants)")
+        seen[key] = path
         higher[task] = bool(result.get("higher_is_better", True))
         for statistic in STATISTICS:
             value = (result.get(statistic) or {}).get(result["headline"])
@@ -248,6 +284,8 @@ def statistic_section(root: Path, methods: Sequence[str] = ("ema", "sema")) -> s
             if not mine:
                 continue
             diffs = {st: paired_difference(mine.get(st, {}), base.get(st, {})) for st in STATISTICS}
+            if any(d is None for d in diffs.values()):  # no seed with both the method and the baseline
+                continue
             lines.append(f"| {task[0]} ({task[1]}) | {method} | "
                          + " | ".join(diff_text(diffs[st]) for st in STATISTICS) + " |")
             verdicts = {st: ("better" if (d.mean > 0) == higher[task] else "worse") if d.significant else "tie"

@@ -155,8 +155,8 @@ def suite_plan(suite: str, tasks: Optional[Sequence[str]] = None,
 
 def estimate_text(units: Sequence[Unit], jobs: int, out_dir: str, profile: str) -> str:
     """What the job will cost, stated before it starts: its units and runs, how many are done already (every run
-    completed: they are skipped), and a duration estimate for the rest from the finished units' wall times under
-    `out_dir` (a unit's own, or the slowest of its task's)."""
+    completed: they are skipped), and a duration estimate for the rest: each at the slowest finished unit of its
+    task under `out_dir` (of any task when its own has none)."""
     import json
 
     def status_and_time(unit: Unit, method: str) -> tuple[Optional[str], Optional[float]]:
@@ -169,16 +169,16 @@ def estimate_text(units: Sequence[Unit], jobs: int, out_dir: str, profile: str) 
 
     runs = sum(len(u.methods) for u in units)
     done = [u for u in units if all(status_and_time(u, m)[0] == "completed" for m in u.methods)]
-    seconds = {u: status_and_time(u, u.methods[0])[1] for u in units}
     per_task: dict[str, float] = {}
     for unit in done:
-        if seconds[unit]:
-            per_task[unit.task] = max(per_task.get(unit.task, 0.0), seconds[unit])
+        seconds = status_and_time(unit, unit.methods[0])[1]
+        if seconds:
+            per_task[unit.task] = max(per_task.get(unit.task, 0.0), seconds)
     text = f"{len(units)} work units ({runs} runs) on {jobs} process(es), {len(done)} of them done already"
     todo = [u for u in units if u not in done]
     if per_task and todo:
         fallback = max(per_task.values())
-        guess = sum(seconds[u] or per_task.get(u.task, fallback) for u in todo) / jobs
+        guess = sum(per_task.get(u.task, fallback) for u in todo) / jobs  # not a partial run's time so far
         text += (f"; about {guess / 60:.0f} min for the other {len(todo)} if each takes as long as its task's "
                  "finished units did (shared units with more riders take longer: more evaluations)")
     return text

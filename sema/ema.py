@@ -137,8 +137,9 @@ class EMA:
         first_update_copies: True: the first averaging update is `avg <- weights` (decay 0 once; Keras, timm).
             None: the preset's (True for "keras" only).
         bn_update_batches: `prepare_for_eval` recomputes the average's BatchNorm statistics from this many training
-            batches before each evaluation (as SWA does; with SEMA the recomputed statistics are what a switch
-            writes into the model). None (default): the statistics `buffers` gives.
+            batches before each evaluation (as SWA does). They stay in the average, which the following updates
+            fold the model's statistics into, and which SEMA's later switches write into the model. None
+            (default): the statistics `buffers` gives.
         average_dtype: dtype of the floating averaged tensors; None = float32 (float64 stays float64).
         device: where the average lives; None = next to each model tensor (and follows `model.to(...)`).
 

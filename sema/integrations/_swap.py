@@ -54,10 +54,21 @@ def prepare_for_eval(averager: object, batches: Iterable[Any], forward: Callable
     try:
         with torch.random.fork_rng(devices=devices):
             module.train()
-            averager.prepare_for_eval(fresh_loader(batches), forward)
+            averager.prepare_for_eval(_FreshBatches(batches), forward)  # built only if the hook iterates it
     finally:
         module.train(was_training)
     return True
+
+
+class _FreshBatches:
+    """`fresh_loader(loader)`, made when first iterated: a hook with nothing to do (EMA without
+    bn_update_batches) builds no loader."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(fresh_loader(self.loader))
 
 
 def fresh_loader(loader: Any, seed: int = 0) -> Any:
@@ -68,6 +79,9 @@ def fresh_loader(loader: Any, seed: int = 0) -> Any:
     if not isinstance(loader, torch.utils.data.DataLoader) or dataset is None:
         return loader
     batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 1
+    if isinstance(dataset, torch.utils.data.IterableDataset):  # a stream cannot be shuffled: its own order
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=loader.collate_fn,
+                                           num_workers=0)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=loader.collate_fn,
                                        generator=torch.Generator().manual_seed(seed), num_workers=0)
 

@@ -237,7 +237,8 @@ def test_the_suite_estimate_counts_finished_units_as_done_and_times_the_rest_fro
     finished("lm", "sema", 1, 30.0, status="running")
     units = [Unit("lm", ("baseline", "ema"), 0), Unit("lm", ("sema",), 0), Unit("lm", ("baseline", "ema"), 1),
              Unit("lm", ("sema",), 1)]
-    # done: the two seed-0 units; the rest: seed 1's shared unit at the task's slowest (120 s) + sema's 30 s so far
+    # done: the two seed-0 units; the other two at the task's slowest finished unit (120 s), not sema's 30 s so
+    # far: (120 + 120) / 2 processes = 2 min
     assert estimate_text(units, 2, str(tmp_path), "quick") == (
-        "4 work units (6 runs) on 2 process(es), 2 of them done already; about 1 min for the other 2 if each takes "
+        "4 work units (6 runs) on 2 process(es), 2 of them done already; about 2 min for the other 2 if each takes "
         "as long as its task's finished units did (shared units with more riders take longer: more evaluations)")

@@ -21,8 +21,11 @@ def test_config_differences_name_the_dotted_keys():
     old = {"trainer": {"epochs": 2, "amp": "auto"}, "seed": 0}
     new = {"trainer": {"epochs": 3, "amp": "auto"}, "seed": 0, "extra": 1}
     assert config_differences(old, new) == ["extra: '<absent>' -> 1", "trainer.epochs: 2 -> 3"]
-    # a field added later defaults to null ("as before"): a config saved without it still matches
+    # a field added later whose null means "as before" (ADDED_AS_NULL): a config saved without it still matches
     assert config_differences({"method": {"decay": 0.9}}, {"method": {"decay": 0.9, "bn_update_batches": None}}) == []
+    # elsewhere null is a value of its own (e.g. SWA's bn_update_batches=None: no re-estimation)
+    assert config_differences({"task": {}}, {"task": {"proxy_train_samples": None}}) == [
+        "task.proxy_train_samples: '<absent>' -> None"]
     assert config_differences({"method": {}}, {"method": {"bn_update_batches": 50}}) == [
         "method.bn_update_batches: '<absent>' -> 50"]
 

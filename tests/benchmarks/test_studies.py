@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.stats import PairedDiff
-from benchmarks.studies import STUDIES, conclusion, runs_of, statistic_section
+from benchmarks.studies import STUDIES, conclusion, runs_of, statistic_section, work_units
 
 
 def test_the_horizon_study_trains_one_baseline_per_seed_and_each_average_on_its_own_settings(tmp_path):
@@ -15,8 +15,19 @@ def test_the_horizon_study_trains_one_baseline_per_seed_and_each_average_on_its_
     baselines = {d for m, d in dirs if m == "baseline"}
     assert len(baselines) == 1  # decay and switch cadence do not touch the baseline: one run serves all 12 points
     semas = {d for m, d in dirs if m == "sema"}
-    assert len(semas) == 9 and any("averaging.decay=0.9,method.switch_every=4" in d for d in semas)
+    assert len(semas) == 9 and any(d.endswith("method.decay=0.9,method.switch_every=4") for d in semas)
     assert len({d for m, d in dirs if m == "ema"}) == 3
+    assert not any("averaging." in d for _, d in dirs)  # the decay is the method's: the baseline shares its run
+    ((seed, passive, active),) = work_units(STUDIES["horizon"], [0], str(tmp_path))
+    assert seed == 0 and sorted(c.method.name for c, _ in passive) == ["baseline", "ema", "ema", "ema"]
+    assert sorted({c.method.decay for c, _ in passive if c.method.name == "ema"}) == [0.9, 0.99, 0.999]
+    assert len(active) == 9  # the SEMA variants train on their own
+
+
+def test_a_study_that_changes_the_training_shares_a_trajectory_per_point_only(tmp_path):
+    units = work_units(STUDIES["length"], [0], str(tmp_path))
+    assert len(units) == 5  # one per run length: baseline + EMA ride together, SEMA alone
+    assert all(sorted(c.method.name for c, _ in p) == ["baseline", "ema"] and len(a) == 1 for _, p, a in units)
 
 
 def test_the_conclusion_names_where_a_method_is_better_worse_or_indistinguishable():

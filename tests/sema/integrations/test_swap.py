@@ -41,3 +41,22 @@ def test_eval_swap_holds_one_context_and_says_whether_it_is_in():
     assert not swap.active and torch.equal(model.weight, own)
     swap.enter(None)  # no averager yet: nothing to swap
     assert not swap.active
+
+
+def test_a_streaming_dataset_is_read_in_its_own_order_and_ema_without_bn_work_builds_no_loader():
+    import sema
+    from sema.integrations._swap import prepare_for_eval
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(torch.arange(6.0).view(6, 1))
+
+    train = torch.utils.data.DataLoader(Stream(), batch_size=2)
+    assert [b.flatten().tolist() for b in fresh_loader(train)] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    model = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.BatchNorm1d(2))
+    seen = []
+    assert prepare_for_eval(sema.EMA(model), train, lambda batch: seen.append(batch), model)
+    assert seen == []  # no re-estimation asked for: nothing read
+    prepare_for_eval(sema.EMA(model, bn_update_batches=2), train, lambda batch: seen.append(batch) or model(batch),
+                     model)
+    assert [b.flatten().tolist() for b in seen] == [[0.0, 1.0], [2.0, 3.0]]
