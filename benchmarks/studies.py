@@ -108,9 +108,9 @@ def runs_of(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[Poin
 
 
 def work_units(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[int, list, list]]:
-    """(seed, passive runs, other runs) per seed and training config: the passive methods (the baseline and each
-    EMA variant) of one seed whose configs agree but for the method ride on one trajectory; a run that several
-    points share appears once."""
+    """(seed, passive runs sharing one trajectory, other runs): the passive methods of one seed whose configs agree
+    but for the method ride together, each method once per trajectory; a run that several points share appears
+    once."""
     import json
 
     from omegaconf import OmegaConf
@@ -125,8 +125,21 @@ def work_units(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[i
     for _, seed, members in runs_of(study, seeds, out_dir):
         for cfg, run_dir in members:
             groups.setdefault((seed, trajectory(cfg)), {})[run_dir] = (cfg, run_dir)
-    return [(seed, [r for r in runs.values() if is_passive(r[0].method)],
-             [r for r in runs.values() if not is_passive(r[0].method)]) for (seed, _), runs in groups.items()]
+    units = []
+    for (seed, _), runs in groups.items():
+        passive = [r for r in runs.values() if is_passive(r[0].method)]
+        active = [r for r in runs.values() if not is_passive(r[0].method)]
+        # a trajectory carries each method once (riders are known by name): the k-th variant of each passive
+        # method rides with the k-th of the others; a variant left alone trains its own (identical) trajectory
+        rounds: list[list] = []
+        for run in passive:
+            name = str(run[0].method.name)
+            slot = next((r for r in rounds if name not in {str(c.method.name) for c, _ in r}), None)
+            if slot is None:
+                rounds.append(slot := [])
+            slot.append(run)
+        units += [(seed, group, []) for group in rounds[:-1]] + [(seed, rounds[-1] if rounds else [], active)]
+    return units
 
 
 def run_study(study: Study, seeds: Sequence[int], out_dir: str) -> None:
