@@ -222,6 +222,13 @@ def study_section(study: Study, seeds: Sequence[int], out_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _verdict(diff, higher_is_better: bool) -> str:
+    """"better" / "worse" than the baseline when the 95% interval excludes 0, else "tie" (also when n < 2)."""
+    if not diff.significant:
+        return "tie"
+    return "better" if (diff.mean > 0) == higher_is_better else "worse"
+
+
 def conclusion(findings: Sequence[tuple[str, str, object]], higher_is_better: bool) -> str:
     """Plain words from the paired differences: per method, where it is significantly better or worse than the
     baseline (along the axis, in order), and where the interval includes zero."""
@@ -232,9 +239,9 @@ def conclusion(findings: Sequence[tuple[str, str, object]], higher_is_better: bo
         mine = [(label, d) for label, m, d in findings if m == method and d.n > 0]
         if not mine:
             continue
-        better = [label for label, d in mine if d.significant and (d.mean > 0) == higher_is_better]
-        worse = [label for label, d in mine if d.significant and (d.mean > 0) != higher_is_better]
-        unclear = [label for label, d in mine if not d.significant]
+        better = [label for label, d in mine if _verdict(d, higher_is_better) == "better"]
+        worse = [label for label, d in mine if _verdict(d, higher_is_better) == "worse"]
+        unclear = [label for label, d in mine if _verdict(d, higher_is_better) == "tie"]
         parts = []
         if better:
             parts.append(f"significantly better than the baseline at {', '.join(better)}")
@@ -301,8 +308,7 @@ def statistic_section(root: Path, methods: Sequence[str] = ("ema", "sema")) -> s
                 continue
             lines.append(f"| {task[0]} ({task[1]}) | {method} | "
                          + " | ".join(diff_text(diffs[st]) for st in STATISTICS) + " |")
-            verdicts = {st: ("better" if (d.mean > 0) == higher[task] else "worse") if d.significant else "tie"
-                        for st, d in diffs.items()}
+            verdicts = {st: _verdict(d, higher[task]) for st, d in diffs.items()}
             if len(set(verdicts.values())) > 1:
                 changed.append(f"{method} on {task[0]} ({', '.join(f'{st}: {v}' for st, v in verdicts.items())})")
     lines += ["", "**Conclusion.** " + (
