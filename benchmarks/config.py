@@ -37,6 +37,7 @@ REPORTED = ("final", "best", "median_last")  # result.json statistics sema-repor
 FSDP_DTYPES = ("bf16", "fp16", "fp32")
 WANDB_MODES = ("offline", "online", "disabled")
 PROFILES = ("smoke", "quick", "paper")
+TAIL_FIELDS = ("start_epochs", "burnin_epochs")  # method fields (SWA, BEMA) that start at averaging.tail_start
 
 
 @dataclass
@@ -48,6 +49,9 @@ class AveragingConfig:
     decay: float = 0.999  # EMA-type decay (weight on the old average): 0.999 for CNNs, 0.9999 for transformers
     warmup_epochs: float = 0.0  # length of the decay warm-up, in epochs (EMA, SEMA)
     switch_start: float = 0.0  # SEMA: no switch before the end of this epoch (the paper: 5, its warm-up length)
+    tail_start: float = 0.0  # where averaging of the run's tail begins, in epochs: SWA's first average and BEMA's
+    #                          snapshot theta_0 (Izmailov et al. start SWA at ~3/4 of the budget; the quick and paper
+    #                          recipes set 0.75 x trainer.epochs; 0 = from the first step)
 
 
 @dataclass
@@ -215,6 +219,14 @@ def validate(cfg: Any) -> None:
     _check_choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     _check_positive("averaging.warmup_epochs", a.warmup_epochs, allow_zero=True)
     _check_positive("averaging.switch_start", a.switch_start, allow_zero=True)
+    _check_positive("averaging.tail_start", a.tail_start, allow_zero=True)
     _check_positive("task.batch_size", cfg.task.batch_size)
     _check_positive("task.eval_batch_size", cfg.task.eval_batch_size)
     check_method(cfg.method)
+    for key in TAIL_FIELDS:  # a tail that starts at or after the end: the method would average nothing
+        start = cfg.method.get(key)
+        if start is not None and start >= t.epochs:
+            raise ValueError(
+                f"method.{key}={start} is not before the run's end (trainer.epochs={t.epochs}), so "
+                f"{cfg.method.name} would never average; it defaults to the recipe's averaging.tail_start: set "
+                f"averaging.tail_start (or method.{key}) to a value in [0, {t.epochs})")

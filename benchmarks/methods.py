@@ -7,8 +7,9 @@ class; see `sema.settings`) plus two labels:
     averager  the `sema.METHODS` key to build; null = no averaging (the baseline)
 
 Nothing else is in it: SWA's config has no `switch_unit`, EMA's no `start_epochs`. Fields that depend on the
-run's length (`decay`, `warmup_epochs`, `switch_start`, marked with `sema.settings.recipe_field`) default to the
-recipe's `averaging.<key>`; a value written in a method file or on the command line replaces that default.
+run's length (`decay`, `warmup_epochs`, `switch_start`, `tail_start`: SWA's start and BEMA's burn-in; marked with
+`sema.settings.recipe_field`) default to the recipe's `averaging.<key>`; a value written in a method file or on the
+command line replaces that default.
 
     averager, kwargs = build_averager(cfg.method, module, steps_per_epoch)
     # averager = sema.METHODS[cfg.method.averager](module, **kwargs), kwargs = Settings.kwargs(steps_per_epoch)

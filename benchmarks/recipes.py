@@ -117,7 +117,7 @@ def check_recipe_files(recipe_dir: Path = RECIPE_DIR) -> None:
                 raise ValueError(
                     f"{where} writes {key}.{first}: a recipe may not set another node's fields (it would silently "
                     f"replace the method file's value). Put run-length dependent averaging values under "
-                    f"averaging: (decay, warmup_epochs, switch_start), which every method reads as its defaults.")
+                    f"averaging: (decay, warmup_epochs, switch_start, tail_start), which every method reads as its defaults.")
         if name not in RECIPES:
             raise ValueError(f"{where} is not listed in benchmarks/recipes.py::RECIPES; add one line there")
         profile = name.split("/")[0]

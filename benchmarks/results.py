@@ -38,6 +38,9 @@ LAST_K = 3  # evaluations in `median_last` by default (trainer.median_of_last; t
 IGNORED_FOR_RESUME = ("logger", "out_dir", "riders", "trainer.num_threads", "task.num_workers",
                       "trainer.dist_timeout_min", "trainer.checkpoint_every_steps",
                       "trainer.checkpoint_in_background")  # may change on a rerun
+# The recipe's averaging defaults: a rerun compares what they resolved into (the method node's fields), not the node
+# itself, so a key added there (tail_start) leaves the runs of the methods that do not read it comparable.
+READ_THROUGH_METHOD = ("averaging",)
 # A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
 ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
 PROVENANCE_PACKAGES = ("sema-bench", "torch", "torchvision", "timm", "numpy", "hydra-core", "omegaconf", "wandb")
@@ -157,14 +160,14 @@ class ConfigMismatch(RuntimeError):
 
 
 def comparable_config(config: dict, prefix: str = "") -> dict:
-    """`config` as a rerun in the same directory must match it: IGNORED_FOR_RESUME left out, the
-    ONLY_PRESENCE_FOR_RESUME keys reduced to whether they are set."""
+    """`config` as a rerun in the same directory must match it: IGNORED_FOR_RESUME and READ_THROUGH_METHOD left
+    out, the ONLY_PRESENCE_FOR_RESUME keys reduced to whether they are set."""
     out = {}
     for key, value in config.items():
         where = f"{prefix}{key}"
         if where in ONLY_PRESENCE_FOR_RESUME:
             out[key] = "a real dataset folder" if value is not None else "the embedded default"
-        elif where not in IGNORED_FOR_RESUME:
+        elif where not in IGNORED_FOR_RESUME and where not in READ_THROUGH_METHOD:
             out[key] = comparable_config(value, f"{where}.") if isinstance(value, dict) else value
     return out
 

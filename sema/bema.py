@@ -27,6 +27,15 @@ Presets (`preset=`; explicit `update_every` / `t_origin` win):
 
 Both share kappa 0.5, eta 0.2, rho 10, gamma 1, beta_min 0, tau 0 (the defaults of the arguments).
 
+The burn-in, and why the benchmark sets one. BEMA was made for fine-tuning: theta_0 is a pretrained model and
+tau = 0, so theta - theta_0 is the fine-tuning's own displacement. Trained from scratch with tau = 0, theta_0 is
+the random initialisation and mu adds alpha_t times the whole distance travelled from it: the CPU suite's first
+pass at tau = 0 (results/cpu at commit 1a8a1fc, 3-5 seeds) lost to the baseline on 5 of 8 tasks, by 37 points of
+accuracy on classification. So `BEMASettings.burnin_epochs` defaults to the recipe's `averaging.tail_start`, the start of
+the run's tail that SWA also averages (0.75 x the epochs in the quick and paper recipes: theta_0 is the weights
+three quarters in, where the remaining run is a fine-tuning of them). `method.burnin_epochs=0` gives the
+published default back; plain Python (`BEMA(model)`) keeps tau = 0.
+
 What the reference codes do (they agree on the formulas above except where said):
 
   TRL `BEMACallback` (huggingface/trl, trl/trainer/callbacks.py): update_freq=400, ema_power=0.5, bias_power=0.2,
@@ -66,7 +75,7 @@ from __future__ import annotations
 import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -75,7 +84,7 @@ from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema._grouped_state import GroupedState, sync_plan
 from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state, read_counters
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
-from sema.settings import epochs_to_steps
+from sema.settings import epochs_to_steps, recipe_field
 
 
 T_ORIGINS = ("burnin", "start")
@@ -103,14 +112,15 @@ class BEMASettings:
     lag: float = 10.0  # rho
     multiplier: float = 1.0  # gamma
     beta_min: float = 0.0  # floor of beta_t
-    burnin_epochs: float = 0.0  # tau in epochs (-> burnin_steps); theta_0 is the weights after it
+    burnin_epochs: Optional[float] = recipe_field("tail_start")  # tau in epochs (-> burnin_steps); theta_0 is the
+    #                                                                weights after it; None (outside a recipe) = 0
     update_every: int = 1  # update on every k-th optimizer step
     buffers: str = "ignore"  # the model's BatchNorm statistics (bias-corrected running variances can go negative)
 
     def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
         return {"ema_power": self.ema_power, "bias_power": self.bias_power, "lag": self.lag,
                 "multiplier": self.multiplier, "beta_min": self.beta_min,
-                "burnin_steps": epochs_to_steps("burnin_epochs", self.burnin_epochs, steps_per_epoch),
+                "burnin_steps": epochs_to_steps("burnin_epochs", self.burnin_epochs, steps_per_epoch) or 0,
                 "update_every": self.update_every, "buffers": self.buffers}
 
 

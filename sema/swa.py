@@ -5,7 +5,8 @@ and Better Generalization", UAI 2018), as `torch.optim.swa_utils.AveragedModel` 
 
 on the update() calls numbered start_steps + k * update_every (k = 1, 2, ...). Before the first of them the average
 is the model as bound. Izmailov et al. start averaging after about 75% of the training budget (benchmarks:
-`method.start_epochs`, converted to `start_steps`). BatchNorm statistics of an SWA average are usually re-estimated
+`method.start_epochs`, converted to `start_steps`, by default the recipe's `averaging.tail_start`, which the quick
+and paper recipes set to 0.75 x the epochs). BatchNorm statistics of an SWA average are usually re-estimated
 after training with `sema.bn.update_bn` (buffers="ignore" then matches `AveragedModel(use_buffers=False)`).
 """
 
@@ -23,7 +24,7 @@ from sema._binding import TensorPlan, make_average, resolve_dtype
 from sema.bn import check_bn_update_batches
 from sema.ema import BUFFER_POLICIES, FORMAT_VERSION, check_state, read_counters
 from sema.schedules import check_choice, check_nonnegative_int, check_positive_int
-from sema.settings import epochs_to_steps
+from sema.settings import epochs_to_steps, recipe_field
 
 
 @dataclass
@@ -31,7 +32,9 @@ class SWASettings:
     """SWA's settings in epochs (see `sema.settings`). kwargs: start_steps = round(start_epochs * steps_per_epoch);
     update_every, buffers, bn_update_batches as they are."""
 
-    start_epochs: float = 0.0  # average only after this many epochs (-> start_steps); Izmailov: ~0.75 x epochs
+    start_epochs: Optional[float] = recipe_field("tail_start")  # average only after this many epochs
+    #                                                               (-> start_steps); Izmailov: ~0.75 x epochs;
+    #                                                               None (outside a recipe) = 0
     update_every: int = 1  # average every k-th optimizer step after the start
     buffers: str = "average"  # average | copy | ignore
     bn_update_batches: Optional[int] = 50  # re-estimate the average's BatchNorm statistics from this many training
@@ -39,7 +42,7 @@ class SWASettings:
     #                                        uniformly averaged ones
 
     def kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
-        return {"start_steps": epochs_to_steps("start_epochs", self.start_epochs, steps_per_epoch),
+        return {"start_steps": epochs_to_steps("start_epochs", self.start_epochs, steps_per_epoch) or 0,
                 "update_every": self.update_every, "buffers": self.buffers,
                 "bn_update_batches": self.bn_update_batches}
 

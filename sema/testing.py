@@ -62,7 +62,7 @@ class BNNet(nn.Module):
 
 
 # The recipe values a template run uses for the recipe-dependent settings (sema.settings.recipe_field).
-TEMPLATE_RECIPE = {"decay": 0.9, "warmup_epochs": 0.0, "switch_start": 0.0}
+TEMPLATE_RECIPE = {"decay": 0.9, "warmup_epochs": 0.0, "switch_start": 0.0, "tail_start": 0.0}
 
 
 def template_kwargs(cls: type, steps_per_epoch: int = 3, **overrides: Any) -> dict[str, Any]:

@@ -139,6 +139,29 @@ def test_a_negative_epoch_count_of_a_method_is_named_in_epochs_not_steps(tmp_pat
     assert str(err.value) == "method.start_epochs=-1.0 is not allowed; it must be a finite number of epochs >= 0"
 
 
+@pytest.mark.parametrize("recipe", sorted(r for r in RECIPES if not r.startswith("smoke/")))
+def test_quick_and_paper_recipes_start_the_tail_averages_three_quarters_in(recipe, tmp_path):
+    """SWA's first average and BEMA's snapshot: 0.75 x trainer.epochs (the smoke recipes keep the methods' 0)."""
+    cfg, _ = compose_run(recipe, "swa", 0, str(tmp_path), [])
+    assert cfg.averaging.tail_start == cfg.method.start_epochs == 0.75 * cfg.trainer.epochs
+    cfg, _ = compose_run(recipe, "bema", 0, str(tmp_path), [])
+    assert cfg.method.burnin_epochs == 0.75 * cfg.trainer.epochs
+
+
+@pytest.mark.parametrize("method,key", [("swa", "start_epochs"), ("bema", "burnin_epochs")])
+def test_a_tail_that_starts_at_the_end_is_refused_with_the_key_to_change(method, key, tmp_path):
+    cfg, _ = compose_run("quick/classification", method, 0, str(tmp_path), ["trainer.epochs=6"])
+    with pytest.raises(ValueError) as err:
+        validate(cfg)
+    assert str(err.value) == (
+        f"method.{key}=6.0 is not before the run's end (trainer.epochs=6), so {method} would never average; it "
+        f"defaults to the recipe's averaging.tail_start: set averaging.tail_start (or method.{key}) to a value in "
+        "[0, 6)")
+    validate(compose_run("quick/classification", method, 0, str(tmp_path), ["trainer.epochs=6",
+                                                                         "averaging.tail_start=4.5"])[0])
+    validate(compose_run("quick/classification", "ema", 0, str(tmp_path), ["trainer.epochs=6"])[0])  # reads none
+
+
 def test_slurm_launcher_config_composes_with_its_documented_keys(tmp_path):
     from hydra import compose, initialize_config_dir
 

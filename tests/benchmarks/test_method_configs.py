@@ -13,10 +13,11 @@ from benchmarks.tasks import TASKS
 
 FAST = ["logger.wandb.mode=disabled", "trainer.num_threads=1"]
 METHODS = tuple(m for m in choices(CONFIG_DIR / "method") if m != "baseline")  # every averaging method
-EXPECTED = {  # the keyword arguments each config passes to sema at quick/classification (78 steps per epoch)
-    "swa": (sema.SWA, dict(start_steps=0, update_every=1, buffers="average", bn_update_batches=50)),
+EXPECTED = {  # the keyword arguments each config passes to sema at quick/classification (78 steps per epoch;
+    #            averaging.tail_start 6 of the 8 epochs: SWA's start and BEMA's burn-in are 6 x 78 = 468 steps)
+    "swa": (sema.SWA, dict(start_steps=468, update_every=1, buffers="average", bn_update_batches=50)),
     "lawa": (sema.LAWA, dict(k=5, every=1, start=0, unit="epoch", buffers="average")),
-    "bema": (sema.BEMA, dict(ema_power=0.5, bias_power=0.2, lag=10.0, multiplier=1.0, beta_min=0.0, burnin_steps=0,
+    "bema": (sema.BEMA, dict(ema_power=0.5, bias_power=0.2, lag=10.0, multiplier=1.0, beta_min=0.0, burnin_steps=468,
                              update_every=1, buffers="ignore")),
     "power_ema": (sema.PowerEMA, dict(gamma=None, sigma_rel=0.10, update_every=1, buffers="average")),
     "lookahead": (sema.Lookahead, dict(k=5, alpha=0.5, buffers="ignore")),

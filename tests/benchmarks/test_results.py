@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from benchmarks.results import config_differences, provenance, read_result, write_json_atomic
+from benchmarks.results import comparable_config, config_differences, provenance, read_result, write_json_atomic
 
 
 def test_atomic_write_round_trips_and_stores_non_finite_numbers_as_null(tmp_path):
@@ -28,6 +28,26 @@ def test_config_differences_name_the_dotted_keys():
         "task.proxy_train_samples: '<absent>' -> None"]
     assert config_differences({"method": {}}, {"method": {"bn_update_batches": 50}}) == [
         "method.bn_update_batches: '<absent>' -> 50"]
+
+
+def test_a_rerun_compares_what_the_averaging_defaults_resolved_into_not_the_node(tmp_path):
+    """A run saved before averaging.tail_start existed resumes under a recipe that sets it, unless its method reads
+    it: EMA's config resolves to the same fields, SWA's start moves."""
+    from omegaconf import OmegaConf
+
+    from benchmarks.recipes import compose_run
+
+    def saved(method: str) -> tuple[dict, dict]:
+        cfg, _ = compose_run("quick/classification", method, 0, str(tmp_path), [])
+        new = OmegaConf.to_container(cfg, resolve=True)
+        old = json.loads(json.dumps(new))
+        del old["averaging"]["tail_start"]
+        if method == "swa":
+            old["method"]["start_epochs"] = 0.0  # what the recipe gave SWA before
+        return comparable_config(old), comparable_config(new)
+
+    assert config_differences(*saved("ema")) == []
+    assert config_differences(*saved("swa")) == ["method.start_epochs: 0.0 -> 6.0"]
 
 
 def test_provenance_has_the_documented_fields():
