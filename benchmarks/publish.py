@@ -3,6 +3,7 @@ committed beside it, so anyone can check the tables against the runs they came f
 
     python -m benchmarks.suite --suite cpu --out-dir runs/cpu        # the runs (resumable)
     python -m benchmarks.publish runs/cpu/quick results/cpu          # results/cpu/runs/ + results/cpu/*.md, .csv, .png
+    python -m benchmarks.publish runs/cpu/quick results/cpu --readme README.md   # also the README's summary block
 
 1. Every completed run's result.json under RUNS (and its analysis.json, when sema-analyze wrote one) is copied to
    `RESULTS/runs/<its path under RUNS>/`; runs not completed (running, failed) are left out and counted, and an
@@ -12,7 +13,11 @@ committed beside it, so anyone can check the tables against the runs they came f
 3. `sema-report RESULTS/runs --out RESULTS` (benchmarks.report.summarize) writes the tables, the leaderboard and
    the plots from those copies, with the command, commits, machines and date in each file's header.
 
-tests/test_published_results.py regenerates every published report from its runs/ and checks the tables agree.
+4. With `--readme`, the README's summary block for RESULTS (between its markers; benchmarks/report/readme.py) is
+   rewritten from the same copies.
+
+tests/test_published_results.py regenerates every published report and README block from its runs/ and checks
+they agree.
 """
 
 from __future__ import annotations
@@ -70,10 +75,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("runs", type=Path, help="a sweep's profile folder, e.g. runs/cpu/quick")
     parser.add_argument("results", type=Path, help="the published folder, e.g. results/cpu")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also rewrite this README's summary block for RESULTS (it must hold the block's markers)")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.publish " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         publish(args.runs, args.results, command, plots=not args.no_plots)
+        if args.readme is not None:
+            from benchmarks.report.readme import block_of, rewrite
+
+            folder = args.results.as_posix().rstrip("/")
+            rewrite(args.readme, block_of(args.results / RUNS_DIR, folder), folder)
+            print(f"{args.readme}: the {folder} summary rewritten")
     except (FileNotFoundError, ValueError) as err:
         print(f"publish: {err}", file=sys.stderr)
         return 1

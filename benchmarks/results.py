@@ -59,12 +59,18 @@ def _json_safe(value: Any) -> Any:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write `obj` as JSON to `path` so that `path` always holds either the old or the new content."""
+    write_text_atomic(path, json.dumps(_json_safe(obj), indent=1, allow_nan=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that `path` always holds either the old or the new content (a temporary file in
+    the same folder, fsync'ed, then renamed over it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(obj), f, indent=1, allow_nan=False)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are meant to be read by others

@@ -11,8 +11,10 @@ import pytest
 
 from benchmarks.publish import RUNS_DIR
 from benchmarks.report import summarize
+from benchmarks.report.readme import block_of, current_block, rewrite
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
 PUBLISHED = sorted(p.parent for p in RESULTS.glob(f"*/{RUNS_DIR}") if p.is_dir())
 # Lines of a report's header that describe the process that wrote it, not the runs.
 OF_THE_WRITER = ("# sema-report:", "- command:", "- report code commit:", "- date:", "- machine:")
@@ -36,3 +38,30 @@ def test_every_published_table_is_what_its_runs_give(folder, tmp_path):
     assert committed == made, f"{folder}: tables without runs, or runs without tables"
     for name in made:
         assert _content(folder / name) == _content(tmp_path / name), f"{folder / name} differs from its runs"
+
+
+@pytest.mark.parametrize("folder", PUBLISHED, ids=lambda p: p.name)
+def test_the_readme_summary_of_a_published_folder_is_what_its_runs_give(folder):
+    name = f"results/{folder.name}"
+    held = current_block((ROOT / "README.md").read_text(), name)
+    assert held is not None, f"README.md has no summary of {name}: python -m benchmarks.publish RUNS {name} --readme README.md"
+    assert held == block_of(folder / RUNS_DIR, name), (
+        f"README.md's summary of {name} differs from its runs: rerun python -m benchmarks.publish RUNS {name} --readme "
+        "README.md")
+
+
+def test_the_readme_block_is_replaced_between_its_markers_and_refused_without_them(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nbefore\n<!-- begin results/cpu summary: old -->\n| 1 |\n<!-- end results/cpu summary -->\nafter\n")
+    with pytest.raises(ValueError, match="has no '<!-- begin results/quick summary"):
+        rewrite(readme, "new", "results/quick")
+    held = current_block(readme.read_text(), "results/cpu")
+    assert held is None  # the begin marker must be the one the writer makes, word for word
+    from benchmarks.report.readme import begin_marker, end_marker
+
+    block = f"{begin_marker('results/cpu')}\n| 2 |\n{end_marker('results/cpu')}"
+    readme.write_text(readme.read_text().replace("<!-- begin results/cpu summary: old -->", begin_marker("results/cpu")))
+    rewrite(readme, block, "results/cpu")
+    assert readme.read_text() == f"# x\n\nbefore\n{block}\nafter\n"
+    rewrite(readme, block, "results/cpu")  # a second rewrite changes nothing
+    assert readme.read_text() == f"# x\n\nbefore\n{block}\nafter\n"

@@ -187,7 +187,8 @@ def build_leaderboard(tables: Sequence[TaskTable], references: Sequence[str] = (
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-def _diff_cell(diff: Optional[PairedDiff]) -> str:
+def diff_cell(diff: Optional[PairedDiff]) -> str:
+    """A signed difference with its interval: '+0.19 [-0.16, +0.54]', '(1 seed)' without one."""
     if diff is None:
         return "–"
     text = number_text(diff.mean, signed=True)
@@ -230,7 +231,7 @@ def render_leaderboard(board: Leaderboard) -> str:
               f"| table | method | seeds | {ref_cols} | verdict | score | rank | steps 90% | 95% | 100% |",
               "|---|---|---|" + "---|" * len(board.references) + "---|---|---|---|---|---|"]
     for e in board.entries:
-        deltas = " | ".join(_diff_cell(e.deltas.get(r)) for r in board.references)
+        deltas = " | ".join(diff_cell(e.deltas.get(r)) for r in board.references)
         score = "–" if e.score is None else number_text(e.score, signed=True) + "%"
         same = f" (= {', '.join(e.identical_to)})" if e.identical_to else ""
         lines.append(f"| {e.task} | {e.label}{same} | {e.seeds} | {deltas} | {e.verdict} | {score} | {e.rank:g} | "
