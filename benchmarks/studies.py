@@ -2,8 +2,10 @@
 
     python -m benchmarks.studies --list
     python -m benchmarks.studies length --out-dir runs/studies          # resumable; then its report section
+    python -m benchmarks.studies length --jobs 2                         # two units side by side (2 cores)
     python -m benchmarks.studies schedule horizon bn --seeds 0 1 2
     python -m benchmarks.studies length --report-only                   # the section from the finished runs
+    python -m benchmarks.studies --jobs 2 --publish results/studies     # every study, then results/studies/
 
 A study varies one thing of one cheap recipe (quick classification: Fashion-MNIST, the small CNN) and runs
 baseline, EMA and SEMA at every value, with >= 3 seeds. Its section has, per value, each method's reported metric
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -142,28 +145,78 @@ def work_units(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[i
     return units
 
 
-def run_study(study: Study, seeds: Sequence[int], out_dir: str) -> None:
-    """Train (or resume, or skip) every run of the study, in `work_units`: shared trajectories, then SEMA runs."""
+def _units(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[int, list, list]]:
+    """work_units(), the longest training first (side-by-side workers then finish together)."""
+    def epochs(unit: tuple) -> int:
+        return max((int(cfg.trainer.epochs) for cfg, _ in unit[1] + unit[2]), default=0)
+
+    return sorted(work_units(study, seeds, out_dir), key=lambda u: -epochs(u))
+
+
+def _train_in_worker(args: tuple) -> list[str]:
+    """A worker's unit: the configs are composed again here (structured configs do not pickle), then trained."""
+    study, seeds, out_dir, index, threads = args
+    seed, passive, active = _units(study, seeds, out_dir)[index]
+    return _train_unit((seed, passive, active, threads, study.name))
+
+
+def _train_unit(args: tuple) -> list[str]:
+    """One work unit (benchmarks.riders: the passive runs on one trajectory, then the others alone), each run with
+    `threads` torch threads (None: the config's); returns the lines to print."""
+    seed, passive, active, threads, name = args
     from omegaconf import OmegaConf
 
     from benchmarks import engine
 
-    for seed, passive, active in work_units(study, seeds, out_dir):
-        for cfg, run_dir in passive + active:
-            (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-        print(f"{study.name}, seed {seed}: {len(passive)} passive run(s) on one trajectory, {len(active)} alone",
-              flush=True)
-        singles = active
-        if len(passive) > 1:
-            engine.run_shared(passive)
-        else:
-            singles = passive + active
-        for cfg, run_dir in singles:
+    for cfg, run_dir in passive + active:
+        if threads is not None:
+            cfg.trainer.num_threads = threads  # IGNORED_FOR_RESUME: the run directory and its resume do not see it
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    lines = [f"{name}, seed {seed}: {len(passive)} passive run(s) on one trajectory, {len(active)} alone"]
+    singles = active
+    if len(passive) > 1:
+        engine.run_shared(passive)
+    else:
+        singles = passive + active
+    for cfg, run_dir in singles:
+        try:
+            engine.run(cfg, run_dir)
+        except Exception as err:  # recorded in its result.json; the study goes on
+            lines.append(f"  {cfg.method.name} in {run_dir} failed: {err}")
+    return lines
+
+
+def run_study(study: Study, seeds: Sequence[int], out_dir: str, jobs: int = 1) -> None:
+    """Train (or resume, or skip) every run of the study, in `work_units` (shared trajectories, then SEMA runs),
+    the longest first; `jobs` > 1 runs that many units side by side in worker processes, cores / jobs threads
+    each (as the suite's --jobs)."""
+    import os
+
+    units = _units(study, seeds, out_dir)
+    if jobs <= 1:
+        for seed, passive, active in units:
+            print("\n".join(_train_unit((seed, passive, active, None, study.name))), flush=True)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from benchmarks.results import CODE_VERSION_ENV, code_version
+    from benchmarks.suite import _watch_parent
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    commit, dirty = code_version()  # the workers record the code the study started with
+    os.environ[CODE_VERSION_ENV] = f"{commit or ''}:{'' if dirty is None else int(dirty)}"
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent,
+                             initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(_train_in_worker, (study, list(seeds), out_dir, i, max(1, cores // jobs)))
+                   for i in range(len(units))]
+        for n, future in enumerate(as_completed(futures), 1):
             try:
-                engine.run(cfg, run_dir)
-            except Exception as err:  # recorded in its result.json; the study goes on
-                print(f"  {cfg.method.name} in {run_dir} failed: {err}", flush=True)
+                lines = future.result()
+            except BaseException as err:  # noqa: BLE001 - one unit's error must not discard the others
+                lines = [f"a unit of {study.name} failed: {type(err).__name__}: {err}"]
+            print(f"[{n}/{len(units)}] " + "\n".join(lines), flush=True)
 
 
 def _reported(run_dir: Path) -> Optional[tuple[float, str, bool]]:
@@ -318,18 +371,68 @@ def statistic_section(root: Path, methods: Sequence[str] = ("ema", "sema")) -> s
     return "\n".join(lines)
 
 
+STUDIES_FILE = "studies.md"  # a published studies folder: this file, and runs/ (the per-run summaries it is made of)
+
+
+def published_text(results: Path, seeds: Sequence[int], statistic_of: Optional[Path],
+                   command: Optional[str] = None) -> str:
+    """The studies report of a published folder: the provenance of its runs (results/<folder>/runs/), every
+    study's section from them, and the reported-statistic section of `statistic_of` (e.g. results/cpu/runs)."""
+    from benchmarks.publish import RUNS_DIR
+    from benchmarks.report.render import provenance_header
+    from benchmarks.report.runs import load_runs
+
+    runs, problems = load_runs(results / RUNS_DIR)
+    sections = [study_section(study, seeds, str(results / RUNS_DIR)) for study in STUDIES.values()]
+    if statistic_of is not None:
+        sections.append(statistic_section(statistic_of))
+    return provenance_header(results / RUNS_DIR, runs, problems, command) + "\n" + "\n".join(sections)
+
+
+def publish_studies(runs: Path, results: Path, seeds: Sequence[int], statistic_of: Optional[Path],
+                    command: str) -> str:
+    """Copy the completed study runs under `runs` to `results/runs/` (benchmarks.publish.snapshot), then write
+    `results/studies.md` from those copies; tests/test_published_results.py rebuilds it and compares."""
+    from benchmarks.publish import RUNS_DIR, snapshot
+    from benchmarks.results import write_text_atomic
+
+    copied, skipped = snapshot(Path(runs), Path(results))
+    print(f"{copied} completed study run(s) copied to {Path(results) / RUNS_DIR}; {skipped} not completed, left out")
+    text = published_text(Path(results), seeds, statistic_of, command)
+    write_text_atomic(Path(results) / STUDIES_FILE, text)
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help=f"studies to run: {', '.join(STUDIES)}")
     parser.add_argument("--list", action="store_true", help="list the studies and their runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--out-dir", default="runs/studies", help="root of the run directories")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="work units side by side (2 on 2 cores: one thread each), as the suite's --jobs")
     parser.add_argument("--report-only", action="store_true", help="write the sections from the finished runs")
     parser.add_argument("--out", type=Path, default=None, help="write the sections to this markdown file")
     parser.add_argument("--recipe", default=None, help=f"another recipe than {RECIPE} (e.g. smoke/classification)")
     parser.add_argument("--statistic-of", type=Path, default=None, metavar="RUNS",
                         help="the reported-statistic section of the runs under RUNS (e.g. runs/cpu/quick)")
+    parser.add_argument("--publish", type=Path, default=None, metavar="RESULTS",
+                        help="after running: copy the completed runs to RESULTS/runs/ and write RESULTS/studies.md "
+                             "(every study, plus the statistic section of --statistic-of, default results/cpu/runs)")
     args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in STUDIES]
+    if unknown:
+        print(f"studies {unknown} do not exist; choose from: {', '.join(STUDIES)}")
+        return 2
+    if args.publish is not None:
+        for name in args.names or list(STUDIES):
+            if not args.report_only:
+                run_study(STUDIES[name], args.seeds, args.out_dir, args.jobs)
+        statistic_of = args.statistic_of or (Path("results/cpu/runs") if Path("results/cpu/runs").is_dir() else None)
+        command = "python -m benchmarks.studies " + " ".join(sys.argv[1:] if argv is None else argv)
+        publish_studies(Path(args.out_dir), args.publish, args.seeds, statistic_of, command)
+        print(f"published to {args.publish / STUDIES_FILE}")
+        return 0
     if args.statistic_of is not None:
         text = statistic_section(args.statistic_of)
         print(text)
@@ -342,15 +445,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             runs = sum(len(p.methods) for p in study.points) * len(args.seeds)
             print(f"{study.name:9} {runs:3} runs  {study.question}")
         return 0
-    unknown = [n for n in args.names if n not in STUDIES]
-    if unknown:
-        print(f"studies {unknown} do not exist; choose from: {', '.join(STUDIES)}")
-        return 2
     sections = []
     for name in args.names:
         study = STUDIES[name] if args.recipe is None else replace(STUDIES[name], recipe=args.recipe)
         if not args.report_only:
-            run_study(study, args.seeds, args.out_dir)
+            run_study(study, args.seeds, args.out_dir, args.jobs)
         sections.append(study_section(study, args.seeds, args.out_dir))
     text = "\n".join(sections)
     print(text)

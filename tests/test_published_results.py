@@ -12,10 +12,12 @@ import pytest
 from benchmarks.publish import RUNS_DIR
 from benchmarks.report import summarize
 from benchmarks.report.readme import block_of, current_block, rewrite
+from benchmarks.studies import SEEDS, STUDIES_FILE, published_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
-PUBLISHED = sorted(p.parent for p in RESULTS.glob(f"*/{RUNS_DIR}") if p.is_dir())
+STUDIES = sorted(p.parent for p in RESULTS.glob(f"*/{STUDIES_FILE}"))  # benchmarks.studies --publish
+PUBLISHED = sorted(p.parent for p in RESULTS.glob(f"*/{RUNS_DIR}") if p.is_dir() and p.parent not in STUDIES)
 # Lines of a report's header that describe the process that wrote it, not the runs.
 OF_THE_WRITER = ("# sema-report:", "- command:", "- report code commit:", "- date:", "- machine:")
 
@@ -65,3 +67,13 @@ def test_the_readme_block_is_replaced_between_its_markers_and_refused_without_th
     assert readme.read_text() == f"# x\n\nbefore\n{block}\nafter\n"
     rewrite(readme, block, "results/cpu")  # a second rewrite changes nothing
     assert readme.read_text() == f"# x\n\nbefore\n{block}\nafter\n"
+
+
+@pytest.mark.parametrize("folder", STUDIES, ids=lambda p: p.name)
+def test_a_published_studies_report_is_what_its_runs_give(folder):
+    """Every study's section from <folder>/runs (the default seeds), and the statistic section of results/cpu/runs."""
+    made = published_text(folder, SEEDS, RESULTS / "cpu" / RUNS_DIR)
+    committed = (folder / STUDIES_FILE).read_text()
+    keep = lambda text: [line for line in text.splitlines()  # noqa: E731
+                         if not line.startswith(OF_THE_WRITER) and line.strip()]
+    assert keep(committed) == keep(made), f"{folder / STUDIES_FILE} differs from its runs"

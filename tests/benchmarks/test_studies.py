@@ -60,3 +60,34 @@ def test_the_statistic_section_says_when_the_reported_statistic_changes_the_verd
     assert "| classification (tiny_cnn) | sema | -2 [" in text
     assert ("The statistic changes the verdict (significantly better / worse / tie at 95%) for: sema on "
             "classification (final: worse, best: tie, median_last: worse).") in text
+
+
+def test_a_study_run_side_by_side_gives_the_runs_of_one_run_after_another(tmp_path):
+    """--jobs 2 (two worker processes, one thread each) against --jobs 1: the same run directories, the same
+    metrics bit for bit, and a rerun skips them all."""
+    from benchmarks.studies import Point, Study, run_study
+
+    import os
+
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    study = Study("tiny", "q", "x", (Point("one", ("trainer.epochs=1", "trainer.max_steps_per_epoch=4",
+                                                   f"trainer.num_threads={threads}")),),
+                  recipe="smoke/classification")
+    run_study(study, [0], str(tmp_path / "serial"), jobs=1)
+    run_study(study, [0], str(tmp_path / "side"), jobs=2)
+    finals = {}
+    for where in ("serial", "side"):
+        found = sorted((tmp_path / where).rglob("result.json"))
+        assert len(found) == 3  # baseline, EMA (riding on it), SEMA
+        finals[where] = {p.relative_to(tmp_path / where).as_posix(): json.loads(p.read_text()) for p in found}
+        assert all(r["status"] == "completed" for r in finals[where].values())
+    assert finals["serial"].keys() == finals["side"].keys()
+    for key, result in finals["serial"].items():
+        assert finals["side"][key]["final"] == result["final"], key
+    side = finals["side"]
+    assert {r["config"]["trainer"]["num_threads"] for r in side.values()} == {threads}  # cores / 2 jobs
+    before = {k: r["provenance"]["date"] for k, r in side.items()}
+    run_study(study, [0], str(tmp_path / "side"), jobs=2)  # everything done: skipped, nothing rewritten
+    after = {p.relative_to(tmp_path / "side").as_posix(): json.loads(p.read_text())["provenance"]["date"]
+             for p in (tmp_path / "side").rglob("result.json")}
+    assert after == before
