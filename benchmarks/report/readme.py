@@ -57,11 +57,37 @@ def summary_block(tables: Sequence[TaskTable], board: Leaderboard, folder: str) 
             *(_cell(mine.get(m)) for m in SHOWN),
             _names([e for e in mine.values() if e.verdict == "win"]),
             _names([e for e in mine.values() if e.verdict == "loss"])]) + " |")
+    lines += ["", "In words: " + in_words(board)]
     lines += ["", "| method | wins / ties / losses vs baseline | mean score | mean rank | tables |",
               "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in summary_rows(board)]
     lines += ["", end_marker(folder)]
     return "\n".join(lines)
+
+
+def _task(title: str) -> str:
+    return title.split(" / ")[0]
+
+
+def in_words(board: Leaderboard) -> str:
+    """Which methods are significantly better than the baseline, and where; then SEMA's and EMA's verdicts."""
+    wins = {}
+    for e in board.entries:
+        if e.verdict == "win":
+            wins.setdefault(e.label, []).append(_task(e.task))
+    words = ["; ".join(f"{label} is significantly better than the baseline on {', '.join(tasks)}"
+                       for label, tasks in wins.items()) + "." if wins else
+             "No method is significantly better than the baseline on any task."]
+    for label, name in (("sema", "SEMA"), ("ema", "EMA")):
+        mine = board.of(label)
+        if not mine:
+            continue
+        by = {v: [_task(e.task) for e in mine if e.verdict == v] for v in ("win", "loss", "tie", "n/a")}
+        parts = [f"{what} on {', '.join(by[v])}" for v, what in (
+            ("win", "better"), ("loss", "worse"), ("tie", "not distinguishable from it"),
+            ("n/a", "without an interval yet (one seed)")) if by[v]]
+        words.append(f"{name} against the baseline: {'; '.join(parts)}.")
+    return " ".join(words)
 
 
 def block_of(runs_dir: Path, folder: str) -> str:
