@@ -37,7 +37,6 @@ REPORTED = ("final", "best", "median_last")  # result.json statistics sema-repor
 FSDP_DTYPES = ("bf16", "fp16", "fp32")
 WANDB_MODES = ("offline", "online", "disabled")
 PROFILES = ("smoke", "quick", "paper")
-TAIL_FIELDS = ("start_epochs", "burnin_epochs")  # method fields (SWA, BEMA) that start at averaging.tail_start
 
 
 @dataclass
@@ -51,7 +50,8 @@ class AveragingConfig:
     switch_start: float = 0.0  # SEMA: no switch before the end of this epoch (the paper: 5, its warm-up length)
     tail_start: float = 0.0  # where averaging of the run's tail begins, in epochs: SWA's first average and BEMA's
     #                          snapshot theta_0 (Izmailov et al. start SWA at ~3/4 of the budget; the quick and paper
-    #                          recipes set 0.75 x trainer.epochs; 0 = from the first step)
+    #                          recipes set 0.75 x trainer.epochs; 0 = from the first step). In epochs, not a
+    #                          fraction: a run made longer on the command line keeps this start
 
 
 @dataclass
@@ -160,6 +160,18 @@ def _check_choice(where: str, value: Any, allowed: tuple[str, ...], optional: bo
         raise ValueError(f"{where}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
+def tail_fields(averager: Any) -> list[str]:
+    """The method's Settings fields that default to averaging.tail_start (SWA's start_epochs, BEMA's burnin_epochs)."""
+    import dataclasses
+
+    from benchmarks.methods import settings_class
+    from sema.settings import RECIPE_KEY
+
+    if averager is None:
+        return []
+    return [f.name for f in dataclasses.fields(settings_class(averager)) if f.metadata.get(RECIPE_KEY) == "tail_start"]
+
+
 def _check_positive(where: str, value: Any, allow_zero: bool = False, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -223,7 +235,7 @@ def validate(cfg: Any) -> None:
     _check_positive("task.batch_size", cfg.task.batch_size)
     _check_positive("task.eval_batch_size", cfg.task.eval_batch_size)
     check_method(cfg.method)
-    for key in TAIL_FIELDS:  # a tail that starts at or after the end: the method would average nothing
+    for key in tail_fields(cfg.method.get("averager")):  # a tail that starts at or after the end: nothing averaged
         start = cfg.method.get(key)
         if start is not None and start >= t.epochs:
             raise ValueError(

@@ -772,7 +772,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state.get("config")
         if saved is not None:  # whatever happened to result.json, one config never resumes another's work
-            diffs = config_differences(saved, comparable_config(OmegaConf.to_container(self.cfg, resolve=True)))
+            diffs = config_differences(comparable_config(saved),  # again: a checkpoint of older code kept more
+                                       comparable_config(OmegaConf.to_container(self.cfg, resolve=True)))
             if diffs:
                 raise ConfigMismatch(f"{self.run_dir / ckpt.CHECKPOINT_FILE} was written by a run with a different "
                                      "config:\n  " + "\n  ".join(diffs[:20]) + "\nUse another directory "
@@ -795,7 +796,7 @@ class Trainer:
         for rider in self.riders:
             saved_config = (state.get("rider_configs") or {}).get(rider.name)
             diffs = [] if saved_config is None else config_differences(
-                saved_config, comparable_config(OmegaConf.to_container(rider.cfg, resolve=True)))
+                comparable_config(saved_config), comparable_config(OmegaConf.to_container(rider.cfg, resolve=True)))
             if diffs:
                 raise ConfigMismatch(f"the checkpoint's rider {rider.name} was made with a different config:\n  "
                                      + "\n  ".join(diffs[:20]) + f"\nDelete {rider.run_dir} and the checkpoint, "

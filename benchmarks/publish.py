@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -84,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.readme is not None:
             from benchmarks.report.readme import block_of, rewrite
 
-            folder = args.results.as_posix().rstrip("/")
+            folder = os.path.relpath(args.results.resolve(), args.readme.resolve().parent)  # results/cpu
             rewrite(args.readme, block_of(args.results / RUNS_DIR, folder), folder)
             print(f"{args.readme}: the {folder} summary rewritten")
     except (FileNotFoundError, ValueError) as err:

@@ -43,6 +43,7 @@ IGNORED_FOR_RESUME = ("logger", "out_dir", "riders", "trainer.num_threads", "tas
 READ_THROUGH_METHOD = ("averaging",)
 # A moved dataset folder may resume a run, but the embedded default and a real dataset must never be mixed up.
 ONLY_PRESENCE_FOR_RESUME = ("task.data_root",)
+PRESENCE_LABELS = ("a real dataset folder", "the embedded default")  # [set, unset]
 PROVENANCE_PACKAGES = ("sema-bench", "torch", "torchvision", "timm", "numpy", "hydra-core", "omegaconf", "wandb")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,8 +172,8 @@ def comparable_config(config: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in config.items():
         where = f"{prefix}{key}"
-        if where in ONLY_PRESENCE_FOR_RESUME:
-            out[key] = "a real dataset folder" if value is not None else "the embedded default"
+        if where in ONLY_PRESENCE_FOR_RESUME:  # idempotent: a config compared already keeps its label
+            out[key] = value if value in PRESENCE_LABELS else PRESENCE_LABELS[value is None]
         elif where not in IGNORED_FOR_RESUME and where not in READ_THROUGH_METHOD:
             out[key] = comparable_config(value, f"{where}.") if isinstance(value, dict) else value
     return out

@@ -420,6 +420,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="after running: copy the completed runs to RESULTS/runs/ and write RESULTS/studies.md "
                              "(every study, plus the statistic section of --statistic-of, default results/cpu/runs)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        print(f"--jobs {args.jobs}: at least 1")
+        return 2
     unknown = [n for n in args.names if n not in STUDIES]
     if unknown:
         print(f"studies {unknown} do not exist; choose from: {', '.join(STUDIES)}")

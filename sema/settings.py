@@ -13,7 +13,8 @@ Conversion, for every `*_epochs` field that a `kwargs()` turns into a `*_steps` 
     steps = round(epochs * steps_per_epoch)
 
 Fields marked with `recipe_field("<key>")` take their default from the training recipe (the benchmark's
-`averaging.<key>`: the decay, the decay warm-up length and SEMA's first switch, which depend on the run's length);
+`averaging.<key>`: the decay, the decay warm-up length, SEMA's first switch and the start of the tail that SWA
+averages and BEMA snapshots, which depend on the run's length);
 in plain Python their default is None (the method's own default applies).
 """
 

@@ -187,7 +187,9 @@ def make_hooks(cfg: Any, steps_per_epoch: int, total_steps: int, result: dict,
             if not isinstance(state, dict) or "history" not in state:
                 raise CorruptFile(f"{where} lacks the {RECORD_KEY!r} record: not a checkpoint of this runner; "
                                   f"{RESTART}")
-            diffs = config_differences(state.get("config"), comparable_config(result["config"]))
+            saved = state.get("config")  # compared as a rerun compares it (older code kept more keys)
+            diffs = config_differences(comparable_config(saved) if isinstance(saved, dict) else saved,
+                                       comparable_config(result["config"]))
             if state.get("config") is not None and diffs:  # one config never resumes another's work
                 raise ConfigMismatch(f"{where} was written by a run with a different config:\n  "
                                      + "\n  ".join(diffs[:20]) + "\nUse another directory (out_dir=... or "

@@ -79,7 +79,7 @@ def in_words(board: Leaderboard) -> str:
                        for label, tasks in wins.items()) + "." if wins else
              "No method is significantly better than the baseline on any task."]
     for label, name in (("sema", "SEMA"), ("ema", "EMA")):
-        mine = board.of(label)
+        mine = [e for e in board.of(label) if e.verdict != "-"]  # "-": a table without a baseline run
         if not mine:
             continue
         by = {v: [_task(e.task) for e in mine if e.verdict == v] for v in ("win", "loss", "tie", "n/a")}
@@ -103,11 +103,11 @@ def block_of(runs_dir: Path, folder: str) -> str:
 
 def current_block(readme_text: str, folder: str) -> str | None:
     """The block the README holds for `folder` (markers included), or None."""
-    begin, end = begin_marker(folder), end_marker(folder)
-    if begin not in readme_text or end not in readme_text:
+    start = readme_text.find(begin_marker(folder))
+    stop = readme_text.find(end_marker(folder), max(start, 0))
+    if start < 0 or stop < 0:
         return None
-    start = readme_text.index(begin)
-    return readme_text[start:readme_text.index(end, start) + len(end)]
+    return readme_text[start:stop + len(end_marker(folder))]
 
 
 def rewrite(readme: Path, block: str, folder: str) -> None:
@@ -120,4 +120,5 @@ def rewrite(readme: Path, block: str, folder: str) -> None:
     if old is None:
         raise ValueError(f"{readme} has no '{begin_marker(folder)}' ... '{end_marker(folder)}' lines: put the two "
                          "markers where the summary goes, then rerun")
-    write_text_atomic(Path(readme), text.replace(old, block))
+    start = text.index(old)
+    write_text_atomic(Path(readme), text[:start] + block + text[start + len(old):])

@@ -95,6 +95,24 @@ def test_the_checkpoint_carries_its_config_so_an_emptied_result_json_cannot_mix_
         engine.run(other, run_dir)
 
 
+def test_a_checkpoint_of_older_code_that_kept_the_averaging_node_still_resumes(tmp_path):
+    """Checkpoints made before READ_THROUGH_METHOD carry `averaging` (without tail_start): compared as a rerun
+    compares them, the run resumes and finishes as if never cut."""
+    cfg, straight = smoke(tmp_path / "straight")
+    done = engine.run(cfg, straight)
+    cfg, run_dir = smoke(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(cfg, run_dir, progress=InterruptAtStep(13))
+    path = run_dir / ckpt.CHECKPOINT_FILE
+    state = ckpt.load_checkpoint(path)
+    state["config"]["averaging"] = {"decay": 0.9, "warmup_epochs": 0.5, "switch_start": 1.0}  # the old layout
+    ckpt.save_checkpoint(path, state)
+    result = json.loads((run_dir / "result.json").read_text())
+    del result["config"]["averaging"]["tail_start"]
+    (run_dir / "result.json").write_text(json.dumps(result))
+    assert engine.run(cfg, run_dir)["final"] == done["final"]
+
+
 def test_a_completed_run_with_damaged_weights_is_not_skipped(tmp_path):
     cfg, run_dir = smoke(tmp_path)
     engine.run(cfg, run_dir)
