@@ -146,11 +146,15 @@ def work_units(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[i
 
 
 def _units(study: Study, seeds: Sequence[int], out_dir: str) -> list[tuple[int, list, list]]:
-    """work_units(), the longest training first (side-by-side workers then finish together)."""
+    """work_units() with each active run a unit of its own (they share no training), the longest training first
+    (side-by-side workers then finish together)."""
     def epochs(unit: tuple) -> int:
         return max((int(cfg.trainer.epochs) for cfg, _ in unit[1] + unit[2]), default=0)
 
-    return sorted(work_units(study, seeds, out_dir), key=lambda u: -epochs(u))
+    units = []
+    for seed, passive, active in work_units(study, seeds, out_dir):
+        units += ([(seed, passive, [])] if passive else []) + [(seed, [], [run]) for run in active]
+    return sorted(units, key=lambda u: -epochs(u))
 
 
 def _train_in_worker(args: tuple) -> list[str]:
