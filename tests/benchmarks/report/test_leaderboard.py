@@ -10,22 +10,14 @@ import pytest
 from benchmarks.report.leaderboard import build_leaderboard, summary_rows, write_leaderboard
 from benchmarks.report.runs import load_runs
 from benchmarks.report.tables import build_tables
-from report_testing import write_result
+from report_testing import write_result, write_two_tables
 
 T_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
 
 
 def _board(tmp_path, references=("baseline", "ema"), extra=None):
     root = tmp_path / "runs"
-    accuracy = {"baseline": [0.80, 0.82, 0.84], "ema": [0.81, 0.84, 0.84], "sema": [0.83, 0.86, 0.86]}
-    error = {"baseline": [10.0, 11.0, 12.0], "ema": [9.0, 10.0, 11.5], "sema": [11.0, 12.0, 13.0]}
-    for method, finals in accuracy.items():
-        for seed, final in enumerate(finals):
-            write_result(root / "cls", f"{method}{seed}", method, seed, final=final, avg=[0.5, final])
-    for method, finals in error.items():
-        for seed, final in enumerate(finals):
-            write_result(root / "reg", f"{method}{seed}", method, seed, final=final, avg=[20.0, final],
-                         headline="mae", higher_is_better=False, task="regression")
+    write_two_tables(root)
     for args, kwargs in extra or []:
         write_result(*args, **kwargs)
     runs, _ = load_runs(root)
