@@ -195,25 +195,17 @@ def run_study(study: Study, seeds: Sequence[int], out_dir: str, jobs: int = 1) -
     """Train (or resume, or skip) every run of the study, in `work_units` (shared trajectories, then SEMA runs),
     the longest first; `jobs` > 1 runs that many units side by side in worker processes, cores / jobs threads
     each (as the suite's --jobs)."""
-    import os
-
     units = _units(study, seeds, out_dir)
     if jobs <= 1:
         for seed, passive, active in units:
             print("\n".join(_train_unit((seed, passive, active, None, study.name))), flush=True)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    from benchmarks.results import CODE_VERSION_ENV, code_version
-    from benchmarks.suite import _watch_parent
+    from benchmarks.workers import threads_per_worker, worker_pool
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    commit, dirty = code_version()  # the workers record the code the study started with
-    os.environ[CODE_VERSION_ENV] = f"{commit or ''}:{'' if dirty is None else int(dirty)}"
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_train_in_worker, (study, list(seeds), out_dir, i, max(1, cores // jobs)))
+    with worker_pool(jobs) as pool:  # spawned; they record this code version and stop if this process dies
+        futures = [pool.submit(_train_in_worker, (study, list(seeds), out_dir, i, threads_per_worker(jobs)))
                    for i in range(len(units))]
         for n, future in enumerate(as_completed(futures), 1):
             try:

@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 from omegaconf import OmegaConf
 
 from benchmarks.recipes import compose_run, standard
+from benchmarks.workers import threads_per_worker, usable_cores, worker_pool
 
 # (task, methods), heaviest first (the quick profile's training times on 2 cores), so that side-by-side workers
 # finish together. One line per task.
@@ -184,23 +185,8 @@ def estimate_text(units: Sequence[Unit], jobs: int, out_dir: str, profile: str) 
     return text
 
 
-def _watch_parent(parent: int) -> None:
-    """In a worker: if the suite's process dies (killed, not interrupted), stop like a preempted run: SIGTERM
-    to this worker, whose run checkpoints at its next step and stops; a rerun of the suite resumes it."""
-    import signal
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
 def default_jobs() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, MAX_DEFAULT_JOBS))
+    return max(1, min(usable_cores(), MAX_DEFAULT_JOBS))
 
 
 class RichProgress:
@@ -266,9 +252,8 @@ def run_suite(profile: str = "quick", seeds: Optional[Sequence[int]] = None, out
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: at least 1")
     units = plan_units(chosen, share)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if jobs > 1 and not any(e.startswith("trainer.num_threads=") for e in extra):
-        extra = [*extra, f"trainer.num_threads={max(1, cores // jobs)}"]  # the workers share the cores
+        extra = [*extra, f"trainer.num_threads={threads_per_worker(jobs)}"]  # the workers share the cores
     console.print(f"the {suite} suite: " + estimate_text(units, jobs, out_dir, profile), highlight=False)
     results, unit_times, start = [], {}, time.perf_counter()
     if jobs == 1:
@@ -278,15 +263,9 @@ def run_suite(profile: str = "quick", seeds: Optional[Sequence[int]] = None, out
                 results += run_unit(unit, profile, out_dir, extra, progress)
                 unit_times[unit] = time.perf_counter() - t0
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        from benchmarks.results import CODE_VERSION_ENV, code_version
-
-        commit, dirty = code_version()  # the workers record the code the suite started with, not a later commit
-        os.environ[CODE_VERSION_ENV] = f"{commit or ''}:{'' if dirty is None else int(dirty)}"
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        with worker_pool(jobs) as pool:  # spawned; they record this code version and stop if this process dies
             futures = {pool.submit(_run_unit_in_worker, (u, profile, out_dir, list(extra), os.getpid())): u
                        for u in units}
             for n, future in enumerate(as_completed(futures), 1):
