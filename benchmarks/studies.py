@@ -3,12 +3,14 @@
     python -m benchmarks.studies --list
     python -m benchmarks.studies length --out-dir runs/studies          # resumable; then its report section
     python -m benchmarks.studies length --jobs 2                         # two units side by side (2 cores)
-    python -m benchmarks.studies schedule horizon bn --seeds 0 1 2
     python -m benchmarks.studies length --report-only                   # the section from the finished runs
     python -m benchmarks.studies --jobs 2 --publish results/studies     # every study, then results/studies/
+    python -m benchmarks.studies schedule --seeds 3 4 --jobs 2          # more seeds where the runs are gone ...
+    python -m benchmarks.studies --publish results/studies --report-only   # ... then add them to results/studies/
 
 A study varies one thing of one cheap recipe (quick classification: Fashion-MNIST, the small CNN) and runs
-baseline, EMA and SEMA at every value, with >= 3 seeds. Its section has, per value, each method's reported metric
+baseline, EMA and SEMA at every value: 5 seeds (FAST_SEEDS) where a run takes under a minute, 3 (SEEDS) for the
+length study's long runs, as the cpu suite chooses. Its section has, per value, each method's reported metric
 (mean +- std over seeds) and the paired differences SEMA - baseline and EMA - baseline with 95% t intervals (pairs
 are seeds), then a conclusion in plain words, written from those intervals: where the difference is significant,
 its sign, and how it moves along the study's axis. Runs land where `sema-bench` puts them
@@ -40,7 +42,8 @@ from typing import Optional, Sequence
 
 RECIPE = "quick/classification"
 METHODS = ("baseline", "ema", "sema")
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2)  # a study whose runs take minutes (length: up to 128 epochs, 11 min a run on 2 cores)
+FAST_SEEDS = (0, 1, 2, 3, 4)  # the 8-epoch studies: a run takes under a minute (the cpu suite's rule: 5 seeds)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Study:
     axis: str  # what varies, for the table's first column
     points: tuple[Point, ...]
     recipe: str = RECIPE
+    seeds: tuple[int, ...] = FAST_SEEDS  # its published seeds (--seeds replaces them for one command)
 
 
 def _horizon_points() -> tuple[Point, ...]:
@@ -75,7 +79,7 @@ def _horizon_points() -> tuple[Point, ...]:
 STUDIES: dict[str, Study] = {
     "length": Study(
         "length", "Does SEMA's gap to the baseline change as the run grows, until the baseline has plateaued?",
-        "epochs", tuple(Point(f"{e} epochs", (f"trainer.epochs={e}",)) for e in (8, 16, 32, 64, 128))),
+        "epochs", tuple(Point(f"{e} epochs", (f"trainer.epochs={e}",)) for e in (8, 16, 32, 64, 128)), seeds=SEEDS),
     "schedule": Study(
         "schedule", "Does the learning-rate schedule decide whether averaging helps?", "schedule",
         (Point("constant", ("optim.schedule=constant",)),
@@ -370,23 +374,22 @@ def statistic_section(root: Path, methods: Sequence[str] = ("ema", "sema")) -> s
 STUDIES_FILE = "studies.md"  # a published studies folder: this file, and runs/ (the per-run summaries it is made of)
 
 
-def published_text(results: Path, seeds: Sequence[int], statistic_of: Optional[Path],
-                   command: Optional[str] = None) -> str:
+def published_text(results: Path, statistic_of: Optional[Path], command: Optional[str] = None) -> str:
     """The studies report of a published folder: the provenance of its runs (results/<folder>/runs/), every
-    study's section from them, and the reported-statistic section of `statistic_of` (e.g. results/cpu/runs)."""
+    study's section from them at its own seeds (Study.seeds), and the reported-statistic section of
+    `statistic_of` (e.g. results/cpu/runs)."""
     from benchmarks.publish import RUNS_DIR
     from benchmarks.report.render import provenance_header
     from benchmarks.report.runs import load_runs
 
     runs, problems = load_runs(results / RUNS_DIR)
-    sections = [study_section(study, seeds, str(results / RUNS_DIR)) for study in STUDIES.values()]
+    sections = [study_section(study, study.seeds, str(results / RUNS_DIR)) for study in STUDIES.values()]
     if statistic_of is not None:
         sections.append(statistic_section(statistic_of))
     return provenance_header(results / RUNS_DIR, runs, problems, command) + "\n" + "\n".join(sections)
 
 
-def publish_studies(runs: Path, results: Path, seeds: Sequence[int], statistic_of: Optional[Path],
-                    command: str) -> str:
+def publish_studies(runs: Path, results: Path, statistic_of: Optional[Path], command: str) -> str:
     """Copy the completed study runs under `runs` to `results/runs/` (benchmarks.publish.snapshot), then write
     `results/studies.md` from those copies; tests/test_published_results.py rebuilds it and compares."""
     from benchmarks.publish import RUNS_DIR, snapshot
@@ -394,7 +397,7 @@ def publish_studies(runs: Path, results: Path, seeds: Sequence[int], statistic_o
 
     copied, skipped = snapshot(Path(runs), Path(results))
     print(f"{copied} completed study run(s) copied to {Path(results) / RUNS_DIR}; {skipped} not completed, left out")
-    text = published_text(Path(results), seeds, statistic_of, command)
+    text = published_text(Path(results), statistic_of, command)
     write_text_atomic(Path(results) / STUDIES_FILE, text)
     return text
 
@@ -403,7 +406,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help=f"studies to run: {', '.join(STUDIES)}")
     parser.add_argument("--list", action="store_true", help="list the studies and their runs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help=f"replace each study's seeds (length: {list(SEEDS)}, the others: {list(FAST_SEEDS)})")
     parser.add_argument("--out-dir", default="runs/studies", help="root of the run directories")
     parser.add_argument("--jobs", type=int, default=1,
                         help="work units side by side (2 on 2 cores: one thread each), as the suite's --jobs")
@@ -424,15 +428,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"studies {unknown} do not exist; choose from: {', '.join(STUDIES)}")
         return 2
     if args.publish is not None:
-        if tuple(args.seeds) != SEEDS:  # tests/test_published_results.py rebuilds the report with these
-            print(f"--publish writes the studies at their seeds {list(SEEDS)}; run other seeds without --publish")
+        if args.seeds is not None:  # tests/test_published_results.py rebuilds the report at each study's seeds
+            print("--publish writes every study at its own seeds (Study.seeds); run other seeds without --publish "
+                  "first (e.g. --seeds 3 4 --out-dir runs/studies), then publish with --report-only")
             return 2
         for name in args.names or list(STUDIES):
             if not args.report_only:
-                run_study(STUDIES[name], args.seeds, args.out_dir, args.jobs)
+                run_study(STUDIES[name], STUDIES[name].seeds, args.out_dir, args.jobs)
         statistic_of = args.statistic_of or (Path("results/cpu/runs") if Path("results/cpu/runs").is_dir() else None)
         command = "python -m benchmarks.studies " + " ".join(sys.argv[1:] if argv is None else argv)
-        publish_studies(Path(args.out_dir), args.publish, args.seeds, statistic_of, command)
+        publish_studies(Path(args.out_dir), args.publish, statistic_of, command)
         print(f"published to {args.publish / STUDIES_FILE}")
         return 0
     if args.statistic_of is not None:
@@ -444,15 +449,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.list or not args.names:
         for study in STUDIES.values():
-            runs = sum(len(p.methods) for p in study.points) * len(args.seeds)
+            runs = sum(len(p.methods) for p in study.points) * len(args.seeds or study.seeds)
             print(f"{study.name:9} {runs:3} runs  {study.question}")
         return 0
     sections = []
     for name in args.names:
         study = STUDIES[name] if args.recipe is None else replace(STUDIES[name], recipe=args.recipe)
+        seeds = args.seeds or study.seeds
         if not args.report_only:
-            run_study(study, args.seeds, args.out_dir, args.jobs)
-        sections.append(study_section(study, args.seeds, args.out_dir))
+            run_study(study, seeds, args.out_dir, args.jobs)
+        sections.append(study_section(study, seeds, args.out_dir))
     text = "\n".join(sections)
     print(text)
     if args.out is not None:

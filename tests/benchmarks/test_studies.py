@@ -91,3 +91,17 @@ def test_a_study_run_side_by_side_gives_the_runs_of_one_run_after_another(tmp_pa
     after = {p.relative_to(tmp_path / "side").as_posix(): json.loads(p.read_text())["provenance"]["date"]
              for p in (tmp_path / "side").rglob("result.json")}
     assert after == before
+
+
+def test_each_study_runs_at_its_own_seeds_and_publishes_only_at_them(tmp_path, capsys):
+    from benchmarks.studies import main
+
+    assert main(["--list"]) == 0
+    listed = {line.split()[0]: int(line.split()[1]) for line in capsys.readouterr().out.splitlines()}
+    # runs = methods summed over the points x seeds: 3 for the long length runs, 5 for the 8-epoch studies
+    assert listed == {"length": 5 * 3 * 3, "schedule": 3 * 3 * 5, "horizon": 3 * (2 + 3 * 2) * 5, "bn": 4 * 3 * 5}
+    assert main(["--list", "--seeds", "0"]) == 0
+    assert {line.split()[0]: int(line.split()[1]) for line in capsys.readouterr().out.splitlines()}["bn"] == 12
+    assert main(["--publish", str(tmp_path), "--seeds", "3", "4", "--report-only"]) == 2
+    assert "--publish writes every study at its own seeds" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())  # refused before anything was written
