@@ -5,7 +5,8 @@
 
 For each run directory (see loading.py for the contract) and for each of its solutions, "online" (the trained
 model) and "average" (the averaged weights; absent for the baseline), on a fixed, seeded list of training batches:
-the mean loss, the top Hessian eigenvalue, the Hessian trace, epsilon-sharpness for a few rho, and 1-D/2-D
+the mean loss, the largest and smallest Hessian eigenvalue (Lanczos; `--eigen-solver power`: the largest in
+magnitude, as PyHessian reports it), the Hessian trace, epsilon-sharpness for a few rho, and 1-D/2-D
 filter-normalised random-direction landscapes; plus the loss (and the task's headline metric) along the straight
 line from the online to the averaged weights. Results go to `<run_dir>/analysis.json` (written atomically), plots
 to `<run_dir>/analysis/*.png`.
@@ -36,6 +37,7 @@ import torch
 from benchmarks.results import read_result
 
 ANALYSIS_FILE = "analysis.json"
+EIGEN_SOLVERS = ("lanczos", "power")  # AnalysisSettings.eigen_solver
 PLOT_DIR = "analysis"
 
 
@@ -45,8 +47,11 @@ class AnalysisSettings:
 
     num_batches: int = 4  # analysis batches (fixed, seeded); every measure averages the loss over them
     batch_size: Optional[int] = None  # batch size of the default analysis loader; None = the run's task.batch_size
-    power_iterations: int = 20  # max Hessian-vector products for the top eigenvalue
-    power_tolerance: float = 1e-3  # stop when the eigenvalue estimate changes by less than this fraction
+    eigen_solver: str = "lanczos"  # "lanczos": largest and smallest eigenvalue (scipy eigsh); "power": largest |.|
+    lanczos_products: int = 200  # about the most Hessian-vector products the Lanczos solve may use
+    lanczos_tolerance: float = 1e-3  # relative accuracy of both ends (ARPACK's tol)
+    power_iterations: int = 20  # eigen_solver="power": max Hessian-vector products for the top eigenvalue
+    power_tolerance: float = 1e-3  # eigen_solver="power": stop when the estimate changes by less than this fraction
     probes: int = 10  # Rademacher probes for the Hutchinson trace
     rhos: tuple[float, ...] = (0.01, 0.05, 0.1)  # L2 radii for epsilon-sharpness (raw parameter space)
     sharpness_steps: int = 5  # projected gradient-ascent steps per rho
@@ -94,7 +99,13 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 def analyse_weights(run, state, settings: AnalysisSettings) -> dict:
     """All single-solution measures of `state` (a state dict of run.module)."""
-    from benchmarks.analysis.hessian import hutchinson_trace, mean_loss, top_hessian_eigenvalue, trainable_params
+    from benchmarks.analysis.hessian import (
+        hessian_spectrum_ends,
+        hutchinson_trace,
+        mean_loss,
+        top_hessian_eigenvalue,
+        trainable_params,
+    )
     from benchmarks.analysis.landscape import filter_normalized_direction, landscape_1d, landscape_2d
     from benchmarks.analysis.sharpness import epsilon_sharpness
 
@@ -109,12 +120,22 @@ def analyse_weights(run, state, settings: AnalysisSettings) -> dict:
     timing["loss"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    eigen = top_hessian_eigenvalue(
-        model, loss_fn, batches, params, settings.power_iterations, settings.power_tolerance, seed=seed
-    )
-    out["hessian_top_eig"] = eigen.eigenvalue
-    out["hessian_top_eig_iterations"] = eigen.iterations
-    out["hessian_top_eig_converged"] = eigen.converged
+    out["hessian_eig_solver"] = settings.eigen_solver
+    if settings.eigen_solver == "lanczos":  # hessian_top_eig: the largest eigenvalue; hessian_min_eig: the smallest
+        ends = hessian_spectrum_ends(model, loss_fn, batches, params, settings.lanczos_products,
+                                     settings.lanczos_tolerance, seed=seed)
+        out["hessian_top_eig"], out["hessian_min_eig"] = ends.top, ends.bottom
+        out["hessian_top_eig_iterations"], out["hessian_top_eig_converged"] = ends.products, ends.converged
+    elif settings.eigen_solver == "power":  # the eigenvalue of largest magnitude (negative where that end is larger)
+        eigen = top_hessian_eigenvalue(
+            model, loss_fn, batches, params, settings.power_iterations, settings.power_tolerance, seed=seed
+        )
+        out["hessian_top_eig"] = eigen.eigenvalue
+        out["hessian_top_eig_iterations"] = eigen.iterations
+        out["hessian_top_eig_converged"] = eigen.converged
+    else:
+        raise ValueError(f"eigen_solver={settings.eigen_solver!r} is not allowed; choose one of: "
+                         + ", ".join(EIGEN_SOLVERS))
     timing["hessian_top_eig"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -308,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", type=Path, help="run directories or sweep directories holding them")
     parser.add_argument("--num-batches", type=int, default=defaults.num_batches, help="fixed analysis batches")
     parser.add_argument("--batch-size", type=int, default=None, help="analysis batch size (default: the run's)")
+    parser.add_argument("--eigen-solver", choices=EIGEN_SOLVERS, default=defaults.eigen_solver,
+                        help="lanczos: the largest and smallest Hessian eigenvalue; power: the largest in magnitude")
+    parser.add_argument("--lanczos-products", type=int, default=defaults.lanczos_products)
+    parser.add_argument("--lanczos-tolerance", type=float, default=defaults.lanczos_tolerance)
     parser.add_argument("--power-iterations", type=int, default=defaults.power_iterations)
     parser.add_argument("--power-tolerance", type=float, default=defaults.power_tolerance)
     parser.add_argument("--probes", type=int, default=defaults.probes, help="Hutchinson probes")
@@ -330,13 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
     settings = AnalysisSettings(
-        num_batches=args.num_batches, batch_size=args.batch_size, power_iterations=args.power_iterations,
+        num_batches=args.num_batches, batch_size=args.batch_size, eigen_solver=args.eigen_solver,
+        lanczos_products=args.lanczos_products, lanczos_tolerance=args.lanczos_tolerance,
+        power_iterations=args.power_iterations,
         power_tolerance=args.power_tolerance, probes=args.probes, rhos=tuple(args.rho),
         sharpness_steps=args.sharpness_steps, grid=args.grid, extent=args.extent, landscape_2d=not args.no_2d,
         interp_points=args.interp_points, interp_range=tuple(args.interp_range), metric=not args.no_metric,
         pairs=tuple(args.pairs), seed=args.seed, device=args.device, cache_dir=args.cache_dir,
     )
-    for name in ("num_batches", "power_iterations", "probes", "sharpness_steps"):
+    for name in ("num_batches", "lanczos_products", "power_iterations", "probes", "sharpness_steps"):
         if getattr(settings, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
     if settings.grid < 2 or settings.interp_points < 2:

@@ -1,4 +1,5 @@
-"""Curvature of a loss at given weights: top Hessian eigenvalue (power iteration) and trace (Hutchinson).
+"""Curvature of a loss at given weights: the ends of the Hessian's spectrum (Lanczos; or the largest-magnitude
+eigenvalue by power iteration) and its trace (Hutchinson).
 
 Everything here works on any `nn.Module` and any `loss_fn(model, batch) -> scalar` over a fixed list of batches.
 The measured function is the mean of the per-batch losses (every batch weighs the same):
@@ -150,6 +151,72 @@ def top_hessian_eigenvalue(
             converged = True
             break
     return EigenResult(eigenvalue=history[-1], iterations=len(history), converged=converged, history=history)
+
+
+@dataclass
+class SpectrumEnds:
+    top: float  # the largest (algebraic) eigenvalue: the sharpest upward curvature, the usual sharpness measure
+    bottom: float  # the smallest eigenvalue: negative where the weights are not at a minimum (a saddle, a slope)
+    products: int  # Hessian-vector products used
+    converged: bool  # ARPACK met its tolerance for both ends within the budget
+
+
+def hessian_spectrum_ends(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Optional[Sequence[torch.Tensor]] = None,
+    max_products: int = 200,
+    tolerance: float = 1e-3,
+    seed: int = 0,
+) -> SpectrumEnds:
+    """Both ends of the Hessian's spectrum, by implicitly restarted Lanczos (scipy's ARPACK, `eigsh(which="BE")`).
+
+    Power iteration returns the eigenvalue of largest *magnitude* and converges at the rate |lambda_2 / lambda_1|:
+    where the Hessian is indefinite with ends of similar size (weights short of a minimum: lambda_max = 6,
+    lambda_min = -5), it alternates between them and its sign flips from seed to seed. Lanczos finds the largest
+    and the smallest eigenvalue together, each to `tolerance` (relative, ARPACK's tol), from a seeded Gaussian
+    start; `max_products` bounds the Hessian-vector products (to about a basis: ARPACK's restarts stop there and the Ritz values
+    reached so far are returned, `converged` False). Computed in float64 on the host; the products themselves run
+    where the model is.
+    """
+    import numpy as np
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    if max_products < 1:
+        raise ValueError(f"max_products must be >= 1, got {max_products}")
+    params = list(params) if params is not None else trainable_params(model)
+    sizes = [p.numel() for p in params]
+    n = sum(sizes)
+    products = 0
+
+    def matvec(flat: np.ndarray) -> np.ndarray:
+        nonlocal products
+        products += 1
+        pieces = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float64).ravel()).split(sizes)
+        vector = [piece.view(p.shape).to(p) for piece, p in zip(pieces, params)]
+        product = hessian_vector_product(model, loss_fn, batches, params, vector, seed=seed)
+        return torch.cat([x.detach().double().flatten().cpu() for x in product]).numpy()
+
+    if n <= 2:  # ARPACK needs k < n: build the (at most 2 x 2) Hessian column by column
+        dense = np.stack([matvec(column) for column in np.eye(n)], axis=1)
+        values = np.linalg.eigvalsh((dense + dense.T) / 2)
+        return SpectrumEnds(float(values[-1]), float(values[0]), products, True)
+    start = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).numpy()
+    vectors = min(n, 20)  # Lanczos basis size (ARPACK's ncv)
+    operator = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    try:
+        values = eigsh(operator, k=2, which="BE", v0=start, ncv=vectors, tol=tolerance,
+                       maxiter=max(1, max_products // vectors), return_eigenvectors=False)
+        converged = True
+    except ArpackNoConvergence as stopped:
+        values, converged = stopped.eigenvalues, False
+        if len(values) < 2:  # no end converged: the extreme Ritz values of the last basis are the best estimate
+            raise RuntimeError(
+                f"Lanczos found neither end of the Hessian's spectrum within {products} Hessian-vector products; "
+                "raise max_products (sema-analyze --lanczos-products) or use --eigen-solver power") from stopped
+    values = sorted(float(v) for v in values)
+    return SpectrumEnds(values[-1], values[0], products, converged)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from benchmarks.config import REPORTED
 
-FLATNESS_KEYS = ("hessian_top_eig", "hessian_trace", "sharpness")  # analysis.json entries the report tables
+FLATNESS_KEYS = ("hessian_top_eig", "hessian_min_eig", "hessian_trace", "sharpness")  # analysis.json entries the report tables
 
 
 @dataclass

@@ -31,7 +31,7 @@ def engine_run(root, method: str, seed: int = 0):
     return run_dir
 
 
-FAST = ["--num-batches", "2", "--power-iterations", "3", "--probes", "2", "--rho", "0.01", "0.1",
+FAST = ["--num-batches", "2", "--lanczos-products", "60", "--power-iterations", "3", "--probes", "2", "--rho", "0.01", "0.1",
         "--sharpness-steps", "2", "--grid", "3", "--interp-points", "3", "--interp-range", "0", "1",
         "--threads", "1",
         "--pairs", "baseline:ema", "ema:sema"]
@@ -48,6 +48,8 @@ def test_sema_analyze_writes_analysis_json_for_a_sweep(tmp_path):
         assert set(out["sharpness"]) == {"0.01", "0.1"}
         assert out["sharpness"]["0.1"] >= 0.0
         assert out["hessian_top_eig"] > 0.0 and out["hessian_trace"] != 0.0
+        assert out["hessian_eig_solver"] == "lanczos" and out["hessian_min_eig"] < out["hessian_top_eig"]
+        assert 0 < out["hessian_top_eig_iterations"] <= 60 + 20  # the budget, to about one Lanczos basis
         assert len(out["landscape_1d"]["loss"]) == 3 and len(out["landscape_2d"]["loss"]) == 3
         # The middle of the landscape grid is the solution itself.
         assert out["landscape_1d"]["loss"][1] == pytest.approx(out["loss"], rel=1e-5)
@@ -93,7 +95,8 @@ def test_sema_analyze_writes_analysis_json_for_a_sweep(tmp_path):
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--probes", "0"], "--probes must be >= 1"), (["--rho", "-1"], "--rho values must be > 0"),
+    [(["--probes", "0"], "--probes must be >= 1"), (["--lanczos-products", "0"], "--lanczos-products must be >= 1"),
+     (["--eigen-solver", "qr"], "invalid choice: 'qr'"), (["--rho", "-1"], "--rho values must be > 0"),
      (["--pairs", "ema-sema"], "FROM_METHOD:TO_METHOD"), ([], "no result.json")],
 )
 def test_bad_input_exits_with_a_clear_message(tmp_path, capsys, extra, message):
@@ -108,7 +111,10 @@ def test_an_unreadable_result_json_is_listed_and_the_other_runs_are_analysed(tmp
     torn = tmp_path / "torn"
     torn.mkdir()
     (torn / "result.json").write_bytes(b"\xff\xfe not json")
-    assert main([str(tmp_path), *FAST[:-3]]) == 1  # one unreadable run: a non-zero exit, after the others ran
+    assert main([str(tmp_path), *FAST[:-3], "--eigen-solver", "power"]) == 1  # one unreadable run: non-zero exit
     out = capsys.readouterr().out
     assert f"UNREADABLE {torn / 'result.json'}" in out and f"done {good}" in out
-    assert (good / "analysis.json").is_file()
+    online = json.loads((good / "analysis.json").read_text())["online"]
+    # power iteration: the largest-magnitude eigenvalue in at most --power-iterations products, no smallest one
+    assert online["hessian_eig_solver"] == "power" and "hessian_min_eig" not in online
+    assert online["hessian_top_eig_iterations"] <= 3

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from benchmarks.analysis.hessian import (
+    hessian_spectrum_ends,
     hessian_vector_product,
     hutchinson_trace,
     loss_and_gradient,
@@ -56,6 +57,57 @@ def test_power_iteration_is_seeded(quadratic):
     first = top_hessian_eigenvalue(quadratic.Point(torch.ones(8)), quadratic.loss, [matrix], iterations=3, seed=5)
     second = top_hessian_eigenvalue(quadratic.Point(torch.ones(8)), quadratic.loss, [matrix], iterations=3, seed=5)
     assert first.history == second.history
+
+
+def test_lanczos_finds_both_ends_where_power_iteration_alternates(quadratic):
+    # Indefinite, ends of similar size: power iteration (rate 5/6) is still far off after 20 products, Lanczos
+    # has both ends exactly. Weights short of a minimum look like this (the quick regression runs).
+    eigenvalues = [-5.0, 6.0, 3.0, 2.0, 1.0, 0.5, -0.5, -1.0, 0.25, 0.0, 0.1, -0.1]
+    matrix = quadratic.symmetric(eigenvalues, seed=2)
+    batches = split_in_two_batches(quadratic, matrix)
+    ends = hessian_spectrum_ends(quadratic.Point(torch.ones(12)), quadratic.loss, batches, tolerance=1e-10)
+    assert ends.converged and ends.products <= 30  # one basis of 12 vectors suffices: the space is 12-dimensional
+    assert ends.top == pytest.approx(6.0, rel=1e-8) and ends.bottom == pytest.approx(-5.0, rel=1e-8)
+    power = top_hessian_eigenvalue(quadratic.Point(torch.ones(12)), quadratic.loss, batches, iterations=20)
+    assert not power.converged
+    assert abs(power.eigenvalue - 6.0) > 1e-3 * 6.0
+
+
+def test_lanczos_matches_the_dense_spectrum_of_a_small_network():
+    # Second implementation: the dense Hessian of a tiny MLP (torch.autograd.functional.hessian) and eigvalsh.
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    inputs, targets = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)
+
+    def loss_fn(model, batch):
+        return nn.functional.mse_loss(model(batch[0]), batch[1])
+
+    names = [name for name, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+    flat = torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    def flat_loss(vector):
+        state = dict(zip(names, (piece.view(shape) for piece, shape in
+                                 zip(vector.split([math.prod(s) for s in shapes]), shapes))))
+        return nn.functional.mse_loss(torch.func.functional_call(net, state, (inputs,)), targets)
+
+    dense = torch.linalg.eigvalsh(torch.autograd.functional.hessian(flat_loss, flat))
+    assert dense[0] < 0 < dense[-1]  # random weights: a saddle, as the test intends
+    ends = hessian_spectrum_ends(net, loss_fn, [(inputs, targets)], max_products=2000, tolerance=1e-10, seed=3)
+    assert ends.converged
+    assert ends.top == pytest.approx(float(dense[-1]), rel=1e-6)
+    assert ends.bottom == pytest.approx(float(dense[0]), rel=1e-6)
+
+
+def test_lanczos_is_seeded_and_handles_the_tiny_cases(quadratic):
+    matrix = quadratic.symmetric(EIGENVALUES, seed=4)
+    runs = [hessian_spectrum_ends(quadratic.Point(torch.ones(8)), quadratic.loss, [matrix], seed=9) for _ in "ab"]
+    assert runs[0] == runs[1]
+    two = torch.tensor([[2.0, 1.0], [1.0, -3.0]], dtype=torch.float64)  # eigenvalues -0.5 +- sqrt(7.25)
+    ends = hessian_spectrum_ends(quadratic.Point(torch.zeros(2)), quadratic.loss, [two])
+    assert (ends.top, ends.bottom) == (pytest.approx(-0.5 + 7.25**0.5), pytest.approx(-0.5 - 7.25**0.5))
+    with pytest.raises(ValueError, match="max_products must be >= 1"):
+        hessian_spectrum_ends(quadratic.Point(torch.zeros(2)), quadratic.loss, [two], max_products=0)
 
 
 def test_hutchinson_is_exact_for_a_diagonal_hessian(quadratic):
