@@ -112,6 +112,18 @@ def _packages() -> dict[str, Optional[str]]:
     return versions
 
 
+def _cpu_model() -> Optional[str]:
+    """The CPU's model name (/proc/cpuinfo on Linux), or None where the platform does not say."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
+
+
 def _hardware() -> dict[str, Any]:
     import torch
 
@@ -119,6 +131,10 @@ def _hardware() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        # float results on the CPU are bit for bit only on one kind of CPU: the kernels torch picks follow its
+        # instruction set (capability AVX2 / AVX512 / ...), so a rerun elsewhere may differ in the last bits
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,

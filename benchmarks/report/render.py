@@ -167,8 +167,11 @@ def _commit_text(prov: dict) -> str:
 def _machine_text(hardware: dict) -> str:
     gpus = hardware.get("gpus") or []
     accel = f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU"
+    cpu = hardware.get("cpu") or "?"
+    if hardware.get("cpu_model"):
+        cpu = f"{hardware['cpu_model']} ({hardware.get('cpu_capability') or '?'})"
     return (
-        f"{hardware.get('cpu') or '?'} x {hardware.get('cpu_count') or '?'} CPUs{accel}, "
+        f"{cpu} x {hardware.get('cpu_count') or '?'} CPUs{accel}, "
         f"{hardware.get('platform') or '?'}"
     )
 

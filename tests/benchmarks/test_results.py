@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
+
+import torch
 
 from benchmarks.results import comparable_config, config_differences, provenance, read_result, write_json_atomic
 
@@ -54,6 +57,11 @@ def test_provenance_has_the_documented_fields():
     p = provenance(seed=4)
     assert set(p) == {"git_commit", "git_dirty", "command", "packages", "hardware", "date", "seed"}
     assert p["seed"] == 4 and p["packages"]["torch"] and p["hardware"]["cpu_count"] >= 1
+    # the CPU's kind: float results are bit for bit only across runs on one kind of CPU
+    assert p["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        assert p["hardware"]["cpu_model"] in cpuinfo.read_text()
     assert p["git_commit"] is None or len(p["git_commit"]) == 40
 
 

@@ -177,3 +177,12 @@ def test_flatness_table_from_analysis_files(tmp_path):
     assert float(eig["delta_vs_baseline"]) == pytest.approx(-5.0)
     assert float(eig["delta_vs_baseline_ci_high"]) == pytest.approx(-5.0 + T975_2 / math.sqrt(3))
     assert float(rows["online.hessian_top_eig", "sema"]["delta_vs_baseline"]) == pytest.approx(-4.0)
+
+
+def test_the_machine_line_names_the_cpu_kind_when_the_run_recorded_it():
+    from benchmarks.report.render import _machine_text
+
+    old = {"platform": "Linux-x86_64", "cpu": "x86_64", "cpu_count": 2, "gpus": []}
+    assert _machine_text(old) == "x86_64 x 2 CPUs, no GPU, Linux-x86_64"  # runs from before the field existed
+    new = {**old, "cpu_model": "AMD EPYC", "cpu_capability": "AVX512"}
+    assert _machine_text(new) == "AMD EPYC (AVX512) x 2 CPUs, no GPU, Linux-x86_64"
