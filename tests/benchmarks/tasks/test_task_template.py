@@ -8,7 +8,9 @@ For each task, at its smoke recipe (`configs/recipe/smoke/<task>.yaml`), on the 
 * `analysis_batches` (when the task has it) gives the same batches on every call;
 * a full engine run with method=sema completes, and its headline and last training loss equal the values pinned
   in PINNED (bit-exact on the CPU with one thread): a change of any task's trajectory fails here. A new task adds
-  its line; the failure message prints the values to pin.
+  its line; the failure message prints the values to pin. Bit-exact holds on one kind of CPU (torch picks its
+  kernels by instruction set): where a task ends in other last bits on another kind, PINNED_ELSEWHERE holds that
+  kind's values too, named; a changed trajectory matches none of them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ PINNED = {
     "video": (638.1293182373047, 0.11534301564097404),
     "lm": (33.73474189309669, 3.265971004962921),
 }
+# The same runs on other kinds of CPU, where they differ (the linear probe of ssl turns last-bit differences of the
+# features into a few test samples' predictions).
+PINNED_ELSEWHERE = {
+    "ssl": [(58.59375, 1.7883039116859436)],  # AMD EPYC, torch.backends.cpu.get_cpu_capability() AVX512
+}
 
 
 def _setup(cfg, tmp_path) -> TaskSetup:
@@ -51,6 +58,7 @@ def _setup(cfg, tmp_path) -> TaskSetup:
 
 def test_every_task_has_a_pinned_smoke_run():
     assert set(PINNED) == set(TASKS), "add the new task's line to PINNED (the failing run below prints it)"
+    assert set(PINNED_ELSEWHERE) <= set(TASKS)
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -85,4 +93,7 @@ def test_smoke_run_through_the_engine_is_pinned(task, tmp_path):
     assert runtime["global_batch"] == cfg.task.batch_size and runtime["peak_lr"] == cfg.optim.lr
     got = (result["final"][result["headline"]], result["history"][-1]["train_loss"])
     assert task in PINNED, f'pin it: "{task}": {got!r},'
-    assert got == pytest.approx(PINNED[task], rel=1e-6, abs=1e-9), f'trajectory changed: now "{task}": {got!r},'
+    pins = [PINNED[task], *PINNED_ELSEWHERE.get(task, [])]
+    assert any(got == pytest.approx(pin, rel=1e-6, abs=1e-9) for pin in pins), (
+        f'trajectory changed: now "{task}": {got!r} on {torch.backends.cpu.get_cpu_capability()} '
+        f"(pinned: {pins}); if only the kind of CPU differs, add it to PINNED_ELSEWHERE")
